@@ -1,0 +1,64 @@
+"""Published architectures as points of our spaces (checked against timm's parameter counts)."""
+
+from __future__ import annotations
+
+from .arch import Arch
+from .errors import ArchError
+from .spaces import get_space
+
+# FBNet-C (timm `fbnetc_100`): stage by stage, the skip in the c24 stage put last
+_FBNET_C = (
+    ["k3_e1"]
+    + ["k3_e6", "k3_e1", "k3_e1", "skip"]
+    + ["k5_e6", "k5_e3", "k5_e6", "k3_e6"]
+    + ["k5_e6", "k5_e3", "k5_e6", "k5_e6"]
+    + ["k5_e6", "k5_e6", "k5_e6", "k5_e3"]
+    + ["k5_e6"] * 4
+    + ["k3_e6"]
+)
+
+
+def _mnasnet(stages: list[tuple[str, str, str, str, int, int]]) -> dict[str, str]:
+    choices = {}
+    for i, (op, kernel, se, skip, width, depth) in enumerate(stages):
+        choices.update({
+            f"s{i}.op": op, f"s{i}.kernel": kernel, f"s{i}.se": se,
+            f"s{i}.skip": skip, f"s{i}.width": str(width), f"s{i}.depth": str(depth),
+        })
+    return choices
+
+
+# (space, choices, timm model of the same network)
+PRESETS: dict[str, tuple[str, dict[str, str], str]] = {
+    "fbnet_c": ("fbnet", {f"layer{i}": c for i, c in enumerate(_FBNET_C)}, "fbnetc_100"),
+    "mnasnet_a1": ("mnasnet", _mnasnet([
+        ("sep", "3", "0", "none", 16, 1),
+        ("mb6", "3", "0", "res", 24, 2),
+        ("mb3", "5", "0.25", "res", 40, 3),
+        ("mb6", "3", "0", "res", 80, 4),
+        ("mb6", "3", "0.25", "res", 112, 2),
+        ("mb6", "5", "0.25", "res", 160, 3),
+        ("mb6", "3", "0", "res", 320, 1),
+    ]), "semnasnet_100"),
+    "mnasnet_b1": ("mnasnet", _mnasnet([
+        ("sep", "3", "0", "none", 16, 1),
+        ("mb3", "3", "0", "res", 24, 3),
+        ("mb3", "5", "0", "res", 40, 3),
+        ("mb6", "5", "0", "res", 80, 3),
+        ("mb6", "3", "0", "res", 96, 2),
+        ("mb6", "5", "0", "res", 192, 4),
+        ("mb6", "3", "0", "none", 320, 1),
+    ]), "mnasnet_100"),
+}
+
+
+def get_preset(name: str) -> Arch:
+    if name not in PRESETS:
+        raise ArchError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    space_name, choices, _ = PRESETS[name]
+    return Arch.create(get_space(space_name), choices)
+
+
+def timm_equivalent(name: str) -> str:
+    """Name of the timm model that the preset reproduces."""
+    return PRESETS[name][2]

@@ -1,0 +1,28 @@
+"""Search-space registry: `get_space("fbnet", resolution=224)`."""
+
+from __future__ import annotations
+
+from ..errors import SpaceError
+from .base import SKIP, Decision, LayerwiseSpace, OpInstance, SearchableLayer, SearchSpace
+from .fbnet import FBNetSpace
+from .mnasnet import MnasNetSpace
+from .mobilenetv3 import MobileNetV3Space
+from .tiny import TinySpace
+
+SPACES: dict[str, type[SearchSpace]] = {
+    cls.name: cls for cls in (FBNetSpace, MnasNetSpace, MobileNetV3Space, TinySpace)
+}
+
+
+def get_space(name: str, resolution: int | None = None, num_classes: int | None = None) -> SearchSpace:
+    """Instantiate a registered space; unknown names raise SpaceError listing the known ones."""
+    try:
+        cls = SPACES[name]
+    except KeyError:
+        raise SpaceError(f"unknown search space {name!r}; choose one of: {', '.join(sorted(SPACES))}") from None
+    return cls(resolution=resolution, num_classes=num_classes)
+
+
+__all__ = [
+    "SKIP", "SPACES", "Decision", "LayerwiseSpace", "OpInstance", "SearchableLayer", "SearchSpace", "get_space",
+]
