@@ -1,0 +1,5 @@
+"""Profiling backends, chosen by name."""
+
+from .base import Profiler
+
+__all__ = ["Profiler"]
