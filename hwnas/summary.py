@@ -21,8 +21,8 @@ class ModelSummary:
         return asdict(self)
 
 
-def summarize(model: nn.Module, resolution: int, in_chans: int = 3) -> ModelSummary:
-    """Count params, and MACs and activations of one forward pass of a 1-image batch."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs and activations (conv/linear output elements) of one forward pass at `input_shape`."""
     macs = 0
     activations = 0
 
@@ -47,10 +47,16 @@ def summarize(model: nn.Module, resolution: int, in_chans: int = 3) -> ModelSumm
     model.eval()
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, in_chans, resolution, resolution))
+            model(torch.zeros(input_shape))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+    return macs, activations
+
+
+def summarize(model: nn.Module, resolution: int, in_chans: int = 3) -> ModelSummary:
+    """Params, and MACs and activations of one forward pass of a 1-image batch."""
+    macs, activations = count_macs(model, (1, in_chans, resolution, resolution))
     params = sum(p.numel() for p in model.parameters())
     return ModelSummary(params=params, macs=macs, activations=activations, resolution=resolution)

@@ -10,14 +10,18 @@ from hwnas.errors import SpaceError
 from hwnas.spaces import SKIP, SPACES, get_space
 
 
-def run_op(space, op):
+def op_module(space, op):
     if op.kind == "stem":
         module = Stem(space.build_config)
     elif op.kind == "head":
         module = Head(op.in_chs, space.build_config, space.num_classes)
     else:
         module = build_block(op.spec, op.in_chs, space.build_config)
-    module.eval()
+    return module.eval()
+
+
+def run_op(space, op):
+    module = op_module(space, op)
     with torch.inference_mode():
         return module(torch.randn(op.input_shape(1)))
 

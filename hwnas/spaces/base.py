@@ -7,6 +7,7 @@ import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 from ..build import BuildConfig, decode_block
@@ -46,12 +47,12 @@ class OpInstance:
         if self.kind == "stem":
             stride = 2
         elif self.kind == "block":
-            stride = decode_block(self.spec)[0]["stride"]
+            stride = block_stride(self.spec)
         return conv_out(self.in_h, stride), conv_out(self.in_w, stride)
 
     def out_chs(self) -> int:
         if self.kind == "block":
-            return decode_block(self.spec)[0]["out_chs"]
+            return block_out_chs(self.spec)
         if self.kind == "stem":
             return int(self.spec.split("_")[0][1:])
         return int(self.spec.split("_")[1][1:])
@@ -66,10 +67,12 @@ def conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
+@lru_cache(maxsize=None)
 def block_out_chs(block_str: str) -> int:
     return decode_block(block_str)[0]["out_chs"]
 
 
+@lru_cache(maxsize=None)
 def block_stride(block_str: str) -> int:
     return decode_block(block_str)[0]["stride"]
 

@@ -1,0 +1,36 @@
+"""Open a table for a space and a profiler for a table (shared by predict/calibrate/validate)."""
+
+from __future__ import annotations
+
+from ..errors import BackendError, LutError
+from ..spaces import SearchSpace, get_space
+from .table import LatencyTable, device_identity
+
+
+def space_for_table(table: LatencyTable, space_name: str | None = None, resolution: int | None = None) -> SearchSpace:
+    """The space (at the table's resolution) a command works on; ambiguity is an error."""
+    if space_name is None:
+        if len(table.spaces) != 1:
+            raise LutError(f"the table holds spaces {table.spaces or '[]'}; pick one with --space")
+        space_name = table.spaces[0]
+    if resolution is None:
+        if len(table.resolutions) != 1:
+            raise LutError(f"the table holds resolutions {table.resolutions or '[]'}; pick one with --resolution")
+        resolution = table.resolutions[0]
+    return get_space(space_name, resolution=resolution)
+
+
+def open_profiler(table: LatencyTable):
+    """A profiler of the table's backend and options, on the device the table was made on."""
+    from ..profilers import get_profiler
+
+    profiler = get_profiler(table.backend, **table.backend_options)
+    here, there = device_identity(profiler.fingerprint()), device_identity(table.device)
+    if here != there:
+        differing = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+        profiler.close()
+        raise BackendError(
+            f"this machine differs from the one the table was profiled on (in {', '.join(differing)}); "
+            "end-to-end measurements must run on the same device: profile this device first"
+        )
+    return profiler

@@ -1,0 +1,150 @@
+"""End-to-end measurement of whole architectures, calibration fitting and the fidelity report.
+
+Whole networks are measured in interleaved rounds (every architecture once per round, the
+order shuffled each round), so that a burst of load on the machine spreads over all of them
+instead of poisoning one. The spread of an architecture's round medians is the backend's own
+run-to-run noise, reported next to the prediction error: a predictor cannot be trusted to be
+better than the measurements it is checked against.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from ..arch import Arch
+from ..build import build_model
+from ..errors import LutError
+from ..spaces import SearchSpace
+from .calibration import MODELS, Calibration, fit_calibration
+from .predictor import LatencyPredictor
+from .table import LatencyTable
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Whole-network latency of one architecture over several interleaved rounds."""
+
+    arch: Arch
+    measured_ms: float
+    noise_cv: float
+    round_ms: tuple[float, ...]
+
+
+def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], batch: int = 1, rounds: int = 3,
+                  seed: int = 0, progress: Callable[[int, int], None] | None = None) -> list[EndToEnd]:
+    """Median end-to-end latency and run-to-run CV of each architecture, interleaving rounds."""
+    if rounds < 1:
+        raise LutError("rounds must be >= 1")
+    models = [build_model(a.arch_def(space), space.build_config, space.num_classes).eval() for a in archs]
+    shape = (batch, 3, space.resolution, space.resolution)
+    per_arch: list[list[float]] = [[] for _ in archs]
+    rng = random.Random(seed)
+    order = list(range(len(archs)))
+    done, total = 0, rounds * len(archs)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            per_arch[i].append(profiler.measure(models[i], shape).p50_ms)
+            done += 1
+            if progress:
+                progress(done, total)
+    results = []
+    for arch, values in zip(archs, per_arch):
+        arr = np.asarray(values)
+        cv = float(arr.std(ddof=1) / arr.mean()) if arr.size > 1 else 0.0
+        results.append(EndToEnd(arch, float(np.median(arr)), cv, tuple(float(v) for v in arr)))
+    return results
+
+
+def sample_archs(space: SearchSpace, count: int, seed: int, exclude: set[str] = frozenset()) -> list[Arch]:
+    """`count` distinct random architectures whose hashes are not in `exclude`."""
+    rng = random.Random(seed)
+    archs: dict[str, Arch] = {}
+    attempts = 0
+    while len(archs) < count and attempts < count * 100:
+        attempts += 1
+        arch = Arch.create(space, space.sample(rng))
+        if arch.hash not in exclude:
+            archs.setdefault(arch.hash, arch)
+    return list(archs.values())
+
+
+def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], resolution: int,
+                         models: Sequence[str] = MODELS) -> tuple[Calibration, dict[str, float]]:
+    """Fit each model and keep the one with the lowest cross-validated error."""
+    fitted = {m: fit_calibration(raw, measured, resolution, model=m) for m in models if len(raw) >= (2 if m == "scale" else 3)}
+    best = min(fitted.values(), key=lambda c: c.error_pct)
+    return best, {m: c.error_pct for m, c in fitted.items()}
+
+
+def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Sequence[EndToEnd]) -> Calibration:
+    """Fit a calibration from end-to-end measurements and store it (with its samples) in `table`."""
+    predictor = LatencyPredictor(table, space)
+    raw = [predictor.raw_sum_ms(m.arch) for m in measurements]
+    measured = [m.measured_ms for m in measurements]
+    calibration, errors = fit_best_calibration(raw, measured, space.resolution)
+    record = calibration.to_dict()
+    record.update({
+        "space": space.name,
+        "model_errors_pct": errors,
+        "noise_cv_median": float(np.median([m.noise_cv for m in measurements])),
+        "samples": [
+            {"arch": m.arch.hash, "raw_sum_ms": r, "measured_ms": m.measured_ms, "noise_cv": m.noise_cv}
+            for m, r in zip(measurements, raw)
+        ],
+    })
+    table.calibration = dict(table.calibration or {})
+    table.calibration[str(space.resolution)] = record
+    return calibration
+
+
+def calibration_hashes(table: LatencyTable, resolution: int) -> set[str]:
+    """Hashes of the architectures a table's calibration at `resolution` was fitted on."""
+    record = (table.calibration or {}).get(str(resolution)) or {}
+    return {s["arch"] for s in record.get("samples", [])}
+
+
+def _share_within(errors: np.ndarray, bound: float) -> float:
+    return float(np.mean(np.abs(errors) <= bound))
+
+
+def fidelity_report(predictor: LatencyPredictor, measurements: Sequence[EndToEnd], labels: Sequence[str] | None = None) -> dict:
+    """The validation report: per architecture and overall, raw and calibrated."""
+    rows = []
+    for i, m in enumerate(measurements):
+        raw = predictor.raw_sum_ms(m.arch)
+        calibrated = predictor.latency_ms(m.arch)
+        rows.append({
+            "arch": m.arch.hash,
+            "label": labels[i] if labels else m.arch.hash,
+            "choices": m.arch.choice_map,
+            "raw_sum_ms": raw,
+            "calibrated_ms": calibrated,
+            "measured_ms": m.measured_ms,
+            "noise_cv": m.noise_cv,
+            "round_ms": list(m.round_ms),
+        })
+    measured = np.array([r["measured_ms"] for r in rows])
+    summary = {"n_archs": len(rows), "noise_cv_median": float(np.median([r["noise_cv"] for r in rows])),
+               "noise_cv_max": float(np.max([r["noise_cv"] for r in rows]))}
+    for name in ("raw", "calibrated"):
+        predicted = np.array([r["raw_sum_ms" if name == "raw" else "calibrated_ms"] for r in rows])
+        rel = (predicted - measured) / measured
+        tau = kendalltau(predicted, measured).statistic if len(rows) > 1 else float("nan")
+        summary[name] = {
+            "mape_pct": float(np.mean(np.abs(rel)) * 100),
+            "mean_error_pct": float(np.mean(rel) * 100),
+            "within_5pct": _share_within(rel, 0.05),
+            "within_10pct": _share_within(rel, 0.10),
+            "kendall_tau": float(tau),
+        }
+    summary["calibration"] = asdict(predictor.calibration) if predictor.calibration else None
+    summary["mape_over_noise"] = (
+        summary["calibrated"]["mape_pct"] / (summary["noise_cv_median"] * 100) if summary["noise_cv_median"] > 0 else None
+    )
+    return {"summary": summary, "archs": rows}

@@ -1,0 +1,137 @@
+"""Calibration from end-to-end measurements and the fidelity report, with a deterministic
+stand-in profiler (the real backends are covered by the profiler tests)."""
+
+import json
+
+import pytest
+
+from hwnas.cli import main
+from hwnas.latency_tables import LatencyTable, Measurement
+from hwnas.latency_tables.predictor import LatencyPredictor
+from hwnas.latency_tables.validation import (
+    calibrate_table,
+    calibration_hashes,
+    fidelity_report,
+    measure_archs,
+    sample_archs,
+)
+from hwnas.spaces import get_space
+import test_spaces
+from hwnas.latency_tables import OpKey
+from hwnas.summary import count_macs
+from test_predictor import hand_table
+
+
+K_MS_PER_MAC = 1e-5
+
+
+class LinearStandIn:
+    """Deterministic stand-in for a backend: 1.3 x (MACs x K) + 0.2 ms, +-1% alternating per call
+    of the same module. With a table whose op latencies are MACs x K, it is 1.3 x raw sum + 0.2."""
+
+    def __init__(self):
+        self.calls = 0
+        self.per_module = {}
+
+    def measure(self, module, input_shape):
+        self.calls += 1
+        n = self.per_module[id(module)] = self.per_module.get(id(module), 0) + 1
+        wobble = 1.01 if n % 2 else 0.99
+        raw = count_macs(module, input_shape)[0] * K_MS_PER_MAC
+        ms = (1.3 * raw + 0.2) * wobble
+        return Measurement(ms, ms, ms, ms, 0.0, 5)
+
+
+def macs_table(space):
+    """A table whose every op takes MACs x K ms."""
+    table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": "test"},
+                         spaces=[space.name], resolutions=[space.resolution])
+    for op in space.all_ops():
+        table.put(OpKey.for_op(op, space.build_config.name), Measurement(0, op_macs(space, op) * K_MS_PER_MAC, 0, 0, 0, 1))
+    return table
+
+
+def op_macs(space, op):
+    return count_macs(test_spaces.op_module(space, op), op.input_shape(1))[0]
+
+
+@pytest.fixture
+def setup():
+    space = get_space("tiny")
+    table = macs_table(space)
+    return space, table, LatencyPredictor(table, space), LinearStandIn()
+
+
+def test_measure_archs_interleaves_rounds_and_reports_noise(setup):
+    space, table, predictor, profiler = setup
+    archs = sample_archs(space, 6, seed=0)
+    results = measure_archs(profiler, space, archs, rounds=4)
+    assert profiler.calls == 24
+    for r in results:
+        assert len(r.round_ms) == 4
+        assert 0.005 < r.noise_cv < 0.02  # the +-1% wobble
+        assert r.measured_ms == pytest.approx(1.3 * predictor.raw_sum_ms(r.arch) + 0.2, rel=0.011)
+
+
+def test_calibration_is_stored_per_resolution_and_used(setup):
+    space, table, predictor, profiler = setup
+    archs = sample_archs(space, 8, seed=0)
+    calibration = calibrate_table(table, space, measure_archs(profiler, space, archs, rounds=2))
+    assert calibration.model == "linear"
+    assert calibration.a == pytest.approx(1.3, rel=0.05) and calibration.error_pct < 2.0
+    assert set(table.calibration) == {"32"}
+    assert calibration_hashes(table, 32) == {a.hash for a in archs}
+    calibrated = LatencyPredictor(table, space)
+    assert calibrated.latency_ms(archs[0]) == pytest.approx(1.3 * calibrated.raw_sum_ms(archs[0]) + 0.2, rel=0.02)
+
+
+def test_fidelity_report_contents(setup):
+    space, table, predictor, profiler = setup
+    held_out = sample_archs(space, 10, seed=1)
+    report = fidelity_report(predictor, measure_archs(profiler, space, held_out, rounds=2))
+    s = report["summary"]
+    assert s["n_archs"] == 10 and len(report["archs"]) == 10
+    row = report["archs"][0]
+    assert {"arch", "raw_sum_ms", "calibrated_ms", "measured_ms", "noise_cv"} <= set(row)
+    # uncalibrated: raw == calibrated, about 30% low, but perfectly ranked
+    assert s["raw"]["mape_pct"] == pytest.approx(s["calibrated"]["mape_pct"])
+    assert 20 < s["raw"]["mape_pct"] < 35 and s["raw"]["within_10pct"] == 0.0
+    assert s["raw"]["kendall_tau"] > 0.9
+
+
+def test_sampled_validation_archs_exclude_calibration_ones():
+    space = get_space("tiny")
+    first = sample_archs(space, 30, seed=0)
+    rest = sample_archs(space, 30, seed=0, exclude={a.hash for a in first[:20]})
+    assert not {a.hash for a in rest} & {a.hash for a in first[:20]}
+
+
+def test_predict_cli(tmp_path, capsys):
+    space = get_space("tiny")
+    table = hand_table(space)
+    table.resolutions = [32]
+    lut = tmp_path / "lut.json"
+    table.save(lut)
+    arch = tmp_path / "a.json"
+    arch.write_text(json.dumps({"space": "tiny", "choices": {"layer0": "skip", "layer1": "k5_e3", "layer2": "k3_e1_g2"}}))
+    assert main(["predict", "--lut", str(lut), str(arch), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["latency_ms"] == pytest.approx(0.5 + 3.5 + 0.25 + 0.25)
+    assert {"latency_ms", "raw_sum_ms", "error_pct", "params", "peak_activation_bytes"} <= set(doc)
+    assert main(["predict", "--lut", str(lut), str(arch)]) == 0
+    assert "uncalibrated" in capsys.readouterr().out
+
+
+def test_predict_cli_bad_inputs(tmp_path, capsys):
+    space = get_space("tiny")
+    table = hand_table(space)
+    table.resolutions = [32]
+    lut = tmp_path / "lut.json"
+    table.save(lut)
+    assert main(["predict", "--lut", str(lut), "preset:fbnet_c"]) == 2
+    assert "lacks" in capsys.readouterr().err
+    assert main(["predict", "--lut", str(tmp_path / "none.json"), "preset:fbnet_c"]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("[]")
+    assert main(["predict", "--lut", str(tmp_path / "bad.json"), "preset:fbnet_c"]) == 2
+    assert "not an hwnas latency table" in capsys.readouterr().err
