@@ -82,7 +82,8 @@ def cmd_export(args) -> int:
     from ..export.model import prepare_model
 
     _check_options(args)
-    onnx_spec = OnnxSpec(batch=None if args.dynamic_batch else (args.batch or 1), opset=args.opset, exporter=args.exporter)
+    batch = None if args.dynamic_batch else (1 if args.batch is None else args.batch)
+    onnx_spec = OnnxSpec(batch=batch, opset=args.opset, exporter=args.exporter)
     onnx_spec.validate()
     if args.tensorrt:
         from ..export import tensorrt_engine
