@@ -122,6 +122,7 @@ def test_report_contents(tiny_export):
     folder, printed = tiny_export
     report = json.loads((folder / "export_report.json").read_text())
     assert printed == report
+    assert listing(folder) == ["export_report.json", "tiny.json", "tiny.onnx"]  # no exporter leftovers
     assert report["format"] == "hwnas.export_report" and report["version"] == 1
     assert report["arch"]["space"] == "tiny" and report["weights"] is None
     assert report["onnx"]["exporter"] == "dynamo" and report["onnx"]["opset"] == 18

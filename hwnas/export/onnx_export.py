@@ -147,8 +147,3 @@ def _shape(value_info) -> list:
     dims = value_info.type.tensor_type.shape.dim
     return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in dims]
 
-
-def onnx_input_shape(model_bytes: bytes) -> list:
-    """Declared input shape of an ONNX model: ints, and a name for a symbolic dimension."""
-    proto = onnx.load_from_string(model_bytes)
-    return _shape(proto.graph.input[0])
