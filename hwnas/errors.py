@@ -27,3 +27,7 @@ class DataError(HwnasError):
 
 class MissingDependencyError(HwnasError):
     """An optional package (TensorRT, pynvml, ...) is needed but not installed."""
+
+
+class ExportError(HwnasError):
+    """An export failed: the exporter, the ONNX checker, a parity check or an engine build."""

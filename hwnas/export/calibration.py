@@ -1,0 +1,79 @@
+"""Real images for int8 calibration: an ImageFolder-style directory -> normalised NCHW batches.
+
+Preprocessing is the evaluation transform: shorter side resized to the resolution (bilinear),
+centre crop, [0, 1] scaling, ImageNet mean/std. `deploy/classify.py` does the same in numpy.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from .onnx_export import IMAGENET_MEAN, IMAGENET_STD
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Every image file under `root` (class subfolders or flat), in a stable order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root} (give a folder of images, e.g. an ImageFolder val/ split)")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return paths
+
+
+def load_image(path: str | Path, resolution: int) -> np.ndarray:
+    """One image as a normalised float32 CHW array of `resolution` x `resolution`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = resolution / min(w, h)
+            size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+            if size != (w, h):
+                img = img.resize(size, Image.BILINEAR)
+            left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+            pixels = np.asarray(img, dtype=np.float32) / 255.0
+    except OSError as exc:
+        raise DataError(f"cannot read image {path} ({exc}); remove it from the folder") from None
+    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+class ImageBatches:
+    """Up to `count` images of a folder, shuffled with a fixed seed (classes mixed), in full batches.
+
+    The final partial batch is dropped: a TensorRT calibrator's batch size is fixed.
+    """
+
+    def __init__(self, root: str | Path, resolution: int, batch_size: int, count: int = 512, seed: int = 0):
+        if batch_size < 1 or count < 1:
+            raise DataError(f"calibration needs batch size and image count >= 1, got {batch_size} and {count}")
+        paths = list_images(root)
+        random.Random(seed).shuffle(paths)
+        usable = min(count, len(paths)) // batch_size * batch_size
+        if usable == 0:
+            raise DataError(
+                f"{root} has {len(paths)} images, fewer than one calibration batch of {batch_size}; add images or lower the batch"
+            )
+        self.paths = paths[:usable]
+        self.resolution = resolution
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.paths) // self.batch_size
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.paths), self.batch_size):
+            chunk = self.paths[start:start + self.batch_size]
+            yield np.stack([load_image(p, self.resolution) for p in chunk])
