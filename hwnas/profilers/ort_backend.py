@@ -39,7 +39,7 @@ from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
 from .memory import MemoryInfo, estimate_on_cpu
 from .statistics import StatsConfig
-from .torch_backend import check_threads
+from .torch_backend import ThreadScope, check_threads
 
 EXPORTERS = {"torchscript": 17, "dynamo": 18}  # exporter -> ONNX opset
 OPT_LEVELS = {
@@ -150,13 +150,14 @@ class OrtModuleRunner(OrtRunner):
     """A torch module exported to ONNX and run in ONNX Runtime."""
 
     def __init__(self, profiler: "OrtProfiler", module: nn.Module, input_shape):
-        module = module.eval()
-        x = torch.randn(input_shape)
-        _, self._memory = estimate_on_cpu(module, x)
-        path = profiler.new_path()
-        export_onnx(module, x, path, profiler.exporter)
-        check = (module, x) if profiler.verify_tolerance else None
-        super().__init__(profiler, path, input_shape, reference=check)
+        with ThreadScope(profiler.threads):
+            module = module.eval()
+            x = torch.randn(input_shape)
+            _, self._memory = estimate_on_cpu(module, x)
+            path = profiler.new_path()
+            export_onnx(module, x, path, profiler.exporter)
+            check = (module, x) if profiler.verify_tolerance else None
+            super().__init__(profiler, path, input_shape, reference=check)
 
     def memory(self) -> MemoryInfo:
         return self._memory

@@ -28,6 +28,7 @@ from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
 from .memory import MemoryInfo, estimate_on_cpu
 from .ort_backend import export_onnx
+from .torch_backend import ThreadScope
 from .statistics import StatsConfig
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -62,12 +63,13 @@ class TensorRTRunner(Runner):
         self.device = torch.device("cuda", profiler.device_index)
         module = module.eval()
         cpu_x = torch.randn(input_shape)
-        _, cpu_memory = estimate_on_cpu(module, cpu_x)
         path = profiler.new_path()
-        if profiler.strongly_typed_fp16:
-            export_onnx(module.to(self.device).half(), cpu_x.to(self.device).half(), path)
-        else:
-            export_onnx(module, cpu_x, path)
+        with ThreadScope(1):
+            _, cpu_memory = estimate_on_cpu(module, cpu_x)
+            if profiler.strongly_typed_fp16:
+                export_onnx(module.to(self.device).half(), cpu_x.to(self.device).half(), path)
+            else:
+                export_onnx(module, cpu_x, path)
         try:
             self.engine = profiler.build_engine(path)
         finally:

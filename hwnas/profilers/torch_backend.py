@@ -29,8 +29,12 @@ def check_threads(threads: int) -> int:
     return threads
 
 
-class _ThreadScope:
-    """Set torch's intra-op thread count, restore the previous one on exit."""
+class ThreadScope:
+    """Set torch's intra-op thread count, restore the previous one on `restore()` / exit.
+
+    Also used around the torch work other backends do (export, memory estimate, output check):
+    torch's default of one thread per core crawls on a machine whose cores are busy.
+    """
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -40,10 +44,16 @@ class _ThreadScope:
     def restore(self) -> None:
         torch.set_num_threads(self.previous)
 
+    def __enter__(self) -> "ThreadScope":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
 
 class TorchCPURunner(Runner):
     def __init__(self, module: nn.Module, input_shape, threads: int, channels_last: bool):
-        self._threads = _ThreadScope(threads)
+        self._threads = ThreadScope(threads)
         self.module = module.eval()
         self.x = torch.randn(input_shape)
         if channels_last:
@@ -88,7 +98,7 @@ class TorchCPUProfiler(Profiler):
 class TorchCUDARunner(Runner):
     def __init__(self, module: nn.Module, input_shape, device: torch.device, dtype: torch.dtype,
                  channels_last: bool, threads: int):
-        self._threads = _ThreadScope(threads)
+        self._threads = ThreadScope(threads)
         self.device = device
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         cpu_module = module.eval()
