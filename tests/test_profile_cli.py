@@ -350,3 +350,20 @@ def test_one_table_holds_several_resolutions(table_copy):
     assert table.resolutions == [32, 64] and len(table) == 2 * TINY_OPS
     LatencyPredictor(table, get_space("tiny", resolution=64))
     LatencyPredictor(table, get_space("tiny", resolution=32))
+
+
+def test_a_failed_checkpoint_leaves_the_previous_file_intact(table_copy, monkeypatch):
+    from hwnas import jsonio
+
+    before = table_copy.read_bytes()
+    table = LatencyTable.load(table_copy)
+    table.entries.clear()
+
+    def crash(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonio.os, "replace", crash)
+    with pytest.raises(OSError):
+        table.save(table_copy)
+    assert table_copy.read_bytes() == before
+    assert [p.name for p in table_copy.parent.iterdir()] == ["t.json"]  # no temp file left behind

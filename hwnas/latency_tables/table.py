@@ -10,7 +10,8 @@ Schema (format "hwnas.lut", version 1), a JSON object:
     batch, dtype           the input batch size and dtype every entry was measured at
     spaces                 names of the spaces whose ops the table holds
     resolutions            input resolutions those ops were enumerated at
-    overhead_ms            per-call overhead of the backend (an empty graph), or null
+    overhead_ms            per-call overhead of the backend (an empty graph), or null;
+                           every entry includes it once (each op is timed as its own call)
     created                ISO-8601 UTC time of creation
     entries                {op key text: measurement}; a measurement has p10_ms, p50_ms,
                            p90_ms, mean_ms, std_ms, count, param_bytes, input_bytes,
