@@ -21,6 +21,10 @@ class BackendError(HwnasError):
     """A profiling or inference backend is unknown or unavailable on this machine."""
 
 
+class ProfileError(HwnasError):
+    """A profiling request is malformed: bad batch, threads or statistics settings, unusable output."""
+
+
 class DataError(HwnasError):
     """A dataset directory is missing or malformed."""
 

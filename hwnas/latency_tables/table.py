@@ -10,11 +10,19 @@ Schema (format "hwnas.lut", version 1), a JSON object:
     batch, dtype           the input batch size and dtype every entry was measured at
     spaces                 names of the spaces whose ops the table holds
     resolutions            input resolutions those ops were enumerated at
-    overhead_ms            per-call overhead of the backend (an empty graph), or null
+    overhead_ms            per-call overhead of the backend (an empty graph), or null;
+                           every entry includes it once (each op is timed as its own call)
     created                ISO-8601 UTC time of creation
     entries                {op key text: measurement}; a measurement has p10_ms, p50_ms,
                            p90_ms, mean_ms, std_ms, count, param_bytes, input_bytes,
-                           output_bytes, peak_bytes (null when unknown), peak_source
+                           output_bytes, peak_bytes (null when unknown), peak_source, and
+                           how trustworthy it is: rel_ci (relative half-width of the 95%
+                           confidence interval of the median, null when unknown),
+                           rounds_dropped (rounds of samples discarded as disturbed by load),
+                           remeasured (times the whole op was re-measured because the
+                           machine was busier than usual)
+    statistics             null, or the repeat/stopping settings the entries were measured
+                           with (hwnas.profilers.statistics.StatsConfig); informative only
     calibration            null, or {resolution: fitted correction with its error}
                            (see hwnas.latency_tables.calibration)
 
@@ -128,6 +136,9 @@ class Measurement:
     output_bytes: int = 0
     peak_bytes: int | None = None
     peak_source: str = "unknown"
+    rel_ci: float | None = None
+    rounds_dropped: int = 0
+    remeasured: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +171,7 @@ class LatencyTable:
     created: str = field(default_factory=_utc_now)
     entries: dict[str, Measurement] = field(default_factory=dict)
     calibration: dict | None = None
+    statistics: dict | None = None
 
     # --- lookups ------------------------------------------------------------------------
     def __contains__(self, key: OpKey | str) -> bool:
@@ -238,6 +250,7 @@ class LatencyTable:
             "created": self.created,
             "entries": {k: m.to_dict() for k, m in sorted(self.entries.items())},
             "calibration": self.calibration,
+            "statistics": self.statistics,
         }
 
     @classmethod
@@ -260,6 +273,7 @@ class LatencyTable:
                 created=str(data.get("created", "")),
                 entries=entries,
                 calibration=data.get("calibration"),
+                statistics=data.get("statistics"),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise LutError(f"{source} is malformed ({type(exc).__name__}: {exc}); re-run `hwnas profile`") from None

@@ -1,0 +1,113 @@
+"""`hwnas lut show FILE` and `hwnas lut merge A B ... --out C`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import LutError
+from ..latency_tables.table import LatencyTable
+
+
+def register(subparsers) -> None:
+    lut = subparsers.add_parser("lut", help="inspect and merge latency tables")
+    sub = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", required=True)
+
+    show = sub.add_parser("show", help="device, backend, entry count and slowest ops of a table")
+    show.add_argument("table", metavar="FILE")
+    show.add_argument("--top", type=int, default=10, help="how many of the slowest ops to list (default 10)")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show.set_defaults(func=cmd_show)
+
+    merge = sub.add_parser("merge", help="merge tables of one device, backend and options into one")
+    merge.add_argument("tables", metavar="FILE", nargs="+", help="two or more tables; later ones win on overlap")
+    merge.add_argument("--out", required=True)
+    merge.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    merge.set_defaults(func=cmd_merge)
+
+
+def summarize(table: LatencyTable, top: int = 10) -> dict:
+    """What `lut show` prints: where and how the table was measured, and its slowest ops."""
+    entries = table.entries
+    slowest = sorted(entries.items(), key=lambda kv: kv[1].p50_ms, reverse=True)[:max(top, 0)]
+    cpu = table.device.get("cpu", {})
+    gpu = table.device.get("gpu") or None
+    unstable = [k for k, m in entries.items() if m.rel_ci is not None and table.statistics
+                and m.rel_ci > table.statistics.get("target_rel_ci", 1)]
+    return {
+        "backend": table.backend,
+        "backend_options": table.backend_options,
+        "device": {
+            "cpu": cpu.get("model"),
+            "cpus": cpu.get("cpus_available"),
+            "threads_used": cpu.get("threads_used"),
+            "gpu": gpu.get("name") if gpu else None,
+            "driver": gpu.get("driver") if gpu else None,
+            "libraries": table.device.get("libraries", {}),
+            "hostname": table.device.get("hostname"),
+        },
+        "batch": table.batch,
+        "dtype": table.dtype,
+        "spaces": table.spaces,
+        "resolutions": table.resolutions,
+        "entries": len(entries),
+        "overhead_ms": table.overhead_ms,
+        "created": table.created,
+        "calibration": sorted(table.calibration) if table.calibration else None,
+        "quality": {
+            "above_target_ci": len(unstable),
+            "remeasured_under_load": sum(1 for m in entries.values() if m.remeasured),
+            "rounds_dropped": sum(m.rounds_dropped for m in entries.values()),
+        },
+        "total_p50_ms": sum(m.p50_ms for m in entries.values()),
+        "slowest": [{"key": k, "p50_ms": m.p50_ms, "p90_ms": m.p90_ms, "count": m.count, "peak_bytes": m.peak_bytes}
+                    for k, m in slowest],
+    }
+
+
+def cmd_show(args) -> int:
+    table = LatencyTable.load(args.table)
+    doc = summarize(table, args.top)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    dev = doc["device"]
+    options = ", ".join(f"{k}={v}" for k, v in sorted(doc["backend_options"].items()))
+    print(f"{args.table}")
+    print(f"  device      {dev['cpu']} ({dev['cpus']} cpus available, {dev['threads_used']} threads used)"
+          + (f"; GPU {dev['gpu']} driver {dev['driver']}" if dev["gpu"] else ""))
+    libs = ", ".join(f"{k} {v}" for k, v in dev["libraries"].items() if v)
+    print(f"  libraries   {libs}")
+    print(f"  backend     {doc['backend']} ({options})")
+    print(f"  inputs      batch {doc['batch']}, {doc['dtype']}")
+    print(f"  spaces      {', '.join(doc['spaces']) or '-'} at {', '.join(map(str, doc['resolutions'])) or '-'} px")
+    overhead = f"{doc['overhead_ms']:.4f} ms per call" if doc["overhead_ms"] is not None else "not measured"
+    print(f"  entries     {doc['entries']} (overhead {overhead}; created {doc['created']})")
+    q = doc["quality"]
+    print(f"  quality     {q['above_target_ci']} above the target CI, {q['remeasured_under_load']} re-measured "
+          f"under load, {q['rounds_dropped']} disturbed rounds dropped")
+    if doc["calibration"]:
+        print(f"  calibrated  at {', '.join(doc['calibration'])} px")
+    if doc["slowest"]:
+        print(f"  slowest {len(doc['slowest'])}:")
+        for row in doc["slowest"]:
+            print(f"    {row['p50_ms']:9.4f} ms (p90 {row['p90_ms']:.4f}, n={row['count']:>3})  {row['key']}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    if len(args.tables) < 2:
+        raise LutError("merge needs at least two tables")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    tables = [LatencyTable.load(path) for path in args.tables]
+    merged = tables[0]
+    for path, table in zip(args.tables[1:], tables[1:]):
+        try:
+            merged = merged.merge(table)
+        except LutError as exc:
+            raise LutError(f"cannot merge {path} into {args.tables[0]}: {exc}") from None
+    merged.save(out)
+    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})")
+    return 0

@@ -1,0 +1,126 @@
+"""`hwnas profile` (measure a space's ops into a LUT) and `hwnas backends` (what runs here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ProfileError
+from ..profilers import PROFILERS, available_backends, backend_options, get_profiler
+from ..profilers.session import default_table_name, profile_space
+from ..profilers.statistics import StatsConfig
+from ..spaces import get_space
+
+# CLI flag -> profiler keyword; a flag given to a backend that does not take it is an error
+_BACKEND_FLAGS = {
+    "threads": "--threads",
+    "opt_level": "--opt-level",
+    "exporter": "--exporter",
+    "precision": "--precision",
+    "channels_last": "--channels-last",
+    "device": "--device",
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "profile",
+        help="measure every unique op of a space on a backend into a latency table",
+        description="Measure every unique op (stem, blocks, heads) of a space into a latency table. "
+                    "The table is checkpointed after every op; --resume continues an interrupted run.",
+    )
+    p.add_argument("--space", required=True)
+    p.add_argument("--backend", required=True, help=f"one of: {', '.join(PROFILERS)} (see `hwnas backends`)")
+    p.add_argument("--out", required=True,
+                   help="table file (.json); an existing folder, or a path ending in '/', gets <device>_<backend>_t<threads>.json")
+    p.add_argument("--resume", action="store_true", help="continue the table at --out: measure only missing ops")
+    p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
+    p.add_argument("--batch", type=int, default=1)
+    backend = p.add_argument_group("backend options (each backend takes some; see `hwnas backends`)")
+    backend.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
+    backend.add_argument("--opt-level", choices=("disable", "basic", "extended", "layout", "all"), default=None,
+                         help="ONNX Runtime graph optimisation level (default all)")
+    backend.add_argument("--exporter", choices=("torchscript", "dynamo"), default=None,
+                         help="ONNX exporter for ort-* (default torchscript: 10-70 ms per op against ~2 s)")
+    backend.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default=None)
+    backend.add_argument("--channels-last", action="store_true", default=None, help="torch-*: NHWC memory format")
+    backend.add_argument("--device", type=int, default=None, help="CUDA device index (GPU backends)")
+    stats = p.add_argument_group("statistics")
+    stats.add_argument("--quick", action="store_true",
+                       help="few repeats and a 0.1 s cap per op: smoke runs and tests, not a table to ship")
+    stats.add_argument("--min-repeats", type=int, default=None)
+    stats.add_argument("--max-repeats", type=int, default=None)
+    stats.add_argument("--target-ci", type=float, default=None,
+                       help="stop when the 95%% CI half-width of the median is below this fraction (default 0.02)")
+    stats.add_argument("--max-time-per-op", type=float, default=None, help="seconds of timing per op (default 1.0)")
+    p.add_argument("--no-load-guard", action="store_true", help="do not re-measure ops timed while the machine was busy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_profile)
+
+    b = subparsers.add_parser("backends", help="list profiling backends, whether each runs here, and their options")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_backends)
+
+
+def stats_config(args) -> StatsConfig:
+    """StatsConfig from --quick and the explicit overrides."""
+    base = StatsConfig.quick() if args.quick else StatsConfig()
+    overrides = {
+        "min_repeats": args.min_repeats,
+        "max_repeats": args.max_repeats,
+        "target_rel_ci": args.target_ci,
+        "max_time_s": args.max_time_per_op,
+    }
+    values = {**base.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
+    if args.min_repeats is not None and args.max_repeats is None:
+        values["max_repeats"] = max(values["max_repeats"], values["min_repeats"])
+    return StatsConfig(**values)
+
+
+def _options(args) -> dict:
+    options = {key: getattr(args, key) for key in _BACKEND_FLAGS if getattr(args, key) is not None}
+    if args.backend in PROFILERS:
+        accepted = backend_options(args.backend)
+        for key in options:
+            if key not in accepted:
+                takes = ", ".join(_BACKEND_FLAGS[k] for k in accepted if k in _BACKEND_FLAGS) or "none"
+                raise ProfileError(f"backend {args.backend} does not take {_BACKEND_FLAGS[key]}; its flags: {takes}")
+    return options
+
+
+def cmd_profile(args) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise ProfileError(f"--threads must be >= 1, got {args.threads}")
+    if args.batch < 1:
+        raise ProfileError(f"--batch must be >= 1, got {args.batch}")
+    space = get_space(args.space, resolution=args.resolution)
+    stats = stats_config(args)
+    options = _options(args)
+    with get_profiler(args.backend, stats=stats, **options) as profiler:
+        out = Path(args.out)
+        if out.is_dir() or args.out.endswith(("/", "\\")):
+            out = out / default_table_name(profiler, profiler.fingerprint())
+        report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
+                               progress=not args.no_progress, load_guard=not args.no_load_guard)
+    note = f", {report.remeasured} re-measured under load" if report.remeasured else ""
+    print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
+          f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{note})")
+    return 0
+
+
+def cmd_backends(args) -> int:
+    reasons = available_backends()
+    rows = [
+        {"name": name, "available": reason is None, "reason": reason, "options": list(backend_options(name)),
+         "description": (PROFILERS[name].__doc__ or "").strip().splitlines()[0].rstrip(".")}
+        for name, reason in reasons.items()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        state = "yes" if r["available"] else f"no: {r['reason']}"
+        print(f"{r['name']:<11} {state}", file=sys.stdout)
+        print(f"{'':<11} {r['description']}; options: {', '.join(r['options'])}")
+    return 0

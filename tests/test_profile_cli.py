@@ -1,0 +1,369 @@
+"""`hwnas profile`, `hwnas lut show|merge` and the profiling session: keys, dedup, checkpoints,
+resume after Ctrl-C and kill -9, refusals. Tiny space, quick statistics."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli import main
+from hwnas.latency_tables import LatencyTable, OpKey
+from hwnas.latency_tables.predictor import LatencyPredictor
+from hwnas.profilers import session as session_mod
+from hwnas.profilers.statistics import LoadGuard, StatsConfig
+from hwnas.profilers.torch_backend import TorchCPUProfiler
+from hwnas.spaces import OpInstance, get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--quick", "--no-load-guard", "--no-progress"]
+TINY_OPS = len(get_space("tiny").all_ops())
+
+
+def profile(out, *extra, backend="torch-cpu"):
+    return main(["profile", "--space", "tiny", "--backend", backend, "--out", str(out), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lut") / "tiny.json"
+    assert profile(out) == 0
+    return out
+
+
+@pytest.fixture
+def table_copy(tiny_table, tmp_path) -> Path:
+    path = tmp_path / "t.json"
+    shutil.copy(tiny_table, path)
+    return path
+
+
+def count_measures(monkeypatch) -> list:
+    calls = []
+    original = TorchCPUProfiler.measure
+
+    def measure(self, module, shape):
+        calls.append(tuple(shape))
+        return original(self, module, shape)
+
+    monkeypatch.setattr(TorchCPUProfiler, "measure", measure)
+    return calls
+
+
+# --- keys and dedup ---------------------------------------------------------------------------
+def test_space_keys_cover_stem_blocks_and_head_once():
+    space = get_space("fbnet")
+    keys = session_mod.space_keys(space)
+    assert len(keys) == len(space.all_ops()) == len({k.text for k, _ in keys})
+    kinds = {k.kind for k, _ in keys}
+    assert kinds == {"stem", "block", "head"}
+    assert keys[0][0].text == "stem:c16_k3_s2|relu-sigmoid-sin|1x3x224x224|float32"
+
+
+def test_space_keys_deduplicate_spellings_of_one_op(monkeypatch):
+    space = get_space("tiny")
+    ops = space.all_ops()
+    twin = OpInstance("block", "ir_k3_r1_s1_e1.0_c8", 8, 16, 16)  # ir_r1_k3_s1_e1_c8 spelled differently
+    monkeypatch.setattr(space, "all_ops", lambda: [*ops, twin, ops[1]])
+    keys = session_mod.space_keys(space, batch=2)
+    assert len(keys) == len(ops)
+    assert all(k.shape[0] == 2 for k, _ in keys)
+
+
+def test_profile_fills_a_complete_valid_table(tiny_table, capsys):
+    table = LatencyTable.load(tiny_table)
+    space = get_space("tiny")
+    assert len(table) == TINY_OPS
+    assert table.backend == "torch-cpu" and table.backend_options["threads"] == 1
+    assert table.spaces == ["tiny"] and table.resolutions == [32] and table.overhead_ms > 0
+    assert table.statistics["max_repeats"] == StatsConfig.quick().max_repeats
+    assert table.device["cpu"]["threads_used"] == 1
+    LatencyPredictor(table, space)  # every op of the space is there
+    head = table.get(OpKey.for_op(space.head_op(16, 8, 8), space.build_config.name))
+    assert head.param_bytes == (16 * 16 + 2 * 16 + 16 * 10 + 10) * 4  # conv_head (no bias), bn2, classifier
+
+
+def test_lut_show_text_and_json(tiny_table, capsys):
+    assert main(["lut", "show", str(tiny_table), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "torch-cpu" in text and f"entries     {TINY_OPS}" in text and "slowest 3" in text
+    assert main(["lut", "show", str(tiny_table), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["entries"] == TINY_OPS and len(doc["slowest"]) == 10 and doc["spaces"] == ["tiny"]
+    p50s = [row["p50_ms"] for row in doc["slowest"]]
+    assert p50s == sorted(p50s, reverse=True)
+
+
+def test_ort_cpu_profile_smoke(tmp_path):
+    out = tmp_path / "ort.json"
+    assert profile(out, "--opt-level", "extended", backend="ort-cpu") == 0
+    table = LatencyTable.load(out)
+    assert len(table) == TINY_OPS and table.backend_options["graph_optimization_level"] == "extended"
+
+
+def test_out_folder_gets_a_name_from_device_and_backend(tmp_path, capsys):
+    assert profile(str(tmp_path) + "/", "--threads", "1") == 0
+    (made,) = tmp_path.iterdir()
+    assert made.name.endswith("_torch-cpu_t1.json")
+
+
+# --- never overwrite, never re-measure ----------------------------------------------------------
+def test_existing_out_without_resume_is_refused_untouched(table_copy, capsys):
+    before = table_copy.read_bytes()
+    assert profile(table_copy) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists; pass --resume to continue it or choose another --out" in err and "\n" not in err
+    assert table_copy.read_bytes() == before
+
+
+def test_resume_of_a_complete_table_measures_nothing(table_copy, monkeypatch, capsys):
+    before = LatencyTable.load(table_copy).entries
+    calls = count_measures(monkeypatch)
+    assert profile(table_copy, "--resume") == 0
+    assert calls == [] and LatencyTable.load(table_copy).entries == before
+    assert f"0 ops measured, {TINY_OPS} already there" in capsys.readouterr().out
+
+
+def test_resume_measures_only_the_missing_entries(table_copy, monkeypatch):
+    doc = json.loads(table_copy.read_text())
+    dropped = sorted(doc["entries"])[:4]
+    for key in dropped:
+        del doc["entries"][key]
+    table_copy.write_text(json.dumps(doc))
+    kept = LatencyTable.load(table_copy).entries
+    calls = count_measures(monkeypatch)
+    assert profile(table_copy, "--resume") == 0
+    after = LatencyTable.load(table_copy)
+    assert len(calls) == 4 and len(after) == TINY_OPS
+    assert all(after.entries[k] == m for k, m in kept.items())
+
+
+def test_resume_with_other_options_is_refused(table_copy, capsys):
+    before = table_copy.read_bytes()
+    assert profile(table_copy, "--resume", "--threads", "2") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "backend_options" in err
+    assert table_copy.read_bytes() == before
+
+
+def test_ctrl_c_saves_what_was_finished(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "t.json"
+    original = TorchCPUProfiler.measure
+    calls = []
+
+    def measure(self, module, shape):
+        calls.append(shape)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, module, shape)
+
+    monkeypatch.setattr(TorchCPUProfiler, "measure", measure)
+    assert profile(out) == 130
+    assert "finished work is saved" in capsys.readouterr().err
+    assert len(LatencyTable.load(out)) == 3
+    monkeypatch.setattr(TorchCPUProfiler, "measure", original)
+    assert profile(out, "--resume") == 0
+    assert len(LatencyTable.load(out)) == TINY_OPS
+
+
+def test_kill_9_then_resume_loses_no_finished_entry(tmp_path):
+    out = tmp_path / "t.json"
+    # slow statistics (each op takes its 0.3 s cap) so that the kill lands mid-run
+    cmd = [sys.executable, "-m", "hwnas.cli", "profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out),
+           "--no-progress", "--no-load-guard", "--min-repeats", "100000", "--max-time-per-op", "0.3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reads, deadline = 0, time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists():
+                doc = json.loads(out.read_text())  # valid JSON at every moment
+                reads += 1
+                if len(doc["entries"]) >= 2:
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-500:]
+    finished = LatencyTable.load(out)
+    assert 2 <= len(finished) < TINY_OPS and reads >= 1
+    assert profile(out, "--resume") == 0
+    resumed = LatencyTable.load(out)
+    assert len(resumed) == TINY_OPS
+    assert all(resumed.entries[k] == m for k, m in finished.entries.items())
+
+
+# --- load guard ---------------------------------------------------------------------------------
+class FixedProfiler(TorchCPUProfiler):
+    """A torch-cpu profiler whose measurements are counted (to test the session's re-measure)."""
+
+    def __init__(self):
+        super().__init__(stats=StatsConfig.quick())
+        self.measured = 0
+
+    def measure(self, module, shape):
+        self.measured += 1
+        return super().measure(module, shape)
+
+
+def test_an_op_timed_under_load_is_re_measured(monkeypatch):
+    space = get_space("tiny")
+    key, op = session_mod.space_keys(space)[1]
+    levels = iter([1.0] * 16 + [3.0] * 16 + [1.0] * 16 + [1.0] * 16)  # busy after the first try
+    guard = LoadGuard(lambda: next(levels), calls=15)
+    guard.ratio()
+    monkeypatch.setattr(session_mod.time, "sleep", lambda s: None)
+    profiler = FixedProfiler()
+    entry, redone = session_mod._measure_op(profiler, space, key, op, guard, 2, 0, Path("x.json"))
+    assert redone == 1 and entry.remeasured == 1 and profiler.measured == 2
+
+
+def test_a_machine_busy_throughout_gives_up_after_max_remeasure(monkeypatch):
+    space = get_space("tiny")
+    key, op = session_mod.space_keys(space)[1]
+    values = iter([1.0] * 16 + [3.0] * 1000)
+    guard = LoadGuard(lambda: next(values), calls=15)
+    guard.ratio()
+    monkeypatch.setattr(session_mod.time, "sleep", lambda s: None)
+    profiler = FixedProfiler()
+    entry, redone = session_mod._measure_op(profiler, space, key, op, guard, 2, 0, Path("x.json"))
+    assert redone == 2 and profiler.measured == 3
+
+
+def test_profile_with_the_load_guard_on(tmp_path):
+    out = tmp_path / "g.json"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), "--quick", "--no-progress"]) == 0
+    assert len(LatencyTable.load(out)) == TINY_OPS
+
+
+# --- merge --------------------------------------------------------------------------------------
+def test_merge_two_halves_and_refuse_a_foreign_table(table_copy, tmp_path, capsys):
+    doc = json.loads(table_copy.read_text())
+    keys = sorted(doc["entries"])
+    a, b = dict(doc), dict(doc)
+    a["entries"] = {k: doc["entries"][k] for k in keys[:5]}
+    b["entries"] = {k: doc["entries"][k] for k in keys[5:]}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out = tmp_path / "c.json"
+    assert main(["lut", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    assert LatencyTable.load(out).entries == LatencyTable.load(table_copy).entries
+    assert main(["lut", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+
+    b["backend_options"] = {**b["backend_options"], "threads": 4}
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main(["lut", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tables differ in backend_options" in err and "\n" not in err
+    assert not (tmp_path / "d.json").exists()
+    b["backend"] = "ort-cpu"
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main(["lut", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "d.json")]) == 2
+    assert "tables differ in backend" in capsys.readouterr().err
+
+
+# --- every bad input: one line, exit 2, nothing written ------------------------------------------
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--space", "tiny", "--backend", "torch-cpu", "--threads", "0"], "--threads must be >= 1"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--batch", "0"], "--batch must be >= 1"),
+        (["--space", "nope", "--backend", "torch-cpu"], "unknown search space 'nope'"),
+        (["--space", "tiny", "--backend", "nope"], "unknown backend 'nope'; available here: torch-cpu"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--opt-level", "basic"], "does not take --opt-level"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--resolution", "100"], "multiple of 32"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--min-repeats", "0"], "min_repeats must be >= 1"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--target-ci", "2"], "target_rel_ci must be in (0, 1)"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--max-time-per-op", "0"], "time cap per op"),
+    ],
+)
+def test_bad_profile_input(argv, message, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["profile", *argv, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("hwnas: error:")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_dir(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert profile(locked / "sub" / "t.json") == 2
+        assert "not a writable folder" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert profile(blocker / "t.json") == 2
+    assert "not a writable folder" in capsys.readouterr().err
+
+
+def test_resume_of_something_that_is_not_a_table(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    out.write_text(json.dumps({"format": "other"}))
+    assert profile(out, "--resume") == 2
+    assert "not an hwnas latency table" in capsys.readouterr().err
+    out.write_text("{not json")
+    assert profile(out, "--resume") == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["lut", "show", "missing.json"], "latency table not found"),
+        (["lut", "merge", "a.json", "--out", "c.json"], "at least two tables"),
+        (["lut", "merge", "a.json", "b.json", "--out", "c.json"], "latency table not found"),
+    ],
+)
+def test_bad_lut_input(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_backends_lists_every_backend(capsys):
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["torch-cpu"]["available"] and "threads" in rows["ort-cpu"]["options"]
+    assert set(rows) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"}
+
+
+def test_one_table_holds_several_resolutions(table_copy):
+    assert profile(table_copy, "--resume", "--resolution", "64") == 0
+    table = LatencyTable.load(table_copy)
+    assert table.resolutions == [32, 64] and len(table) == 2 * TINY_OPS
+    LatencyPredictor(table, get_space("tiny", resolution=64))
+    LatencyPredictor(table, get_space("tiny", resolution=32))
+
+
+def test_a_failed_checkpoint_leaves_the_previous_file_intact(table_copy, monkeypatch):
+    from hwnas import jsonio
+
+    before = table_copy.read_bytes()
+    table = LatencyTable.load(table_copy)
+    table.entries.clear()
+
+    def crash(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonio.os, "replace", crash)
+    with pytest.raises(OSError):
+        table.save(table_copy)
+    assert table_copy.read_bytes() == before
+    assert [p.name for p in table_copy.parent.iterdir()] == ["t.json"]  # no temp file left behind
