@@ -135,3 +135,43 @@ def test_predict_cli_bad_inputs(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[]")
     assert main(["predict", "--lut", str(tmp_path / "bad.json"), "preset:fbnet_c"]) == 2
     assert "not an hwnas latency table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["ort-cpu", "torch-cpu"])
+def test_calibrate_then_validate_on_a_real_backend(backend, tmp_path, capsys):
+    lut = tmp_path / "lut.json"
+    assert main(["profile", "--space", "tiny", "--backend", backend, "--out", str(lut), "--quick", "--no-progress"]) == 0
+    assert main(["calibrate", "--lut", str(lut), "--samples", "4", "--rounds", "2"]) == 0
+    table = LatencyTable.load(lut)
+    record = table.calibration["32"]
+    assert record["n_samples"] == 4 and len(record["samples"]) == 4 and record["error_pct"] >= 0
+    out = tmp_path / "val"
+    arch = tmp_path / "a.json"
+    assert main(["arch", "sample", "--space", "tiny", "--seed", "99", "--out", str(arch)]) == 0
+    assert main(["validate", "--lut", str(lut), "--samples", "3", "--archs", str(arch), "--rounds", "2",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["n_archs"] == 4 and report["summary"]["backend"] == backend
+    assert report["archs"][0]["label"] == str(arch)
+    calibrated = {s["arch"] for s in record["samples"]}
+    assert not calibrated & {r["arch"] for r in report["archs"][1:]}, "held-out archs exclude calibration ones"
+    assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["predict", "--lut", str(lut), str(arch), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["error_pct"] == pytest.approx(record["error_pct"])
+
+
+def test_validate_and_calibrate_bad_inputs(tmp_path, capsys):
+    space = get_space("tiny")
+    table = hand_table(space)
+    table.resolutions = [32]
+    lut = tmp_path / "lut.json"
+    table.save(lut)
+    assert main(["calibrate", "--lut", str(lut), "--samples", "0"]) == 2
+    assert "--samples must be >= 1" in capsys.readouterr().err
+    assert main(["validate", "--lut", str(lut), "--archs", "preset:fbnet_c", "--out", str(tmp_path / "v")]) == 2
+    assert "not 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+    # a table from another device or with unreproducible options is refused before measuring
+    assert main(["calibrate", "--lut", str(lut), "--samples", "2"]) == 2
+    assert "cannot reproduce the table's backend options" in capsys.readouterr().err

@@ -21,16 +21,31 @@ def space_for_table(table: LatencyTable, space_name: str | None = None, resoluti
 
 
 def open_profiler(table: LatencyTable):
-    """A profiler of the table's backend and options, on the device the table was made on."""
-    from ..profilers import get_profiler
+    """A profiler with the table's backend and options, on the device the table was made on."""
+    from ..profilers import backend_options, get_profiler
 
-    profiler = get_profiler(table.backend, **table.backend_options)
-    here, there = device_identity(profiler.fingerprint()), device_identity(table.device)
-    if here != there:
-        differing = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+    accepted = set(backend_options(table.backend)) if table.backend in _registry() else set()
+    profiler = get_profiler(table.backend, **{k: v for k, v in table.backend_options.items() if k in accepted})
+    try:
+        if profiler.options() != table.backend_options:
+            raise BackendError(
+                f"cannot reproduce the table's backend options {table.backend_options} here "
+                f"(got {profiler.options()}); profile this device with the options you need"
+            )
+        here, there = device_identity(profiler.fingerprint()), device_identity(table.device)
+        if here != there:
+            differing = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+            raise BackendError(
+                f"this machine differs from the one the table was profiled on (in {', '.join(differing)}); "
+                "end-to-end measurements must run on the same device and software: profile this device first"
+            )
+    except BackendError:
         profiler.close()
-        raise BackendError(
-            f"this machine differs from the one the table was profiled on (in {', '.join(differing)}); "
-            "end-to-end measurements must run on the same device: profile this device first"
-        )
+        raise
     return profiler
+
+
+def _registry():
+    from ..profilers import PROFILERS
+
+    return PROFILERS

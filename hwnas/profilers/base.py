@@ -87,7 +87,11 @@ class Profiler(ABC):
 
     def measure(self, module: nn.Module, input_shape: tuple[int, ...]) -> Measurement:
         """Latency and memory of `module` (in eval mode) on an input of `input_shape`."""
-        with self.prepare(module, input_shape) as runner:
+        return self.measure_runner(self.prepare(module, input_shape))
+
+    def measure_runner(self, runner: Runner) -> Measurement:
+        """Time a prepared runner with the adaptive statistics, then close it."""
+        with runner:
             stats = measure_adaptive(runner.time_call, self.stats)
             memory = runner.memory()
         rel_ci = round(stats.rel_ci, 5) if math.isfinite(stats.rel_ci) else None

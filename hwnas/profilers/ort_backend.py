@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import shutil
 import tempfile
 import time
 import warnings
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendError, MissingDependencyError
+from ..latency_tables.table import Measurement
 from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
 from .memory import MemoryInfo, estimate_on_cpu
@@ -163,6 +165,25 @@ class OrtModuleRunner(OrtRunner):
         return self._memory
 
 
+class OrtFileRunner(OrtRunner):
+    """An existing ONNX file (an exported model) run as it is, from a private copy."""
+
+    def __init__(self, profiler: "OrtProfiler", source: Path, input_shape):
+        import onnx
+        from onnx import numpy_helper
+
+        path = profiler.new_path()
+        shutil.copyfile(source, path)
+        model = onnx.load(str(path))
+        self._params = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+        super().__init__(profiler, path, input_shape)
+
+    def memory(self) -> MemoryInfo:
+        in_bytes = int(np.prod(self._keep[0].shape())) * 4
+        out_bytes = int(np.prod(self.output.shape())) * 4
+        return MemoryInfo(self._params, in_bytes, out_bytes, None, "unknown")
+
+
 class OrtIdentityRunner(OrtRunner):
     def __init__(self, profiler: "OrtProfiler", shape):
         path = profiler.new_path()
@@ -256,6 +277,10 @@ class OrtProfiler(Profiler):
 
     def prepare(self, module: nn.Module, input_shape) -> Runner:
         return OrtModuleRunner(self, module, input_shape)
+
+    def measure_onnx(self, path: str | Path, input_shape) -> Measurement:
+        """Latency of an existing ONNX file (e.g. the exported model) with this backend's settings."""
+        return self.measure_runner(OrtFileRunner(self, Path(path), input_shape))
 
     def overhead_ms(self) -> float | None:
         from .statistics import measure_adaptive
