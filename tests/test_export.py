@@ -135,7 +135,7 @@ def test_report_contents(tiny_export):
     assert report["latency"] is None
     assert {"torch", "onnx", "onnxruntime", "timm", "python", "hwnas"} <= set(report["versions"])
     device = report["device"]
-    assert device["cpu_model"] and device["cpu_count"] >= 1 and device["platform"]
+    assert device["cpu"]["model"] and device["cpu"]["logical_cpus"] >= 1 and device["libraries"]["onnxruntime"]
 
 
 def test_onnx_carries_architecture_and_preprocessing_metadata(tiny_export):
@@ -411,3 +411,41 @@ def test_load_image_keeps_aspect_ratio_and_centre_crops(tmp_path):
     assert x.shape == (3, 32, 32)
     white = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     assert np.allclose(x[:, :, 0], white[:, None], atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "tiny_ort.json"
+    assert main(["profile", "--space", "tiny", "--backend", "ort-cpu", "--out", str(path), "--quick", "--no-progress"]) == 0
+    return path
+
+
+def test_export_with_lut_reports_predicted_vs_measured_latency(tiny_arch, tiny_table, tmp_path, capsys):
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_arch), "--onnx", str(onnx_path), "--lut", str(tiny_table)]) == 0
+    out = capsys.readouterr().out
+    assert "latency on ort-cpu: predicted" in out
+    latency = json.loads((tmp_path / "export_report.json").read_text())["latency"]
+    assert latency["backend"] == "ort-cpu" and latency["measured_what"] == "exported ONNX model"
+    assert latency["measured_ms"] > 0 and latency["predicted_ms"] > 0
+    assert latency["error_pct"] == pytest.approx((latency["predicted_ms"] / latency["measured_ms"] - 1) * 100)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dynamic-batch"], "drop --dynamic-batch or --lut"),
+        (["--batch", "2"], "measured at batch 1"),
+    ],
+)
+def test_export_with_unusable_lut_fails_before_writing(extra, message, tiny_arch, tiny_table, tmp_path, capsys):
+    onnx_path = tmp_path / "out" / "m.onnx"
+    assert main(["export", str(tiny_arch), "--onnx", str(onnx_path), "--lut", str(tiny_table), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_with_lut_of_another_space_fails_before_writing(tiny_table, tmp_path, capsys):
+    assert main(["export", "preset:fbnet_c", "--onnx", str(tmp_path / "m.onnx"), "--lut", str(tiny_table)]) == 2
+    assert "the table lacks" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ExportError
 from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_onnx
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
-from ..export.report import REPORT_NAME, build_report, latency_section, write_report
+from ..export.report import REPORT_NAME, build_report, latency_prediction, latency_section, write_report
 from ..jsonio import atomic_write_bytes
 
 DYNAMIC_PARITY_BATCHES = (1, 3)
@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                    help="torch.onnx exporter: dynamo (default, opset >= 18) or torchscript (opset 9-20)")
+    p.add_argument("--lut", metavar="FILE", default=None,
+                   help="also measure the exported model on this table's backend and compare with the prediction")
     p.add_argument("--report", metavar="PATH", default=None, help=f"report path (default: {REPORT_NAME} beside the ONNX file)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     trt = p.add_argument_group("TensorRT (needs the tensorrt package and an NVIDIA GPU)")
@@ -90,6 +92,11 @@ def cmd_export(args) -> int:
 
         tensorrt_engine.check_available()
     source = prepare_model(args.arch, weights=args.weights, resolution=args.resolution)
+    lut_check = None
+    if args.lut:
+        if onnx_spec.dynamic_batch:
+            raise ExportError("--lut compares a fixed-batch model with the table; drop --dynamic-batch or --lut")
+        lut_check = latency_prediction(args.lut, source.arch, source.resolution, onnx_spec.batch)
     engine_spec, calibration = None, None
     if args.tensorrt:
         engine_spec = tensorrt_engine.EngineSpec(
@@ -121,7 +128,9 @@ def cmd_export(args) -> int:
                     ort_runner.infer, trt_runner.infer, trt_inputs, engine_spec.tolerance,
                     "onnxruntime (CPUExecutionProvider)", f"tensorrt {engine_spec.precision}", kind,
                 ).check()
-    latency = latency_section()
+    latency = None
+    if args.lut:
+        latency = latency_section(args.lut, *lut_check, source.model, source.resolution, onnx_spec.batch, onnx_bytes)
 
     atomic_write_bytes(args.onnx, onnx_bytes)
     if engine is not None:
@@ -147,6 +156,10 @@ def cmd_export(args) -> int:
     for record in parity.values():
         print(f"  parity: {record.summary()}")
     print(f"  wrote {args.onnx} ({_mb(len(onnx_bytes))})")
+    if latency:
+        stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
+        print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
+              f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}), error {latency['error_pct']:+.1f}%")
     if engine is not None:
         print(f"  wrote {args.tensorrt} ({_mb(len(engine))}, {engine_spec.precision})")
     print(f"  wrote {report_path}")

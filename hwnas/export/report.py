@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata, util
 
 from .. import __version__
+from ..errors import ExportError
 from ..jsonio import atomic_write_json
 
 REPORT_FORMAT = "hwnas.export_report"
@@ -40,50 +41,69 @@ def versions() -> dict:
     return found
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_fingerprint() -> dict:
-    """Fingerprint-lite of the exporting machine: platform, CPU model, cores, GPU if any."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    gpu = None
+    """The exporting machine: the profilers' fingerprint (CPU, GPU when CUDA is usable, libraries)."""
+    from ..profilers.fingerprint import device_fingerprint as full_fingerprint
+
+    gpu_index = None
     try:
         import torch
 
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
+        gpu_index = 0 if torch.cuda.is_available() else None
     except Exception:
-        gpu = None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "gpu": gpu,
-    }
+        gpu_index = None
+    return full_fingerprint(None, _PACKAGES, gpu_index=gpu_index)
 
 
-def latency_section(**_unused) -> dict | None:
-    """Predicted vs measured latency of the exported model: null for now.
+def latency_prediction(lut_path, arch, resolution: int, batch: int):
+    """Load the table and predict, before any export work: a bad table fails fast."""
+    from ..latency_tables.loading import space_for_table
+    from ..latency_tables.predictor import LatencyPredictor
+    from ..latency_tables.table import LatencyTable
 
-    `hwnas export --lut FILE` (issue 6, item 3) will return here
-    `{"lut": path, "backend": ..., "predicted_ms": ..., "measured_ms": ..., "error_pct": ...}`.
+    table = LatencyTable.load(lut_path)
+    if batch != table.batch:
+        raise ExportError(f"the table was measured at batch {table.batch}, the export is at batch {batch}; "
+                          f"export with --batch {table.batch} to compare latencies")
+    space = space_for_table(table, arch.space, resolution)
+    return table, LatencyPredictor(table, space).predict(arch)
+
+
+def latency_section(lut_path, table, prediction, model, resolution: int, batch: int, onnx_bytes: bytes) -> dict:
+    """Predicted vs measured latency of the exported model on the LUT's backend.
+
+    ONNX Runtime backends time the exported ONNX bytes themselves; PyTorch backends time the
+    model they were exported from. The prediction is the calibrated one searches use.
     """
-    return None
+    import tempfile
+
+    from ..latency_tables.loading import open_profiler
+
+    shape = (batch, 3, resolution, resolution)
+    with open_profiler(table) as profiler:
+        if hasattr(profiler, "measure_onnx"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.onnx")
+                with open(path, "wb") as f:
+                    f.write(onnx_bytes)
+                measured, what = profiler.measure_onnx(path, shape), "exported ONNX model"
+        else:
+            measured, what = profiler.measure(model, shape), "PyTorch model"
+    error = (prediction.latency_ms - measured.p50_ms) / measured.p50_ms * 100.0
+    return {
+        "lut": str(lut_path),
+        "backend": table.backend,
+        "backend_options": table.backend_options,
+        "measured_what": what,
+        "predicted_ms": prediction.latency_ms,
+        "raw_sum_ms": prediction.raw_sum_ms,
+        "stated_error_pct": prediction.error_pct,
+        "measured_ms": measured.p50_ms,
+        "measured_p10_ms": measured.p10_ms,
+        "measured_p90_ms": measured.p90_ms,
+        "measured_count": measured.count,
+        "error_pct": error,
+    }
 
 
 def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,
