@@ -147,3 +147,29 @@ def test_calibration_needs_enough_positive_pairs():
         fit_calibration([1.0, 2.0], [1.0, 2.0], 224, model="linear")
     with pytest.raises(LutError, match="positive"):
         fit_calibration([1.0, -2.0], [1.0, 2.0], 224)
+
+
+def test_ops_calibration_recovers_a_per_op_term():
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(5, 50, size=30)
+    n_ops = rng.integers(8, 24, size=30)
+    measured = 1.05 * raw + 0.3 * n_ops + 0.5
+    cal = fit_calibration(raw, measured, 224, model="ops", n_ops=n_ops)
+    assert (cal.a, cal.b, cal.c) == pytest.approx((1.05, 0.5, 0.3), rel=1e-6)
+    assert cal.apply(10.0, 12) == pytest.approx(1.05 * 10 + 0.3 * 12 + 0.5)
+    with pytest.raises(LutError, match="needs the op count"):
+        fit_calibration(raw, measured, 224, model="ops")
+
+
+def test_ops_calibration_in_the_predictor_and_its_differentiable_form(space):
+    cal = {"32": {"model": "ops", "a": 1.5, "b": 0.1, "c": 0.4, "error_pct": 1.0, "n_samples": 10, "resolution": 32}}
+    predictor = LatencyPredictor(hand_table(space, cal), space)
+    arch = Arch.create(space, {"layer0": "skip", "layer1": "k5_e3", "layer2": "k3_e1_g2"})
+    raw = STEM + 3.5 + 0.25 + HEAD
+    assert predictor.n_ops(arch) == 4
+    assert predictor.latency_ms(arch) == pytest.approx(1.5 * raw + 0.4 * 4 + 0.1)
+    one_hot = [torch.tensor([1.0 if c == arch.choice_map[l.name] else 0.0 for c in l.candidates]) for l in space.layers]
+    assert predictor.expected_latency(one_hot).item() == pytest.approx(predictor.latency_ms(arch))
+    # fastest: skip where possible (saves an op), the g2 candidate in layer1
+    fastest = Arch.create(space, {"layer0": "skip", "layer1": "k3_e1_g2", "layer2": "skip"})
+    assert predictor.fastest_latency_ms() == pytest.approx(predictor.latency_ms(fastest))

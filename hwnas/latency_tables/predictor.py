@@ -16,7 +16,7 @@ import torch
 
 from ..arch import Arch
 from ..errors import LutError
-from ..spaces import LayerwiseSpace, SearchSpace
+from ..spaces import SKIP, LayerwiseSpace, SearchSpace
 from .calibration import calibration_for
 from .table import LatencyTable, OpKey
 
@@ -73,17 +73,24 @@ class LatencyPredictor:
         """Sum of the LUT medians of the stem, every block and the head."""
         return sum(self.op_latency_ms(op) for op in self.space.ops(arch.arch_def(self.space)))
 
+    def n_ops(self, arch: Arch) -> int:
+        """Ops of the network: stem, blocks, head (what the `ops` calibration counts)."""
+        return len(self.space.ops(arch.arch_def(self.space)))
+
+    def _calibrated(self, raw: float, n_ops: int) -> float:
+        return self.calibration.apply(raw, n_ops) if self.calibration else raw
+
     def latency_ms(self, arch: Arch) -> float:
         """Calibrated latency (the raw sum where the table has no calibration)."""
-        raw = self.raw_sum_ms(arch)
-        return self.calibration.apply(raw) if self.calibration else raw
+        ops = self.space.ops(arch.arch_def(self.space))
+        return self._calibrated(sum(self.op_latency_ms(op) for op in ops), len(ops))
 
     def predict(self, arch: Arch) -> Prediction:
         ops = self.space.ops(arch.arch_def(self.space))
         raw = sum(self.op_latency_ms(op) for op in ops)
         params, peak = self._memory(ops)
         return Prediction(
-            latency_ms=self.calibration.apply(raw) if self.calibration else raw,
+            latency_ms=self._calibrated(raw, len(ops)),
             raw_sum_ms=raw,
             error_pct=self.calibration.error_pct if self.calibration else None,
             params=params,
@@ -116,24 +123,33 @@ class LatencyPredictor:
             per_layer.append(torch.tensor(values, dtype=torch.float32))
         return stem + head, per_layer
 
+    def _layer_ops(self) -> list[torch.Tensor]:
+        """Per layer, 1.0 for each candidate that is an op and 0.0 for skip."""
+        return [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
+
+    def layer_tables_cached(self) -> tuple[float, list[torch.Tensor]]:
+        if "_layer_tables" not in self._cache:
+            self._cache["_layer_tables"] = self.layer_tables()
+            self._cache["_layer_ops"] = self._layer_ops()
+        return self._cache["_layer_tables"]
+
     def expected_latency(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
         """Calibrated expected latency (ms) under per-layer probability vectors; differentiable."""
         fixed, per_layer = self.layer_tables_cached()
         if len(probabilities) != len(per_layer):
             raise LutError(f"expected {len(per_layer)} probability vectors, got {len(probabilities)}")
         raw = fixed + sum((p * lat.to(p.device)).sum() for p, lat in zip(probabilities, per_layer))
-        return self.calibration.apply_tensor(raw) if self.calibration else raw
-
-    def layer_tables_cached(self) -> tuple[float, list[torch.Tensor]]:
-        if "_layer_tables" not in self._cache:
-            self._cache["_layer_tables"] = self.layer_tables()
-        return self._cache["_layer_tables"]
+        if not self.calibration:
+            return raw
+        n_ops = 2 + sum((p * ops.to(p.device)).sum() for p, ops in zip(probabilities, self._cache["_layer_ops"]))
+        return self.calibration.apply_tensor(raw, n_ops)
 
     def fastest_latency_ms(self) -> float:
         """Lowest predicted latency of any architecture of a layer-wise space."""
         fixed, per_layer = self.layer_tables_cached()
-        raw = fixed + float(sum(t.min() for t in per_layer))
-        return self.calibration.apply(raw) if self.calibration else raw
+        a, c = (self.calibration.a, self.calibration.c) if self.calibration else (1.0, 0.0)
+        best = sum(float((a * lat + c * ops).min()) for lat, ops in zip(per_layer, self._cache["_layer_ops"]))
+        return a * fixed + 2 * c + best + (self.calibration.b if self.calibration else 0.0)
 
     def batch_latency_ms(self, archs: Sequence[Arch]) -> np.ndarray:
         """Calibrated latency of many architectures (thousands per second for evolution)."""

@@ -20,7 +20,7 @@ from ..arch import Arch
 from ..build import build_model
 from ..errors import LutError
 from ..spaces import SearchSpace
-from .calibration import MODELS, Calibration, fit_calibration
+from .calibration import MIN_SAMPLES, MODELS, Calibration, fit_calibration
 from .predictor import LatencyPredictor
 from .table import LatencyTable
 
@@ -74,10 +74,13 @@ def sample_archs(space: SearchSpace, count: int, seed: int, exclude: set[str] = 
     return list(archs.values())
 
 
-def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], resolution: int,
+def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], n_ops: Sequence[int], resolution: int,
                          models: Sequence[str] = MODELS) -> tuple[Calibration, dict[str, float]]:
-    """Fit each model and keep the one with the lowest cross-validated error."""
-    fitted = {m: fit_calibration(raw, measured, resolution, model=m) for m in models if len(raw) >= (2 if m == "scale" else 3)}
+    """Fit each model that has enough samples and keep the lowest cross-validated error."""
+    fitted = {m: fit_calibration(raw, measured, resolution, model=m, n_ops=n_ops)
+              for m in models if len(raw) >= MIN_SAMPLES[m]}
+    if not fitted:
+        raise LutError(f"calibration needs at least {min(MIN_SAMPLES.values())} measured architectures")
     best = min(fitted.values(), key=lambda c: c.error_pct)
     return best, {m: c.error_pct for m, c in fitted.items()}
 
@@ -86,16 +89,17 @@ def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Seque
     """Fit a calibration from end-to-end measurements and store it (with its samples) in `table`."""
     predictor = LatencyPredictor(table, space)
     raw = [predictor.raw_sum_ms(m.arch) for m in measurements]
+    n_ops = [predictor.n_ops(m.arch) for m in measurements]
     measured = [m.measured_ms for m in measurements]
-    calibration, errors = fit_best_calibration(raw, measured, space.resolution)
+    calibration, errors = fit_best_calibration(raw, measured, n_ops, space.resolution)
     record = calibration.to_dict()
     record.update({
         "space": space.name,
         "model_errors_pct": errors,
         "noise_cv_median": float(np.median([m.noise_cv for m in measurements])),
         "samples": [
-            {"arch": m.arch.hash, "raw_sum_ms": r, "measured_ms": m.measured_ms, "noise_cv": m.noise_cv}
-            for m, r in zip(measurements, raw)
+            {"arch": m.arch.hash, "raw_sum_ms": r, "n_ops": n, "measured_ms": m.measured_ms, "noise_cv": m.noise_cv}
+            for m, r, n in zip(measurements, raw, n_ops)
         ],
     })
     table.calibration = dict(table.calibration or {})
