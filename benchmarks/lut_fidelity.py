@@ -1,6 +1,7 @@
 """How far is the LUT's prediction from measured end-to-end latency?
 
-For each backend: copy the table, calibrate it on `--calib` sampled architectures, then
+For each backend: copy the table, calibrate it on `--calib` sampled architectures (or keep its
+own calibration with `--calibrated`), then
 validate on `--samples` other sampled architectures plus the space's presets, measured in
 interleaved rounds; print raw and calibrated MAPE, share within ±5% / ±10%, Kendall tau and the
 backend's own run-to-run noise, against the targets of issue 4:
@@ -37,7 +38,10 @@ def run(lut: Path, args) -> dict:
     if args.resolution:
         common += ["--resolution", str(args.resolution)]
     start = time.perf_counter()
-    if hwnas_main(["calibrate", *common, "--samples", str(args.calib)]) != 0:
+    if args.calibrated:
+        if not (table.calibration or {}).get(str(args.resolution or table.resolutions[0])):
+            raise SystemExit(f"{lut} has no calibration at that resolution; run `hwnas calibrate` or drop --calibrated")
+    elif hwnas_main(["calibrate", *common, "--samples", str(args.calib)]) != 0:
         raise SystemExit(f"calibration failed for {lut}")
     calibrate_s = time.perf_counter() - start
     presets = [f"preset:{name}" for name, (space_name, _, _) in PRESETS.items() if space_name == space]
@@ -57,6 +61,8 @@ def main(argv=None) -> int:
     parser.add_argument("--space", default=None)
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--calib", type=int, default=20)
+    parser.add_argument("--calibrated", action="store_true",
+                        help="use the table's own calibration (e.g. a shipped table) instead of fitting a new one")
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/lut_fidelity")
