@@ -19,11 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m hwnas.cli spaces
-	$(PY) -m hwnas.cli presets
-	$(PY) -m hwnas.cli arch summary preset:fbnet_c
-	$(PY) -m hwnas.cli arch summary preset:mnasnet_a1
-	$(PY) -m hwnas.cli arch summary preset:mnasnet_b1
+	$(PY) -m hwnas.demo --out $(DEMO_DIR)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

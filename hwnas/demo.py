@@ -1,0 +1,91 @@
+"""`make demo`: the whole pipeline on built-in defaults, a few minutes on a laptop CPU.
+
+profile (or reuse the table shipped for this very CPU) -> calibrate -> search under a budget on
+the built-in digits data -> train the result briefly -> predict -> export to ONNX with measured
+vs predicted latency. Every step goes through the `hwnas` CLI, so the demo is also a script of
+commands a user can copy. Re-running continues where it stopped (`--resume` everywhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from .cli import main as hwnas
+from .errors import HwnasError
+from .latency_tables.table import LatencyTable, device_identity
+
+SHIPPED_TABLES = Path(__file__).resolve().parent / "latency_tables"
+BACKEND = "ort-cpu"
+SPACE = "fbnet"
+
+
+def run(argv: list[str]) -> None:
+    print(f"\n$ hwnas {shlex.join(argv)}", flush=True)
+    code = hwnas(argv)
+    if code != 0:
+        raise SystemExit(f"demo: `hwnas {shlex.join(argv)}` failed with exit code {code}")
+
+
+def shipped_table_for_this_device() -> Path | None:
+    """A table shipped with hwnas that was measured on this CPU with the default options."""
+    from .profilers import get_profiler
+
+    with get_profiler(BACKEND) as profiler:
+        here, options = device_identity(profiler.fingerprint()), profiler.options()
+    for path in sorted(SHIPPED_TABLES.glob(f"*_{BACKEND}_t1.json")):
+        try:
+            table = LatencyTable.load(path)
+        except HwnasError:
+            continue
+        if device_identity(table.device) == here and table.backend_options == options and SPACE in table.spaces:
+            return path
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hwnas.demo", description=__doc__)
+    parser.add_argument("--out", default="demo_out", help="demo directory (default demo_out)")
+    parser.add_argument("--budget", default="35%", help="latency budget: ms, or %% of the space's LUT range")
+    parser.add_argument("--search-epochs", type=int, default=4)
+    parser.add_argument("--train-epochs", type=int, default=3)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lut = out / f"{SPACE}_{BACKEND}.json"
+
+    run(["spaces"])
+    run(["arch", "summary", "preset:fbnet_c"])
+
+    # 1. a latency table of this CPU: the shipped one if it was measured here, else profile now
+    if not lut.exists():
+        shipped = shipped_table_for_this_device()
+        if shipped is not None:
+            print(f"\nusing the table shipped for this CPU: {shipped}")
+            shutil.copyfile(shipped, lut)
+    run(["profile", "--space", SPACE, "--backend", BACKEND, "--out", str(lut), "--resume"])
+    if not (LatencyTable.load(lut).calibration or {}).get("224"):
+        run(["calibrate", "--lut", str(lut), "--samples", "10", "--rounds", "2"])
+    run(["lut", "show", str(lut), "--top", "5"])
+
+    # 2. search under the budget on the built-in digits data, then train the result
+    search_dir, train_dir = out / "search", out / "train"
+    run(["search", "--strategy", "fbnet", "--space", SPACE, "--lut", str(lut), "--latency-budget", args.budget,
+         "--data", "digits", "--epochs", str(args.search_epochs), "--out", str(search_dir), "--resume"])
+    arch = search_dir / "arch.json"
+    run(["train", str(arch), "--data", "digits", "--epochs", str(args.train_epochs), "--out", str(train_dir), "--resume"])
+
+    # 3. the prediction with its stated error, then the exported model measured against it
+    run(["predict", "--lut", str(lut), str(arch)])
+    run(["export", str(arch), "--weights", str(train_dir / "model.pt"), "--resolution", "224",
+         "--onnx", str(out / "model.onnx"), "--lut", str(lut)])
+    print(f"\ndemo done: {out / 'model.onnx'} and {out / 'export_report.json'}; "
+          f"benchmark it with `python deploy/benchmark.py {out / 'model.onnx'}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
