@@ -31,7 +31,7 @@ def arch_file(tmp_path):
 def test_train_writes_exportable_weights_log_and_top1(tmp_path, arch_file, capsys):
     out = tmp_path / "run"
     argv = ["train", str(arch_file), "--data", "digits", "--epochs", "2", "--out", str(out), "--no-progress",
-            "--limit-batches", "3", "--seed", "1"]
+            "--max-batches", "3", "--seed", "1"]
     assert main(argv) == 0
     assert "top-1" in capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
@@ -47,7 +47,7 @@ def test_train_writes_exportable_weights_log_and_top1(tmp_path, arch_file, capsy
 
 def test_resume_continues_from_the_checkpoint(tmp_path, digits):
     arch = Arch.create(get_space("tiny"), CHOICES)
-    cfg = TrainConfig(epochs=2, limit_batches=3, seed=2)
+    cfg = TrainConfig(epochs=2, max_batches=3, seed=2)
     full = train_arch(arch, digits, cfg, run_dir=tmp_path / "full")
     part = train_arch(arch, digits, cfg, run_dir=tmp_path / "part", stop_after=1)
     assert not part.finished and not (tmp_path / "part" / "model.pt").exists()
@@ -64,7 +64,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path, digits):
 def test_resume_with_other_settings_is_refused(tmp_path, arch_file, capsys):
     out = tmp_path / "run"
     base = ["train", str(arch_file), "--data", "digits", "--epochs", "1", "--out", str(out), "--no-progress",
-            "--limit-batches", "2"]
+            "--max-batches", "2"]
     assert main(base) == 0
     assert main([*base, "--resume", "--lr", "0.5"]) == 2
-    assert "was started with lr=0.1" in capsys.readouterr().err
+    assert "was started with lr=0.025" in capsys.readouterr().err

@@ -23,4 +23,6 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (must be new or empty)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--limit-batches", type=int, default=None, help=argparse.SUPPRESS)  # smoke tests
+    parser.add_argument("--max-batches", type=int, default=None, metavar="N",
+                        help="cap on training batches per epoch: each epoch then sees a different random subset "
+                             "(fits a search into a CPU-time budget; also for smoke tests)")

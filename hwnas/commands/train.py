@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("arch", metavar="ARCH", help="architecture JSON (e.g. a search's arch.json) or preset:NAME")
     add_data_arguments(p)
-    p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (cosine decay)")
+    p.add_argument("--lr", type=float, default=0.025,
+                   help="peak SGD learning rate, cosine decay (default 0.025: 0.1 per 256 images at batch 64)")
     p.add_argument("--weight-decay", type=float, default=4e-5)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.set_defaults(func=cmd_train)
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
 def cmd_train(args) -> int:
     arch = resolve_arch(args.arch)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      label_smoothing=args.label_smoothing, seed=args.seed, limit_batches=args.limit_batches)
+                      label_smoothing=args.label_smoothing, seed=args.seed, max_batches=args.max_batches)
     refuse_nonempty(args.out, args.resume)
     data = load_data(args.data, args.train_resolution, args.seed, args.data_root)
     progress = not args.no_progress
