@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import HwnasError
 
-COMMAND_MODULES = ("spaces", "arch", "train")
+COMMAND_MODULES = ("spaces", "arch", "search", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
