@@ -12,6 +12,8 @@ For each budget:
      comparison favours random.
 
 Targets: search under 20 CPU-minutes, measured latency <= budget x 1.05, fbnet better than random.
+With the defaults (1 thread, 8 supernet epochs of 40 + 10 batches, 4 training epochs) a budget takes
+about 35 minutes (search ~15, training ~3, random ~18), the whole benchmark about 70.
 
   python benchmarks/search_fbnet.py --lut LUT.json                       # the real run (long)
   python benchmarks/search_fbnet.py --smoke                              # seconds: tiny space, digits
@@ -194,7 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--max-random", type=int, default=200, help="cap on random trials (time is the real limit)")
     p.add_argument("--train-max-batches", type=int, default=None, help="cap batches per training epoch (smoke)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for training (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for search and training (default 1: CPU time = wall time, and runs on a "
+                        "shared machine stay comparable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_search_fbnet"))
     p.add_argument("--resume", action="store_true", help="continue the runs in OUT")

@@ -285,6 +285,39 @@ def test_registry_holds_fbnet_and_random():
     assert {"fbnet", "random"} <= set(STRATEGIES)
 
 
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_meets_the_budget(name, space, predictor, digits, lut_file, tmp_path):
+    """Contract test: each registered strategy, built from the CLI's flags, returns an architecture
+    of the space within the budget and writes arch.json and result.json."""
+    from hwnas.cli import build_parser
+
+    args = build_parser().parse_args([
+        "search", "--strategy", name, "--space", "tiny", "--lut", str(lut_file), "--data", "digits",
+        "--out", str(tmp_path / name), "--epochs", "1", "--max-batches", "2", "--batch-size", "32",
+        "--samples", "2", "--top-k", "1", "--warmup-epochs", "0",
+    ])
+    budget = resolve_budget(parse_budget("30%"), predictor)
+    result = STRATEGIES[name].from_args(args).search(problem(space, predictor, digits, tmp_path / name, budget))
+    assert result.strategy == name and result.arch.space == "tiny"
+    assert predictor.latency_ms(result.arch) <= budget and result.predicted_ms <= budget
+    assert load_arch(tmp_path / name / "arch.json") == result.arch
+    assert json.loads((tmp_path / name / "result.json").read_text())["meets_budget"]
+
+
+def test_cli_resume_of_a_finished_search_and_changed_settings(lut_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["search", "--space", "tiny", "--lut", str(lut_file), "--data", "digits", "--out", str(out),
+            "--no-progress", "--epochs", "1", "--max-batches", "2", "--latency-budget", "50%", "--top-k", "1"]
+    assert main(base) == 0
+    first = json.loads((out / "result.json").read_text())
+    assert main([*base, "--resume"]) == 0  # nothing left to train: the result is re-derived, unchanged
+    assert json.loads((out / "result.json").read_text())["arch_hash"] == first["arch_hash"]
+    assert len(read_jsonl(out / "log.jsonl")) == 1
+    capsys.readouterr()
+    assert main([*base[:-4], "--latency-budget", "60%", "--top-k", "1", "--resume"]) == 2
+    assert "was started with budget_ms=" in capsys.readouterr().err
+
+
 def test_random_strategy_meets_the_budget_and_resumes(space, predictor, digits, tmp_path):
     budget = resolve_budget(parse_budget("40%"), predictor)
     strategy = RandomStrategy(RandomConfig(samples=2, epochs=1, batch_size=32, max_batches=2))

@@ -179,7 +179,7 @@ class FBNetStrategy(SearchStrategy):
         start, wall_before = 0, 0.0
         if has_checkpoint:
             state = load_checkpoint(run_dir / CHECKPOINT, CHECKPOINT_FORMAT)
-            check_same_config(state["config"], run_config, run_dir)
+            check_same_config(state["config"], run_config, run_dir, ignore=("top_k", "fill_budget"))
             net.load_state_dict(state["supernet"])
             w_opt.load_state_dict(state["weight_optimizer"])
             a_opt.load_state_dict(state["arch_optimizer"])
