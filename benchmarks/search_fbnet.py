@@ -13,7 +13,7 @@ For each budget:
 
 Targets: search under 20 CPU-minutes, measured latency <= budget x 1.05, fbnet better than random.
 With the defaults (1 thread, 8 supernet epochs of 40 + 10 batches, 4 training epochs) a budget takes
-about 35 minutes (search ~15, training ~3, random ~18), the whole benchmark about 70.
+about 40 minutes (search ~15, training ~5, random ~20), the whole benchmark about 80.
 
   python benchmarks/search_fbnet.py --lut LUT.json                       # the real run (long)
   python benchmarks/search_fbnet.py --smoke                              # seconds: tiny space, digits

@@ -260,6 +260,16 @@ class FBNetStrategy(SearchStrategy):
         return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
 
     def _arch_epoch(self, net, opt, dataset, epoch, steps, tau, problem, loss_kind) -> dict:
+        weights = net.weight_parameters()
+        for p in weights:  # gradients flow through the activations only: no weight gradients to compute
+            p.requires_grad_(False)
+        try:
+            return self._arch_steps(net, opt, dataset, epoch, steps, tau, problem, loss_kind)
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+
+    def _arch_steps(self, net, opt, dataset, epoch, steps, tau, problem, loss_kind) -> dict:
         cfg = self.config
         loss_sum = ce_sum = correct = seen = 0
         loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=problem.seed, epoch=2 * epoch + 1, drop_last=True)
@@ -273,7 +283,6 @@ class FBNetStrategy(SearchStrategy):
             loss = latency_aware_loss(ce, lat, loss_kind, problem.budget_ms, cfg.lat_alpha, cfg.lat_beta,
                                       cfg.penalty_weight, cfg.under_weight)
             opt.zero_grad(set_to_none=True)
-            net.zero_grad(set_to_none=True)  # weight gradients of this step are not used
             loss.backward()
             opt.step()
             loss_sum += loss.item() * len(y)
