@@ -1,0 +1,249 @@
+"""Benchmark of the fbnet strategy against random search, under a tight and a loose latency budget.
+
+For each budget:
+  1. fbnet search on the CIFAR-10 subset (space `fbnet`, latency from the LUT of this CPU at 224);
+     search wall time and CPU time (all threads) are recorded;
+  2. predicted latency of the result (LUT) and measured latency (the whole network at 224 on this
+     CPU: the LUT's own profiler when hwnas.profilers offers it, else torch eager) vs the budget;
+  3. top-1 on the val split after a short from-scratch training of the result;
+  4. random baseline: uniform architectures under the same budget (predicted), each given the same
+     short training, for the same total time (search + training) as fbnet; best val top-1. Random
+     is selected on the val split itself and may overrun the time by up to one trial, so the
+     comparison favours random.
+
+Targets: search under 20 CPU-minutes, measured latency <= budget x 1.05, fbnet better than random.
+With the defaults (1 thread, 8 supernet epochs of 40 + 10 batches, 4 training epochs) a budget takes
+about 40 minutes (search ~15, training ~5, random ~20), the whole benchmark about 80.
+
+  python benchmarks/search_fbnet.py --lut LUT.json                       # the real run (long)
+  python benchmarks/search_fbnet.py --smoke                              # seconds: tiny space, digits
+
+The LUT must cover space fbnet at 224 (e.g. `hwnas profile --space fbnet --resolution 224 ...`).
+Budgets default to the 25th and 75th percentile of the predicted latency of random architectures.
+Writes OUT/report.json and OUT/report.md (default OUT: runs/bench_search_fbnet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hwnas.arch import Arch  # noqa: E402
+from hwnas.build import Head, Stem, build_block  # noqa: E402
+from hwnas.data import load_data  # noqa: E402
+from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
+from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
+from hwnas.models import arch_model  # noqa: E402
+from hwnas.search import FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy, SearchProblem  # noqa: E402
+from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
+from hwnas.search.evaluators import ShortTrainEvaluator  # noqa: E402
+from hwnas.spaces import get_space  # noqa: E402
+from hwnas.training import TrainConfig, train_arch  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def torch_eager_ms(module: torch.nn.Module, shape, warmup: int = 5, runs: int = 30) -> float:
+    """Median wall time of one forward pass in eval mode (the fallback measurement)."""
+    module.eval()
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            module(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            module(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure_latency_ms(model: torch.nn.Module, resolution: int, table: LatencyTable) -> tuple[float, str]:
+    """End-to-end latency on this machine with the LUT's backend when hwnas.profilers provides it."""
+    shape = (table.batch, 3, resolution, resolution)
+    try:
+        from hwnas.profilers import get_profiler  # provided by the profilers work
+    except ImportError:
+        get_profiler = None
+    if get_profiler is not None:
+        try:
+            try:
+                profiler = get_profiler(table.backend, **table.backend_options)
+            except TypeError:
+                profiler = get_profiler(table.backend)
+            with profiler as p:
+                return p.measure(model, shape).p50_ms, f"{table.backend} profiler"
+        except Exception as exc:  # report and fall back rather than lose the run
+            print(f"profiler {table.backend!r} unusable here ({type(exc).__name__}: {exc}); timing with torch eager")
+    threads = table.backend_options.get("threads") or table.backend_options.get("intra_op_threads")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return torch_eager_ms(model, shape), "torch eager"
+    finally:
+        torch.set_num_threads(previous)
+
+
+def smoke_table(space) -> LatencyTable:
+    """Smoke mode only: time each op of a (tiny) space with torch eager. Not a real profile."""
+    table = LatencyTable(backend="torch-eager-smoke", backend_options={"threads": torch.get_num_threads()},
+                         device={"note": "benchmark smoke table"}, spaces=[space.name], resolutions=[space.resolution])
+    cfg = space.build_config
+    for op in space.all_ops():
+        if op.kind == "stem":
+            module = Stem(cfg)
+        elif op.kind == "head":
+            module = Head(op.in_chs, cfg, space.num_classes)
+        else:
+            module = build_block(op.spec, op.in_chs, cfg)
+        ms = torch_eager_ms(module, op.input_shape(), warmup=2, runs=10)
+        table.put(OpKey.for_op(op, cfg.name), Measurement(ms, ms, ms, ms, 0.0, 10))
+    return table
+
+
+def default_budgets(space, predictor, seed: int, quantiles=(0.25, 0.75), n: int = 2000) -> list[float]:
+    rng = random.Random(seed)
+    lats = sorted(predictor.latency_ms(Arch.create(space, space.sample(rng))) for _ in range(n))
+    return [lats[int(q * (n - 1))] for q in quantiles]
+
+
+def run_budget(name: str, budget: float, args, space, predictor, table, data, out: Path) -> dict:
+    print(f"\n== budget {name}: {budget:.3f} ms ==")
+    problem = SearchProblem(space, predictor, budget, data, out / f"{name}_search", seed=args.seed,
+                            resume=args.resume, progress=not args.quiet, lut_source=str(args.lut))
+    cfg = FBNetConfig(epochs=args.epochs, batch_size=args.batch_size, max_batches=args.max_batches,
+                      arch_lr=args.arch_lr, top_k=args.top_k)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    found = FBNetStrategy(cfg).search(problem)
+    search_cpu, search_wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    if args.resume:
+        search_wall = found.wall_s  # the checkpointed total, over all sessions
+    deploy_model = arch_model(found.arch)  # the space's default head, as the LUT measured it
+    measured, method = measure_latency_ms(deploy_model, space.resolution, table)
+
+    train_cfg = TrainConfig(epochs=args.train_epochs, batch_size=args.batch_size, seed=args.seed,
+                            max_batches=args.train_max_batches)
+    t0 = time.perf_counter()
+    trained = train_arch(found.arch, data, train_cfg, progress=not args.quiet)
+    train_wall = time.perf_counter() - t0
+    total = search_wall + train_wall
+
+    random_problem = SearchProblem(space, predictor, budget, data, out / f"{name}_random", seed=args.seed + 1,
+                                   resume=args.resume, progress=not args.quiet, lut_source=str(args.lut))
+    baseline = RandomStrategy(
+        RandomConfig(samples=args.max_random, epochs=args.train_epochs, time_limit_s=total),
+        evaluator=ShortTrainEvaluator(data, train_cfg),
+    ).search(random_problem)
+    scores = [c.score for c in baseline.candidates if c.score is not None]
+    row = {
+        "budget_name": name, "budget_ms": budget, "arch": found.arch.to_dict(), "arch_hash": found.arch.hash,
+        "repaired": found.repaired, "search_wall_s": search_wall, "search_cpu_s": search_cpu,
+        "predicted_ms": found.predicted_ms, "measured_ms": measured, "measure_method": method,
+        "measured_over_budget": measured / budget, "fbnet_top1": trained.top1, "train_wall_s": train_wall,
+        "random_best_top1": max(scores), "random_trials": len(scores), "random_wall_s": baseline.wall_s,
+        "random_best_predicted_ms": baseline.predicted_ms, "random_top1_all": scores,
+        "meets_cpu_target": search_cpu <= 20 * 60, "meets_latency_target": measured <= budget * 1.05,
+        "beats_random": trained.top1 > max(scores),
+    }
+    print(json.dumps({k: v for k, v in row.items() if k not in ("arch", "random_top1_all")}, indent=2))
+    return row
+
+
+def report_markdown(rows: list[dict], header: dict) -> str:
+    lines = [f"# fbnet search benchmark ({header['space']}@{header['resolution']}, {header['data']})", "",
+             f"LUT {header['lut']} ({header['backend']}); supernet {header['epochs']} epochs at "
+             f"{header['train_resolution']}px; short training {header['train_epochs']} epochs.", "",
+             "| budget | ms | search wall s | search CPU s | predicted ms | measured ms | meas/budget | fbnet top-1 "
+             "| random best top-1 (n) | targets (CPU, latency, random) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = lambda b: "yes" if b else "NO"  # noqa: E731
+        lines.append(
+            f"| {r['budget_name']} | {r['budget_ms']:.3f} | {r['search_wall_s']:.0f} | {r['search_cpu_s']:.0f} | "
+            f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} ({r['measure_method']}) | {r['measured_over_budget']:.3f} | "
+            f"{r['fbnet_top1']:.2f} | {r['random_best_top1']:.2f} ({r['random_trials']}) | "
+            f"{ok(r['meets_cpu_target'])}, {ok(r['meets_latency_target'])}, {ok(r['beats_random'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lut", default=None, help="LUT of this CPU covering space fbnet at 224 (required unless --smoke)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="ImageFolder dir (default: ../shared/data/cifar10)")
+    p.add_argument("--space", default="fbnet")
+    p.add_argument("--budgets", default=None, help="comma-separated budgets, e.g. 6ms,10ms or 30%%,70%% "
+                                                   "(default: 25th and 75th percentile of random archs)")
+    p.add_argument("--epochs", type=int, default=8, help="supernet epochs")
+    p.add_argument("--max-batches", type=int, default=40,
+                   help="supernet weight batches per epoch (soft supernet: ~2.1 CPU-s per batch of 64 at 32px; "
+                        "8 x (40 + 10) batches keep a search under 20 CPU-minutes)")
+    p.add_argument("--arch-lr", type=float, default=0.05,
+                   help="Adam lr of the architecture parameters (FBNet's 0.01 is for ~100x more steps)")
+    p.add_argument("--train-epochs", type=int, default=4, help="epochs of the short from-scratch training")
+    p.add_argument("--train-resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--max-random", type=int, default=200, help="cap on random trials (time is the real limit)")
+    p.add_argument("--train-max-batches", type=int, default=None, help="cap batches per training epoch (smoke)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for search and training (default 1: CPU time = wall time, and runs on a "
+                        "shared machine stay comparable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench_search_fbnet"))
+    p.add_argument("--resume", action="store_true", help="continue the runs in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--smoke", action="store_true", help="tiny space, digits, a few batches: checks the script runs")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.space, args.data, args.epochs, args.train_epochs = "tiny", "digits", 2, 1
+        args.max_batches, args.train_max_batches, args.max_random, args.top_k = 3, 3, 3, 1
+        args.budgets = args.budgets or "40%,90%"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        p.error(f"{out} is not empty; pass --resume or another --out")
+
+    space = get_space(args.space)
+    if args.lut:
+        table = LatencyTable.load(args.lut)
+    elif args.smoke:
+        table, args.lut = smoke_table(space), "smoke table (torch eager per op)"
+    else:
+        p.error(f"--lut is required: profile this CPU first, e.g. `hwnas profile --space {args.space} "
+                f"--resolution {space.resolution} --out LUT.json`")
+    predictor = LatencyPredictor(table, space)
+    if args.budgets:
+        texts = args.budgets.split(",")
+        budgets = [resolve_budget(parse_budget(t), predictor) for t in texts]
+    else:
+        texts = ["tight", "loose"]
+        budgets = default_budgets(space, predictor, args.seed)
+    names = ["tight", "loose"] if len(budgets) == 2 else [f"b{i}" for i in range(len(budgets))]
+    data = load_data(args.data, args.train_resolution, args.seed)
+    print(f"{data.describe()}; LUT {args.lut}; budgets " + ", ".join(f"{b:.3f} ms" for b in budgets))
+    rows = [run_budget(n, b, args, space, predictor, table, data, out) for n, b in zip(names, budgets)]
+    header = {"space": space.name, "resolution": space.resolution, "data": data.name, "lut": str(args.lut),
+              "backend": table.backend, "epochs": args.epochs, "train_epochs": args.train_epochs,
+              "train_resolution": args.train_resolution, "budget_texts": texts, "threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+    markdown = report_markdown(rows, header)
+    (out / "report.md").write_text(markdown)
+    print("\n" + markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

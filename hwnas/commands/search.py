@@ -1,0 +1,63 @@
+"""`hwnas search`: find an architecture under a latency budget with a registered strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import load_data
+from ..latency_tables.predictor import LatencyPredictor
+from ..latency_tables.table import LatencyTable
+from ..runs import refuse_nonempty
+from ..search import STRATEGIES, SearchProblem, get_strategy, parse_budget, resolve_budget
+from ..spaces import get_space
+from .common import add_data_arguments
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="search an architecture under a latency budget",
+        description="Search a space for an accurate architecture whose LUT-predicted latency meets the budget. "
+                    "Writes RUN_DIR/arch.json (the result), result.json, log.jsonl, plots and a checkpoint.",
+    )
+    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
+    p.add_argument("--space", required=True)
+    p.add_argument("--lut", required=True, metavar="FILE", help="latency table of the target device (hwnas profile)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
+    p.add_argument("--latency-budget", default=None, metavar="BUDGET",
+                   help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    add_data_arguments(p)
+    for name, cls in sorted(STRATEGIES.items()):
+        cls.add_arguments(p.add_argument_group(f"{name} strategy"))
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args) -> int:
+    strategy_cls = get_strategy(args.strategy)
+    spec = parse_budget(args.latency_budget) if args.latency_budget is not None else None
+    space = get_space(args.space, resolution=args.resolution)
+    table = LatencyTable.load(args.lut)
+    predictor = LatencyPredictor(table, space)
+    budget = resolve_budget(spec, predictor) if spec is not None else None
+    strategy = strategy_cls.from_args(args)
+    refuse_nonempty(args.out, args.resume)
+    data = load_data(args.data, args.train_resolution, args.seed, args.data_root)
+    progress = not args.no_progress
+    if progress:
+        budget_text = f"budget {budget:.4g} ms" if budget is not None else "no budget"
+        print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
+    problem = SearchProblem(space, predictor, budget, data, Path(args.out), args.seed, args.resume, progress,
+                            lut_source=str(args.lut))
+    result = strategy.search(problem)
+    status = "" if result.finished else " (interrupted: rerun with --resume)"
+    print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
+          + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
+    if result.repaired:
+        print(f"the argmax architecture exceeded the budget and was repaired with {len(result.budget_steps)} "
+              f"LUT-guided downgrade(s) (see result.json)")
+    elif result.filled:
+        print(f"the argmax architecture was well under the budget and was filled with {len(result.budget_steps)} "
+              f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps the argmax)")
+    print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
+          f"--data {args.data} --epochs N --out RUN_DIR`")
+    return 0

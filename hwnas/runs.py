@@ -1,0 +1,97 @@
+"""Run directories of long jobs (search, train): refuse to overwrite, atomic checkpoints, JSONL logs,
+RNG states, and the check that a resumed run has the settings it was started with."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from .errors import HwnasError
+from .jsonio import atomic_write_bytes, atomic_write_text
+
+
+class RunError(HwnasError):
+    """A run directory cannot be used: not empty without --resume, or resumed with other settings."""
+
+
+def prepare_run_dir(path: str | os.PathLike, resume: bool, checkpoint_name: str) -> tuple[Path, bool]:
+    """Create RUN_DIR or accept it for resuming. Returns (path, whether a checkpoint is there to resume).
+
+    Without `resume` an existing non-empty directory is refused (nothing is overwritten); with it,
+    a directory holding no checkpoint must be empty (then the run starts from scratch).
+    """
+    run_dir = Path(path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file; give a directory")
+    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    has_checkpoint = (run_dir / checkpoint_name).is_file()
+    if has_files and not resume:
+        raise RunError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose a new --out")
+    if resume and has_files and not has_checkpoint:
+        raise RunError(f"run directory {run_dir} holds no {checkpoint_name} to resume from; choose a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, has_checkpoint
+
+
+def refuse_nonempty(path: str | os.PathLike, resume: bool) -> None:
+    """The early form of prepare_run_dir's check, made before slow set-up (no directory is created)."""
+    run_dir = Path(path)
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RunError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose a new --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file; give a directory")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """torch.save into memory, then an atomic write: a crash never leaves a half checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, expected_format: str) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise RunError(f"checkpoint {path} is unreadable ({type(exc).__name__}); start a new run with another --out") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        raise RunError(f"{path} is not a {expected_format} checkpoint; start a new run with another --out")
+    return payload
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping]) -> None:
+    """Rewrite a JSONL log atomically from the records kept in the checkpoint (so they always agree)."""
+    atomic_write_text(path, "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def check_same_config(saved: Mapping, current: Mapping, run_dir: Path, ignore: Iterable[str] = ()) -> None:
+    """A resumed run must use the settings it was started with (except `ignore`, e.g. epochs)."""
+    skip = set(ignore)
+    for key in sorted(set(saved) | set(current)):
+        if key in skip:
+            continue
+        if saved.get(key) != current.get(key):
+            raise RunError(
+                f"{run_dir} was started with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
+                f"resume with the same settings or choose a new --out"
+            )
