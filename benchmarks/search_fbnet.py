@@ -42,6 +42,7 @@ from hwnas.arch import Arch  # noqa: E402
 from hwnas.build import Head, Stem, build_block  # noqa: E402
 from hwnas.data import load_data  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
+from hwnas.latency_tables.loading import open_profiler  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.models import arch_model  # noqa: E402
 from hwnas.search import FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy, SearchProblem  # noqa: E402
@@ -50,6 +51,7 @@ from hwnas.search.evaluators import ShortTrainEvaluator  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from hwnas.training import TrainConfig, train_arch  # noqa: E402
 
+SMOKE_BACKEND = "torch-eager-smoke"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 
 
@@ -69,35 +71,18 @@ def torch_eager_ms(module: torch.nn.Module, shape, warmup: int = 5, runs: int = 
 
 
 def measure_latency_ms(model: torch.nn.Module, resolution: int, table: LatencyTable) -> tuple[float, str]:
-    """End-to-end latency on this machine with the LUT's backend when hwnas.profilers provides it."""
+    """End-to-end latency on this machine with the LUT's own backend and options (torch eager only
+    for the smoke table, which has no real backend)."""
     shape = (table.batch, 3, resolution, resolution)
-    try:
-        from hwnas.profilers import get_profiler  # provided by the profilers work
-    except ImportError:
-        get_profiler = None
-    if get_profiler is not None:
-        try:
-            try:
-                profiler = get_profiler(table.backend, **table.backend_options)
-            except TypeError:
-                profiler = get_profiler(table.backend)
-            with profiler as p:
-                return p.measure(model, shape).p50_ms, f"{table.backend} profiler"
-        except Exception as exc:  # report and fall back rather than lose the run
-            print(f"profiler {table.backend!r} unusable here ({type(exc).__name__}: {exc}); timing with torch eager")
-    threads = table.backend_options.get("threads") or table.backend_options.get("intra_op_threads")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        return torch_eager_ms(model, shape), "torch eager"
-    finally:
-        torch.set_num_threads(previous)
+    if table.backend == SMOKE_BACKEND:
+        return torch_eager_ms(model, shape), "torch eager (smoke)"
+    with open_profiler(table) as profiler:
+        return profiler.measure(model, shape).p50_ms, f"{table.backend} profiler"
 
 
 def smoke_table(space) -> LatencyTable:
     """Smoke mode only: time each op of a (tiny) space with torch eager. Not a real profile."""
-    table = LatencyTable(backend="torch-eager-smoke", backend_options={"threads": torch.get_num_threads()},
+    table = LatencyTable(backend=SMOKE_BACKEND, backend_options={"threads": torch.get_num_threads()},
                          device={"note": "benchmark smoke table"}, spaces=[space.name], resolutions=[space.resolution])
     cfg = space.build_config
     for op in space.all_ops():

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwnas.demo", description=__doc__)
     parser.add_argument("--out", default="demo_out", help="demo directory (default demo_out)")
     parser.add_argument("--budget", default="35%", help="latency budget: ms, or %% of the space's LUT range")
-    parser.add_argument("--search-epochs", type=int, default=4)
+    parser.add_argument("--search-epochs", type=int, default=3)
+    parser.add_argument("--search-batches", type=int, default=12, help="supernet weight batches per epoch")
     parser.add_argument("--train-epochs", type=int, default=3)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. search under the budget on the built-in digits data, then train the result
     search_dir, train_dir = out / "search", out / "train"
     run(["search", "--strategy", "fbnet", "--space", SPACE, "--lut", str(lut), "--latency-budget", args.budget,
-         "--data", "digits", "--epochs", str(args.search_epochs), "--out", str(search_dir), "--resume"])
+         "--data", "digits", "--epochs", str(args.search_epochs), "--max-batches", str(args.search_batches),
+         "--out", str(search_dir), "--resume"])
     arch = search_dir / "arch.json"
     run(["train", str(arch), "--data", "digits", "--epochs", str(args.train_epochs), "--out", str(train_dir), "--resume"])
 
