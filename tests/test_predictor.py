@@ -173,3 +173,25 @@ def test_ops_calibration_in_the_predictor_and_its_differentiable_form(space):
     # fastest: skip where possible (saves an op), the g2 candidate in layer1
     fastest = Arch.create(space, {"layer0": "skip", "layer1": "k3_e1_g2", "layer2": "skip"})
     assert predictor.fastest_latency_ms() == pytest.approx(predictor.latency_ms(fastest))
+
+
+def test_types_calibration_scales_each_kind_of_op():
+    space = get_space("tiny")
+    predictor = LatencyPredictor(hand_table(space), space)
+    rng = random.Random(5)
+    archs = [Arch.create(space, space.sample(rng)) for _ in range(40)]
+    scales = {"fixed": 1.0, "ir_e1": 0.8, "ir_e1_g": 1.5, "ir_e3": 1.2}
+    sums = [predictor.type_sums(a) for a in archs]
+    measured = [sum(scales[k] * v for k, v in s.items()) for s in sums]
+    raw = [predictor.raw_sum_ms(a) for a in archs]
+    cal = fit_calibration(raw, measured, 32, model="types", type_sums=sums)
+    assert dict(cal.type_scales) == pytest.approx(scales, rel=1e-6) and cal.b == 0.0
+    assert cal.error_pct == pytest.approx(0.0, abs=1e-6)
+    table = hand_table(space, {"32": cal.to_dict()})
+    calibrated = LatencyPredictor(table, space)
+    for arch, m in zip(archs[:5], measured[:5]):
+        assert calibrated.latency_ms(arch) == pytest.approx(m)
+        one_hot = [torch.tensor([1.0 if c == arch.choice_map[l.name] else 0.0 for c in l.candidates]) for l in space.layers]
+        assert calibrated.expected_latency(one_hot).item() == pytest.approx(m, rel=1e-5)
+    fixed, costs = calibrated.layer_costs()
+    assert calibrated.fastest_latency_ms() == pytest.approx(fixed + sum(float(c.min()) for c in costs))

@@ -77,12 +77,13 @@ def test_calibration_is_stored_per_resolution_and_used(setup):
     space, table, predictor, profiler = setup
     archs = sample_archs(space, 8, seed=0)
     calibration = calibrate_table(table, space, measure_archs(profiler, space, archs, rounds=2))
-    assert calibration.model == "linear"
-    assert calibration.a == pytest.approx(1.3, rel=0.05) and calibration.error_pct < 2.0
+    # the stand-in is exactly 1.3 x sum + 0.2: linear and per-type fits both reproduce it
+    assert calibration.model in ("linear", "types") and calibration.error_pct < 2.0
     assert set(table.calibration) == {"32"}
     assert calibration_hashes(table, 32) == {a.hash for a in archs}
     calibrated = LatencyPredictor(table, space)
-    assert calibrated.latency_ms(archs[0]) == pytest.approx(1.3 * calibrated.raw_sum_ms(archs[0]) + 0.2, rel=0.02)
+    for arch in archs + sample_archs(space, 5, seed=9):
+        assert calibrated.latency_ms(arch) == pytest.approx(1.3 * calibrated.raw_sum_ms(arch) + 0.2, rel=0.02)
 
 
 def test_fidelity_report_contents(setup):

@@ -17,7 +17,7 @@ import torch
 from ..arch import Arch
 from ..errors import LutError
 from ..spaces import SKIP, LayerwiseSpace, SearchSpace
-from .calibration import calibration_for
+from .calibration import calibration_for, op_category
 from .table import LatencyTable, OpKey
 
 
@@ -69,6 +69,16 @@ class LatencyPredictor:
             self._cache[op] = cached
         return cached
 
+    def op_cost_ms(self, op) -> float:
+        """The op's latency as the calibration weighs it (its category's scale x LUT median)."""
+        key = ("cost", op)
+        cached = self._cache.get(key)
+        if cached is None:
+            lat = self.op_latency_ms(op)
+            cached = lat * self.calibration.scale_of(op_category(op)) if self.calibration else lat
+            self._cache[key] = cached
+        return cached
+
     def raw_sum_ms(self, arch: Arch) -> float:
         """Sum of the LUT medians of the stem, every block and the head."""
         return sum(self.op_latency_ms(op) for op in self.space.ops(arch.arch_def(self.space)))
@@ -77,20 +87,29 @@ class LatencyPredictor:
         """Ops of the network: stem, blocks, head (what the `ops` calibration counts)."""
         return len(self.space.ops(arch.arch_def(self.space)))
 
-    def _calibrated(self, raw: float, n_ops: int) -> float:
-        return self.calibration.apply(raw, n_ops) if self.calibration else raw
+    def type_sums(self, arch: Arch) -> dict[str, float]:
+        """Raw LUT latency summed per op category (what the `types` calibration weighs)."""
+        sums: dict[str, float] = {}
+        for op in self.space.ops(arch.arch_def(self.space)):
+            category = op_category(op)
+            sums[category] = sums.get(category, 0.0) + self.op_latency_ms(op)
+        return sums
+
+    def _calibrated(self, ops) -> float:
+        if not self.calibration:
+            return sum(self.op_latency_ms(op) for op in ops)
+        return sum(self.op_cost_ms(op) for op in ops) + self.calibration.c * len(ops) + self.calibration.b
 
     def latency_ms(self, arch: Arch) -> float:
         """Calibrated latency (the raw sum where the table has no calibration)."""
-        ops = self.space.ops(arch.arch_def(self.space))
-        return self._calibrated(sum(self.op_latency_ms(op) for op in ops), len(ops))
+        return self._calibrated(self.space.ops(arch.arch_def(self.space)))
 
     def predict(self, arch: Arch) -> Prediction:
         ops = self.space.ops(arch.arch_def(self.space))
         raw = sum(self.op_latency_ms(op) for op in ops)
         params, peak = self._memory(ops)
         return Prediction(
-            latency_ms=self._calibrated(raw, len(ops)),
+            latency_ms=self._calibrated(ops),
             raw_sum_ms=raw,
             error_pct=self.calibration.error_pct if self.calibration else None,
             params=params,
@@ -109,47 +128,54 @@ class LatencyPredictor:
         return params_bytes // bytes_per_param, peak
 
     # --- differentiable form for supernet search ------------------------------------------
-    def layer_tables(self) -> tuple[float, list[torch.Tensor]]:
-        """For a layer-wise space: the fixed latency (stem + head) and, per searchable layer, the
-        latency of each candidate in the layer's candidate order (skip = 0), in ms."""
+    def _layer_tables(self, cost) -> tuple[float, list[torch.Tensor]]:
         if not isinstance(self.space, LayerwiseSpace):
             raise LutError(f"space {self.space.name!r} is not layer-wise; the differentiable latency needs one")
-        stem = self.op_latency_ms(self.space.stem_op())
         (final_shape,) = self.space.final_shapes()
-        head = self.op_latency_ms(self.space.head_op(*final_shape))
+        fixed = cost(self.space.stem_op()) + cost(self.space.head_op(*final_shape))
         per_layer = []
         for layer in self.space.layers:
-            values = [0.0 if (op := layer.op(c)) is None else self.op_latency_ms(op) for c in layer.candidates]
+            values = [0.0 if (op := layer.op(c)) is None else cost(op) for c in layer.candidates]
             per_layer.append(torch.tensor(values, dtype=torch.float32))
-        return stem + head, per_layer
+        return fixed, per_layer
 
-    def _layer_ops(self) -> list[torch.Tensor]:
-        """Per layer, 1.0 for each candidate that is an op and 0.0 for skip."""
-        return [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
+    def layer_tables(self) -> tuple[float, list[torch.Tensor]]:
+        """For a layer-wise space: the fixed latency (stem + head) and, per searchable layer, the
+        raw LUT latency of each candidate in the layer's candidate order (skip = 0), in ms."""
+        return self._layer_tables(self.op_latency_ms)
 
-    def layer_tables_cached(self) -> tuple[float, list[torch.Tensor]]:
+    def _calibrated_layer_tables(self) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
+        """Like layer_tables but with each op weighed by its calibration scale, plus op counts."""
         if "_layer_tables" not in self._cache:
-            self._cache["_layer_tables"] = self.layer_tables()
-            self._cache["_layer_ops"] = self._layer_ops()
+            fixed, per_layer = self._layer_tables(self.op_cost_ms)
+            ops = [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
+            self._cache["_layer_tables"] = (fixed, per_layer, ops)
         return self._cache["_layer_tables"]
 
     def expected_latency(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
         """Calibrated expected latency (ms) under per-layer probability vectors; differentiable."""
-        fixed, per_layer = self.layer_tables_cached()
+        fixed, per_layer, layer_ops = self._calibrated_layer_tables()
         if len(probabilities) != len(per_layer):
             raise LutError(f"expected {len(per_layer)} probability vectors, got {len(probabilities)}")
-        raw = fixed + sum((p * lat.to(p.device)).sum() for p, lat in zip(probabilities, per_layer))
+        total = fixed + sum((p * lat.to(p.device)).sum() for p, lat in zip(probabilities, per_layer))
         if not self.calibration:
-            return raw
-        n_ops = 2 + sum((p * ops.to(p.device)).sum() for p, ops in zip(probabilities, self._cache["_layer_ops"]))
-        return self.calibration.apply_tensor(raw, n_ops)
+            return total
+        n_ops = 2 + sum((p * ops.to(p.device)).sum() for p, ops in zip(probabilities, layer_ops))
+        return total + self.calibration.c * n_ops + self.calibration.b
+
+    def layer_costs(self) -> tuple[float, list[torch.Tensor]]:
+        """Calibrated costs of a layer-wise space such that, for every architecture,
+        latency_ms(arch) == fixed + sum over layers of costs[layer][chosen candidate]."""
+        fixed, per_layer, layer_ops = self._calibrated_layer_tables()
+        if not self.calibration:
+            return fixed, per_layer
+        c = self.calibration.c
+        return fixed + 2 * c + self.calibration.b, [lat + c * ops for lat, ops in zip(per_layer, layer_ops)]
 
     def fastest_latency_ms(self) -> float:
         """Lowest predicted latency of any architecture of a layer-wise space."""
-        fixed, per_layer = self.layer_tables_cached()
-        a, c = (self.calibration.a, self.calibration.c) if self.calibration else (1.0, 0.0)
-        best = sum(float((a * lat + c * ops).min()) for lat, ops in zip(per_layer, self._cache["_layer_ops"]))
-        return a * fixed + 2 * c + best + (self.calibration.b if self.calibration else 0.0)
+        fixed, costs = self.layer_costs()
+        return fixed + sum(float(t.min()) for t in costs)
 
     def batch_latency_ms(self, archs: Sequence[Arch]) -> np.ndarray:
         """Calibrated latency of many architectures (thousands per second for evolution)."""

@@ -62,23 +62,35 @@ def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], batch: in
 
 
 def sample_archs(space: SearchSpace, count: int, seed: int, exclude: set[str] = frozenset()) -> list[Arch]:
-    """`count` distinct random architectures whose hashes are not in `exclude`."""
+    """`count` distinct architectures whose hashes are not in `exclude`: half drawn uniformly, half
+    with a random preference per choice (Dirichlet weights), so that the set also holds the
+    lopsided architectures a search ends on (all e1 blocks, many skips, ...), which uniform
+    sampling almost never draws."""
     rng = random.Random(seed)
+    names = sorted({c for d in space.decisions for c in d.choices})
     archs: dict[str, Arch] = {}
     attempts = 0
     while len(archs) < count and attempts < count * 100:
         attempts += 1
-        arch = Arch.create(space, space.sample(rng))
+        if len(archs) % 2 == 0:
+            choices = space.sample(rng)
+        else:
+            weight = {name: rng.gammavariate(0.5, 1.0) + 1e-9 for name in names}
+            choices = {d.name: rng.choices(d.choices, weights=[weight[c] for c in d.choices])[0] for d in space.decisions}
+        arch = Arch.create(space, choices)
         if arch.hash not in exclude:
             archs.setdefault(arch.hash, arch)
     return list(archs.values())
 
 
-def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], n_ops: Sequence[int], resolution: int,
+def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], n_ops: Sequence[int],
+                         type_sums: Sequence[dict], resolution: int,
                          models: Sequence[str] = MODELS) -> tuple[Calibration, dict[str, float]]:
     """Fit each model that has enough samples and keep the lowest cross-validated error."""
-    fitted = {m: fit_calibration(raw, measured, resolution, model=m, n_ops=n_ops)
-              for m in models if len(raw) >= MIN_SAMPLES[m]}
+    n_types = len({k for d in type_sums for k in d})
+    enough = {m: len(raw) >= max(MIN_SAMPLES[m], n_types + 1 if m == "types" else 0) for m in models}
+    fitted = {m: fit_calibration(raw, measured, resolution, model=m, n_ops=n_ops, type_sums=type_sums)
+              for m in models if enough[m]}
     if not fitted:
         raise LutError(f"calibration needs at least {min(MIN_SAMPLES.values())} measured architectures")
     best = min(fitted.values(), key=lambda c: c.error_pct)
@@ -90,8 +102,9 @@ def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Seque
     predictor = LatencyPredictor(table, space)
     raw = [predictor.raw_sum_ms(m.arch) for m in measurements]
     n_ops = [predictor.n_ops(m.arch) for m in measurements]
+    type_sums = [predictor.type_sums(m.arch) for m in measurements]
     measured = [m.measured_ms for m in measurements]
-    calibration, errors = fit_best_calibration(raw, measured, n_ops, space.resolution)
+    calibration, errors = fit_best_calibration(raw, measured, n_ops, type_sums, space.resolution)
     record = calibration.to_dict()
     record.update({
         "space": space.name,

@@ -49,16 +49,12 @@ def parse_budget(text: str) -> BudgetSpec:
     return BudgetSpec(value, "ms", str(text))
 
 
-def _calibrate(predictor: LatencyPredictor, raw: float) -> float:
-    return predictor.calibration.apply(raw) if predictor.calibration else raw
-
-
 def latency_range_ms(predictor: LatencyPredictor) -> tuple[float, float]:
     """Predicted latency of the fastest and the slowest architecture of a layer-wise space."""
-    fixed, per_layer = predictor.layer_tables_cached()
+    fixed, per_layer = predictor.layer_costs()
     fastest = fixed + float(sum(t.min() for t in per_layer))
     slowest = fixed + float(sum(t.max() for t in per_layer))
-    return _calibrate(predictor, fastest), _calibrate(predictor, slowest)
+    return fastest, slowest
 
 
 def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
@@ -107,17 +103,16 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     instead, so the last step does not overshoot. Terminates because the budget was checked
     feasible and every step is strictly faster.
     """
-    _, per_layer = predictor.layer_tables_cached()
+    _, per_layer = predictor.layer_costs()
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    scale = predictor.calibration.a if predictor.calibration else 1.0
     while latency > budget_ms:
         best_ratio = best_finish = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                saved = float(per_layer[li][ci] - per_layer[li][cj]) * scale
+                saved = float(per_layer[li][ci] - per_layer[li][cj])
                 if saved <= 0:
                     continue
                 cost = float(log_probs[li][ci] - log_probs[li][cj])
@@ -152,17 +147,16 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     the argmax of log p + delta * latency for a growing delta), among the swaps that keep the
     prediction within the budget and lose at most log(10) each; stop when none is left.
     """
-    _, per_layer = predictor.layer_tables_cached()
+    _, per_layer = predictor.layer_costs()
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    scale = predictor.calibration.a if predictor.calibration else 1.0
     while True:
         best = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                gained = float(per_layer[li][cj] - per_layer[li][ci]) * scale
+                gained = float(per_layer[li][cj] - per_layer[li][ci])
                 cost = float(log_probs[li][ci] - log_probs[li][cj])
                 if gained <= 0 or latency + gained > budget_ms or cost > FILL_MAX_LOG_RATIO:
                     continue

@@ -97,7 +97,7 @@ def temperature_at(cfg: FBNetConfig, epoch: int) -> float:
 
 def lut_fingerprint(predictor) -> str:
     """Hash of everything of the LUT that the search sees (per-layer latencies, calibration)."""
-    fixed, per_layer = predictor.layer_tables_cached()
+    fixed, per_layer = predictor.layer_costs()
     doc = {"fixed": fixed, "layers": [t.tolist() for t in per_layer],
            "calibration": asdict(predictor.calibration) if predictor.calibration else None}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
