@@ -160,6 +160,9 @@ def cmd_export(args) -> int:
         stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
               f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}), error {latency['error_pct']:+.1f}%")
+        if latency["predicted_num_classes"] != latency["exported_num_classes"]:
+            print(f"  note: the table's head has {latency['predicted_num_classes']} classes, the exported model "
+                  f"{latency['exported_num_classes']}; the prediction is for the table's head")
     if engine is not None:
         print(f"  wrote {args.tensorrt} ({_mb(len(engine))}, {engine_spec.precision})")
     print(f"  wrote {report_path}")
