@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hwnas.arch import Arch  # noqa: E402
-from hwnas.build import Head, Stem, build_block  # noqa: E402
 from hwnas.data import load_data  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
 from hwnas.latency_tables.loading import open_profiler  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.models import arch_model  # noqa: E402
+from hwnas.profilers.session import op_module  # noqa: E402
 from hwnas.search import FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy, SearchProblem  # noqa: E402
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
 from hwnas.search.evaluators import ShortTrainEvaluator  # noqa: E402
@@ -86,13 +86,7 @@ def smoke_table(space) -> LatencyTable:
                          device={"note": "benchmark smoke table"}, spaces=[space.name], resolutions=[space.resolution])
     cfg = space.build_config
     for op in space.all_ops():
-        if op.kind == "stem":
-            module = Stem(cfg)
-        elif op.kind == "head":
-            module = Head(op.in_chs, cfg, space.num_classes)
-        else:
-            module = build_block(op.spec, op.in_chs, cfg)
-        ms = torch_eager_ms(module, op.input_shape(), warmup=2, runs=10)
+        ms = torch_eager_ms(op_module(op, cfg), op.input_shape(), warmup=2, runs=10)
         table.put(OpKey.for_op(op, cfg.name), Measurement(ms, ms, ms, ms, 0.0, 10))
     return table
 

@@ -3,37 +3,13 @@ complete for a space, so that search tests need no profiler. Real runs always ta
 
 from __future__ import annotations
 
-import torch
-
-from hwnas.build import Head, Stem, build_block
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey
+from hwnas.profilers.session import op_module
+from hwnas.summary import count_macs
 
 
 def op_macs(op, space) -> int:
-    cfg = space.build_config
-    if op.kind == "stem":
-        module = Stem(cfg)
-    elif op.kind == "head":
-        module = Head(op.in_chs, cfg, space.num_classes)
-    else:
-        module = build_block(op.spec, op.in_chs, cfg)
-    macs = 0
-
-    def hook(m, _inputs, out):
-        nonlocal macs
-        if isinstance(m, torch.nn.Conv2d):
-            kh, kw = m.kernel_size
-            macs += out.numel() * (m.in_channels // m.groups) * kh * kw
-        else:
-            macs += out.numel() * m.in_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    module.eval()
-    with torch.no_grad():
-        module(torch.zeros(op.input_shape()))
-    for h in handles:
-        h.remove()
-    return macs
+    return count_macs(op_module(op, space.build_config), op.input_shape())[0]
 
 
 def mac_table(space, ms_per_mmac: float = 1.0, base_ms: float = 0.01, calibration: dict | None = None) -> LatencyTable:

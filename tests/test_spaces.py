@@ -5,19 +5,14 @@ import math
 import pytest
 import torch
 
-from hwnas.build import Head, Stem, build_block
+from hwnas.build import build_block
 from hwnas.errors import SpaceError
+from hwnas.profilers.session import op_module as session_op_module
 from hwnas.spaces import SKIP, SPACES, get_space
 
 
 def op_module(space, op):
-    if op.kind == "stem":
-        module = Stem(space.build_config)
-    elif op.kind == "head":
-        module = Head(op.in_chs, space.build_config, space.num_classes)
-    else:
-        module = build_block(op.spec, op.in_chs, space.build_config)
-    return module.eval()
+    return session_op_module(op, space.build_config).eval()
 
 
 def run_op(space, op):
