@@ -211,14 +211,22 @@ class LatencyTable:
             "dtype": self.dtype,
         }
 
-    def check_compatible(self, other: "LatencyTable") -> None:
+    def first_difference(self, other: "LatencyTable") -> tuple[str, object, object] | None:
+        """(field, mine, theirs) of the first identity field in which the tables differ, or None."""
         mine, theirs = self.identity(), other.identity()
         for field_name in mine:
             if mine[field_name] != theirs[field_name]:
-                raise LutError(
-                    f"tables differ in {field_name} ({mine[field_name]!r} vs {theirs[field_name]!r}); "
-                    "only tables from the same device, backend and options can be merged"
-                )
+                return field_name, mine[field_name], theirs[field_name]
+        return None
+
+    def check_compatible(self, other: "LatencyTable") -> None:
+        difference = self.first_difference(other)
+        if difference:
+            name, mine, theirs = difference
+            raise LutError(
+                f"tables differ in {name} ({mine!r} vs {theirs!r}); "
+                "only tables from the same device, backend and options can be merged"
+            )
 
     def merge(self, other: "LatencyTable") -> "LatencyTable":
         """A new table with both tables' entries (`other` wins on overlap); refuses mismatches."""

@@ -77,13 +77,13 @@ class ProfileReport:
 
 
 def _check_resumable(existing: LatencyTable, fresh: LatencyTable, path: Path) -> None:
-    mine, theirs = existing.identity(), fresh.identity()
-    for name in mine:
-        if mine[name] != theirs[name]:
-            raise LutError(
-                f"cannot resume {path}: it was profiled with {name} {mine[name]!r}, this run has {theirs[name]!r}; "
-                "rerun with the same backend, options and machine, or choose another --out"
-            )
+    difference = existing.first_difference(fresh)
+    if difference:
+        name, mine, theirs = difference
+        raise LutError(
+            f"cannot resume {path}: it was profiled with {name} {mine!r}, this run has {theirs!r}; "
+            "rerun with the same backend, options and machine, or choose another --out"
+        )
 
 
 def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> LatencyTable:
