@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from torch import nn
 
 from .arch import Arch, arch_from_dict
 from .errors import ArchError, HwnasError
-from .jsonio import atomic_write_bytes
+from .runs import save_checkpoint
 
 WEIGHTS_FORMAT = "hwnas.weights"
 WEIGHTS_VERSION = 1
@@ -29,9 +28,7 @@ def save_weights(path: str | os.PathLike, arch: Arch, model: nn.Module, num_clas
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, payload)
 
 
 def load_weights(path: str | os.PathLike) -> dict:

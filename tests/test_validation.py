@@ -107,12 +107,17 @@ def test_sampled_validation_archs_exclude_calibration_ones():
     assert not {a.hash for a in rest} & {a.hash for a in first[:20]}
 
 
-def test_predict_cli(tmp_path, capsys):
-    space = get_space("tiny")
-    table = hand_table(space)
+def saved_hand_table(tmp_path):
+    """The hand-set tiny table (see test_predictor) saved as a LUT file at 32 px."""
+    table = hand_table(get_space("tiny"))
     table.resolutions = [32]
     lut = tmp_path / "lut.json"
     table.save(lut)
+    return lut
+
+
+def test_predict_cli(tmp_path, capsys):
+    lut = saved_hand_table(tmp_path)
     arch = tmp_path / "a.json"
     arch.write_text(json.dumps({"space": "tiny", "choices": {"layer0": "skip", "layer1": "k5_e3", "layer2": "k3_e1_g2"}}))
     assert main(["predict", "--lut", str(lut), str(arch), "--json"]) == 0
@@ -124,11 +129,7 @@ def test_predict_cli(tmp_path, capsys):
 
 
 def test_predict_cli_bad_inputs(tmp_path, capsys):
-    space = get_space("tiny")
-    table = hand_table(space)
-    table.resolutions = [32]
-    lut = tmp_path / "lut.json"
-    table.save(lut)
+    lut = saved_hand_table(tmp_path)
     assert main(["predict", "--lut", str(lut), "preset:fbnet_c"]) == 2
     assert "lacks" in capsys.readouterr().err
     assert main(["predict", "--lut", str(tmp_path / "none.json"), "preset:fbnet_c"]) == 2
@@ -163,11 +164,7 @@ def test_calibrate_then_validate_on_a_real_backend(backend, tmp_path, capsys):
 
 
 def test_validate_and_calibrate_bad_inputs(tmp_path, capsys):
-    space = get_space("tiny")
-    table = hand_table(space)
-    table.resolutions = [32]
-    lut = tmp_path / "lut.json"
-    table.save(lut)
+    lut = saved_hand_table(tmp_path)
     assert main(["calibrate", "--lut", str(lut), "--samples", "0"]) == 2
     assert "--samples must be >= 1" in capsys.readouterr().err
     assert main(["validate", "--lut", str(lut), "--archs", "preset:fbnet_c", "--out", str(tmp_path / "v")]) == 2

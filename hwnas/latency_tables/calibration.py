@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..errors import LutError
 
@@ -66,9 +65,6 @@ class Calibration:
     def apply(self, raw_ms: float, n_ops: float = 0.0) -> float:
         """For the models without per-type scales; `types` needs per-op scaling (`scale_of`)."""
         return self.a * raw_ms + self.c * n_ops + self.b
-
-    def apply_tensor(self, raw_ms: torch.Tensor, n_ops: torch.Tensor | float = 0.0) -> torch.Tensor:
-        return raw_ms * self.a + n_ops * self.c + self.b
 
     def to_dict(self) -> dict:
         doc = asdict(self)

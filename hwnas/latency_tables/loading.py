@@ -22,9 +22,9 @@ def space_for_table(table: LatencyTable, space_name: str | None = None, resoluti
 
 def open_profiler(table: LatencyTable):
     """A profiler with the table's backend and options, on the device the table was made on."""
-    from ..profilers import backend_options, get_profiler
+    from ..profilers import PROFILERS, backend_options, get_profiler
 
-    accepted = set(backend_options(table.backend)) if table.backend in _registry() else set()
+    accepted = set(backend_options(table.backend)) if table.backend in PROFILERS else set()
     profiler = get_profiler(table.backend, **{k: v for k, v in table.backend_options.items() if k in accepted})
     try:
         if profiler.options() != table.backend_options:
@@ -43,9 +43,3 @@ def open_profiler(table: LatencyTable):
         profiler.close()
         raise
     return profiler
-
-
-def _registry():
-    from ..profilers import PROFILERS
-
-    return PROFILERS
