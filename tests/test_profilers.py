@@ -100,6 +100,29 @@ def test_torch_cpu_restores_thread_count():
     assert profiler.options()["threads"] == 2
 
 
+class DenormalProbe(nn.Module):
+    """Records whether a denormal float survives a multiplication while the runner times it."""
+
+    def __init__(self):
+        super().__init__()
+        self.survived = []
+
+    def forward(self, x):
+        tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's smallest normal, 1.2e-38
+        self.survived.append(bool((tiny * 1.0).item() != 0.0))
+        return x
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_torch_cpu_flushes_denormals_while_measuring_and_restores(flush):
+    probe = DenormalProbe()
+    with get_profiler("torch-cpu", flush_denormal=flush, stats=QUICK) as profiler:
+        profiler.measure(probe, (1, 2))
+    assert probe.survived and set(probe.survived) == {not flush}
+    assert profiler.options()["flush_denormal"] is flush
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # torch's default is back
+
+
 def test_ort_records_graph_optimisation_level_and_exporter():
     with get_profiler("ort-cpu", opt_level="basic", stats=QUICK) as profiler:
         options = profiler.options()

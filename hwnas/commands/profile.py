@@ -20,6 +20,7 @@ _BACKEND_FLAGS = {
     "precision": "--precision",
     "channels_last": "--channels-last",
     "device": "--device",
+    "flush_denormal": "--keep-denormals",
 }
 
 
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the table at --out: measure only missing ops")
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the head to measure (default: the space's, 1000 for the ImageNet spaces); "
+                        "add the head of your data's class count to an existing table with --resume")
     backend = p.add_argument_group("backend options (each backend takes some; see `hwnas backends`)")
     backend.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
     backend.add_argument("--opt-level", choices=("disable", "basic", "extended", "layout", "all"), default=None,
@@ -46,6 +50,9 @@ def register(subparsers) -> None:
     backend.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default=None)
     backend.add_argument("--channels-last", action="store_true", default=None, help="torch-*: NHWC memory format")
     backend.add_argument("--device", type=int, default=None, help="CUDA device index (GPU backends)")
+    backend.add_argument("--keep-denormals", dest="flush_denormal", action="store_false", default=None,
+                         help="torch-cpu: do not flush denormal floats to zero while measuring (they make eager "
+                              "timings depend on the random weights, up to 4x)")
     stats = p.add_argument_group("statistics")
     stats.add_argument("--quick", action="store_true",
                        help="few repeats and a 0.1 s cap per op: smoke runs and tests, not a table to ship")
@@ -94,7 +101,7 @@ def cmd_profile(args) -> int:
         raise ProfileError(f"--threads must be >= 1, got {args.threads}")
     if args.batch < 1:
         raise ProfileError(f"--batch must be >= 1, got {args.batch}")
-    space = get_space(args.space, resolution=args.resolution)
+    space = get_space(args.space, resolution=args.resolution, num_classes=args.num_classes)
     stats = stats_config(args)
     options = _options(args)
     with get_profiler(args.backend, stats=stats, **options) as profiler:

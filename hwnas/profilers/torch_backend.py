@@ -4,6 +4,13 @@ CPU calls are timed with `time.perf_counter_ns` around the forward call alone. C
 timed with CUDA events recorded around the call on the current stream, then synchronised
 (the host clock would measure the launch, not the kernels). The thread count is fixed
 (default 1) for the duration of each measurement and restored afterwards.
+
+On the CPU, denormal floats are flushed to zero while measuring (`flush_denormal`, default on).
+Randomly initialised blocks fed random inputs produce denormals depending on the seed, and
+eager PyTorch's kernels then slow down by up to 4x: the same fbnet block measured 0.61 ms with
+one seed and 2.37 ms with another, and a table of such entries predicts nothing. (ONNX Runtime's
+timings of the same blocks did not depend on the seed.) Deploy with `torch.set_flush_denormal(True)`
+to get the latency the table measured.
 """
 
 from __future__ import annotations
@@ -51,9 +58,22 @@ class ThreadScope:
         self.restore()
 
 
+class FlushDenormalScope:
+    """Flush denormal floats to zero on the CPU until `restore()`, which turns flushing off again
+    (torch's default; torch offers no way to read the current setting)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled) and torch.set_flush_denormal(True)
+
+    def restore(self) -> None:
+        if self.enabled:
+            torch.set_flush_denormal(False)
+
+
 class TorchCPURunner(Runner):
-    def __init__(self, module: nn.Module, input_shape, threads: int, channels_last: bool):
+    def __init__(self, module: nn.Module, input_shape, threads: int, channels_last: bool, flush_denormal: bool = True):
         self._threads = ThreadScope(threads)
+        self._denormals = FlushDenormalScope(flush_denormal)
         self.module = module.eval()
         self.x = torch.randn(input_shape)
         if channels_last:
@@ -72,27 +92,31 @@ class TorchCPURunner(Runner):
         return self._memory
 
     def close(self) -> None:
+        self._denormals.restore()
         self._threads.restore()
 
 
 class TorchCPUProfiler(Profiler):
-    """Eager PyTorch on the CPU, float32, a fixed number of intra-op threads."""
+    """Eager PyTorch on the CPU, float32, a fixed number of intra-op threads, denormals flushed."""
 
     name = "torch-cpu"
 
-    def __init__(self, threads: int = 1, channels_last: bool = False, stats: StatsConfig | None = None):
+    def __init__(self, threads: int = 1, channels_last: bool = False, flush_denormal: bool = True,
+                 stats: StatsConfig | None = None):
         super().__init__(stats)
         self.threads = check_threads(threads)
         self.channels_last = bool(channels_last)
+        self.flush_denormal = bool(flush_denormal)
 
     def options(self) -> dict:
-        return {"threads": self.threads, "channels_last": self.channels_last, "mode": "eager+inference_mode"}
+        return {"threads": self.threads, "channels_last": self.channels_last, "flush_denormal": self.flush_denormal,
+                "mode": "eager+inference_mode"}
 
     def fingerprint(self) -> dict:
         return device_fingerprint(self.threads, self.libraries)
 
     def prepare(self, module: nn.Module, input_shape) -> Runner:
-        return TorchCPURunner(module, input_shape, self.threads, self.channels_last)
+        return TorchCPURunner(module, input_shape, self.threads, self.channels_last, self.flush_denormal)
 
 
 class TorchCUDARunner(Runner):
