@@ -92,6 +92,16 @@ def load_data(source: str, resolution: int = 32, seed: int = 0, root: str | os.P
     return load_image_folder(source, resolution)
 
 
+def peek_num_classes(source: str) -> int | None:
+    """The class count of `source` without decoding it (None for a folder `load_data` would refuse)."""
+    if source in ("digits", "cifar10"):
+        return 10
+    train = Path(source) / "train"
+    if not train.is_dir():
+        return None
+    return len(_class_files(train)) or None
+
+
 def load_digits_data(resolution: int = 32, seed: int = 0, val_fraction: float = 0.2) -> ImageData:
     """scikit-learn's 1,797 8x8 handwritten digits, upsampled to `resolution` and made RGB;
     a deterministic (by `seed`) stratified train/val split. Bundled with scikit-learn: no download."""

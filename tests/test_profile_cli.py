@@ -367,3 +367,24 @@ def test_a_failed_checkpoint_leaves_the_previous_file_intact(table_copy, monkeyp
         table.save(table_copy)
     assert table_copy.read_bytes() == before
     assert [p.name for p in table_copy.parent.iterdir()] == ["t.json"]  # no temp file left behind
+
+
+def test_the_head_of_the_data_class_count_is_added_to_a_table_with_resume(table_copy, tmp_path, capsys):
+    arch = tmp_path / "a.json"
+    assert main(["arch", "sample", "--space", "tiny", "--seed", "3", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--lut", str(table_copy), str(arch), "--num-classes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "head:f16_n3" in err and "--num-classes 3" in err and "--resume" in err
+
+    assert profile(table_copy, "--num-classes", "3", "--resume") == 0
+    assert "1 ops measured" in capsys.readouterr().out  # only the new head
+    table = LatencyTable.load(table_copy)
+    heads = {k.split("|")[0]: m.p50_ms for k, m in table.entries.items() if k.startswith("head:")}
+    assert set(heads) == {"head:f16_n10", "head:f16_n3"}
+    assert main(["predict", "--lut", str(table_copy), str(arch), "--num-classes", "3", "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert main(["predict", "--lut", str(table_copy), str(arch), "--json"]) == 0
+    ten = json.loads(capsys.readouterr().out)
+    assert (three["num_classes"], ten["num_classes"]) == (3, 10)
+    assert three["raw_sum_ms"] - ten["raw_sum_ms"] == pytest.approx(heads["head:f16_n3"] - heads["head:f16_n10"])

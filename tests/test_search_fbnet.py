@@ -327,3 +327,15 @@ def test_random_strategy_meets_the_budget_and_resumes(space, predictor, digits, 
     assert len(result.candidates) == 2 and result.candidates[0] == part.candidates[0]
     assert result.predicted_ms <= budget
     assert result.arch == max(result.candidates, key=lambda c: c.score).arch
+
+
+def test_search_predicts_the_head_of_the_data_and_refuses_a_table_without_it(lut_file, tmp_path, capsys):
+    from test_data import _digit_folder
+
+    folder = _digit_folder(tmp_path / "three", classes=(0, 1, 2), per_class=(8, 4))
+    out = tmp_path / "run"
+    argv = ["search", "--space", "tiny", "--lut", str(lut_file), "--data", str(folder), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "head:f16_n3" in err and "--num-classes 3" in err
+    assert not out.exists()

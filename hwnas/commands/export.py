@@ -96,7 +96,7 @@ def cmd_export(args) -> int:
     if args.lut:
         if onnx_spec.dynamic_batch:
             raise ExportError("--lut compares a fixed-batch model with the table; drop --dynamic-batch or --lut")
-        lut_check = latency_prediction(args.lut, source.arch, source.resolution, onnx_spec.batch)
+        lut_check = latency_prediction(args.lut, source.arch, source.resolution, onnx_spec.batch, source.num_classes)
     engine_spec, calibration = None, None
     if args.tensorrt:
         engine_spec = tensorrt_engine.EngineSpec(
@@ -160,9 +160,6 @@ def cmd_export(args) -> int:
         stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
               f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}), error {latency['error_pct']:+.1f}%")
-        if latency["predicted_num_classes"] != latency["exported_num_classes"]:
-            print(f"  note: the table's head has {latency['predicted_num_classes']} classes, the exported model "
-                  f"{latency['exported_num_classes']}; the prediction is for the table's head")
     if engine is not None:
         print(f"  wrote {args.tensorrt} ({_mb(len(engine))}, {engine_spec.precision})")
     print(f"  wrote {report_path}")

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--lut", required=True, help="latency table JSON")
     p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the table's)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the deployed head (default: the space's; the table must hold that head)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -43,6 +45,9 @@ def register(subparsers) -> None:
     v.add_argument("--archs", nargs="*", default=[], help="more architectures: JSON files or preset:NAME")
     v.add_argument("--seed", type=int, default=2000)
     v.add_argument("--out", required=True, help="directory for report.json and scatter.png")
+    v.add_argument("--no-store", action="store_true",
+                   help="do not record the held-out error in the table (by default predictions then state the "
+                        "larger of it and the cross-validated error)")
     v.set_defaults(func=cmd_validate)
 
 
@@ -61,16 +66,23 @@ def _positive(value: int, flag: str) -> None:
 def cmd_predict(args) -> int:
     table = LatencyTable.load(args.lut)
     arch = resolve_arch(args.arch)
-    space = space_for_table(table, arch.space, args.resolution)
-    prediction = LatencyPredictor(table, space).predict(arch)
-    doc = {"arch": arch.hash, "space": space.name, "resolution": space.resolution, "backend": table.backend,
-           **prediction.to_dict()}
+    space = space_for_table(table, arch.space, args.resolution, args.num_classes)
+    predictor = LatencyPredictor(table, space)
+    prediction = predictor.predict(arch)
+    doc = {"arch": arch.hash, "space": space.name, "resolution": space.resolution, "num_classes": space.num_classes,
+           "backend": table.backend, **prediction.to_dict()}
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    error = f" ± {prediction.error_pct:.1f}% (cross-validated MAPE)" if prediction.error_pct is not None else \
-        " (uncalibrated raw sum: run `hwnas calibrate` for a stated error)"
-    print(f"{args.arch} on {table.backend} at {space.resolution}px: {prediction.latency_ms:.2f} ms{error}")
+    calibration = predictor.calibration
+    if calibration is None:
+        error = " (uncalibrated raw sum: run `hwnas calibrate` for a stated error)"
+    elif calibration.stated_error_pct > calibration.error_pct:
+        error = f" ± {prediction.error_pct:.1f}% (MAPE on {calibration.validated_n} held-out architectures)"
+    else:
+        error = f" ± {prediction.error_pct:.1f}% (cross-validated MAPE)"
+    print(f"{args.arch} on {table.backend} at {space.resolution}px, {space.num_classes} classes: "
+          f"{prediction.latency_ms:.2f} ms{error}")
     print(f"  raw LUT sum {prediction.raw_sum_ms:.2f} ms, params {prediction.params:,}, "
           f"peak activations {prediction.peak_activation_bytes / 2**20:.1f} MiB")
     return 0
@@ -128,4 +140,14 @@ def cmd_validate(args) -> int:
         print(f"  {name:<10} MAPE {r['mape_pct']:5.1f}%  within ±5% {r['within_5pct'] * 100:5.1f}%  "
               f"within ±10% {r['within_10pct'] * 100:5.1f}%  Kendall tau {r['kendall_tau']:.3f}")
     print(f"wrote {out / 'report.json'} and {out / 'scatter.png'}")
+    record = (table.calibration or {}).get(str(space.resolution))
+    if record is not None and not args.no_store:
+        c = s["calibrated"]
+        record["validation"] = {"mape_pct": c["mape_pct"], "within_10pct": c["within_10pct"],
+                                "kendall_tau": c["kendall_tau"], "n_archs": s["n_archs"],
+                                "noise_cv_median": s["noise_cv_median"], "seed": args.seed}
+        table.save(args.lut)
+        stated = LatencyPredictor(table, space).calibration.stated_error_pct
+        print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% "
+              f"(the larger of it and the cross-validated {record['error_pct']:.1f}%)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import load_data
+from ..data import load_data, peek_num_classes
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
 from ..runs import refuse_nonempty
@@ -35,8 +35,12 @@ def register(subparsers) -> None:
 def cmd_search(args) -> int:
     strategy_cls = get_strategy(args.strategy)
     spec = parse_budget(args.latency_budget) if args.latency_budget is not None else None
-    space = get_space(args.space, resolution=args.resolution)
     table = LatencyTable.load(args.lut)
+    num_classes = peek_num_classes(args.data)
+    if num_classes is None:
+        load_data(args.data, args.train_resolution, args.seed, args.data_root)  # says what is wrong with it
+    # latency is predicted for the network that will be deployed: its head has the data's classes
+    space = get_space(args.space, resolution=args.resolution, num_classes=num_classes)
     predictor = LatencyPredictor(table, space)
     budget = resolve_budget(spec, predictor) if spec is not None else None
     strategy = strategy_cls.from_args(args)

@@ -55,15 +55,9 @@ def device_fingerprint() -> dict:
     return full_fingerprint(None, _PACKAGES, gpu_index=gpu_index)
 
 
-def space_classes(table, model) -> int:
-    """Class count of the head the table measured (its space's default), for the report."""
-    from ..spaces import get_space
-
-    return get_space(table.spaces[0]).num_classes if table.spaces else int(model.num_classes)
-
-
-def latency_prediction(lut_path, arch, resolution: int, batch: int):
-    """Load the table and predict, before any export work: a bad table fails fast."""
+def latency_prediction(lut_path, arch, resolution: int, batch: int, num_classes: int):
+    """Load the table and predict the exported network (its head at `num_classes`) before any
+    export work: a bad table, or one without that head, fails fast."""
     from ..latency_tables.loading import space_for_table
     from ..latency_tables.predictor import LatencyPredictor
     from ..latency_tables.table import LatencyTable
@@ -72,7 +66,7 @@ def latency_prediction(lut_path, arch, resolution: int, batch: int):
     if batch != table.batch:
         raise ExportError(f"the table was measured at batch {table.batch}, the export is at batch {batch}; "
                           f"export with --batch {table.batch} to compare latencies")
-    space = space_for_table(table, arch.space, resolution)
+    space = space_for_table(table, arch.space, resolution, num_classes)
     return table, LatencyPredictor(table, space).predict(arch)
 
 
@@ -97,10 +91,8 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
         else:
             measured, what = profiler.measure(model, shape), "PyTorch model"
     error = (prediction.latency_ms - measured.p50_ms) / measured.p50_ms * 100.0
-    predicted_classes = space_classes(table, model)
     return {
-        "predicted_num_classes": predicted_classes,
-        "exported_num_classes": int(model.num_classes),
+        "num_classes": int(model.num_classes),
         "lut": str(lut_path),
         "backend": table.backend,
         "backend_options": table.backend_options,

@@ -7,8 +7,10 @@ from ..spaces import SearchSpace, get_space
 from .table import LatencyTable, device_identity
 
 
-def space_for_table(table: LatencyTable, space_name: str | None = None, resolution: int | None = None) -> SearchSpace:
-    """The space (at the table's resolution) a command works on; ambiguity is an error."""
+def space_for_table(table: LatencyTable, space_name: str | None = None, resolution: int | None = None,
+                    num_classes: int | None = None) -> SearchSpace:
+    """The space (at the table's resolution; with a head of `num_classes`, default the space's) a
+    command works on; ambiguity is an error."""
     if space_name is None:
         if len(table.spaces) != 1:
             raise LutError(f"the table holds spaces {table.spaces or '[]'}; pick one with --space")
@@ -17,7 +19,7 @@ def space_for_table(table: LatencyTable, space_name: str | None = None, resoluti
         if len(table.resolutions) != 1:
             raise LutError(f"the table holds resolutions {table.resolutions or '[]'}; pick one with --resolution")
         resolution = table.resolutions[0]
-    return get_space(space_name, resolution=resolution)
+    return get_space(space_name, resolution=resolution, num_classes=num_classes)
 
 
 def open_profiler(table: LatencyTable):

@@ -51,11 +51,12 @@ class LatencyPredictor:
         if check_complete:
             missing = [op for op in space.all_ops() if self.key(op) not in table]
             if missing:
+                classes = "" if space.num_classes == space.default_num_classes else f" --num-classes {space.num_classes}"
                 raise LutError(
                     f"the table lacks {len(missing)} of the {len(space.all_ops())} ops of space {space.name!r} at "
                     f"{space.resolution}px, batch {table.batch} (first: {self.key(missing[0])}); fill it with "
-                    f"`hwnas profile --space {space.name} --resolution {space.resolution} --backend {table.backend} "
-                    f"--out TABLE --resume`"
+                    f"`hwnas profile --space {space.name} --resolution {space.resolution}{classes} --backend "
+                    f"{table.backend} --out TABLE --resume`"
                 )
 
     def key(self, op) -> OpKey:
@@ -111,7 +112,7 @@ class LatencyPredictor:
         return Prediction(
             latency_ms=self._calibrated(ops),
             raw_sum_ms=raw,
-            error_pct=self.calibration.error_pct if self.calibration else None,
+            error_pct=self.calibration.stated_error_pct if self.calibration else None,
             params=params,
             peak_activation_bytes=peak,
         )
