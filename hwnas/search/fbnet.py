@@ -48,7 +48,7 @@ class FBNetConfig:
     arch_weight_decay: float = 5e-4
     temperature: float = 5.0
     temperature_decay: float = 0.956
-    warmup_epochs: int | None = None  # None: epochs // 5 (FBNet: 10 of 90)
+    warmup_epochs: int | None = None  # None: epochs // 5, at least 1 when epochs > 1 (FBNet: 10 of 90)
     arch_split: float = 0.2
     mixed_op: str = "soft"
     latency_loss: str | None = None  # None: "budget" with a budget, "fbnet" without
@@ -83,7 +83,10 @@ class FBNetConfig:
 
     @property
     def warmup(self) -> int:
-        return self.epochs // 5 if self.warmup_epochs is None else self.warmup_epochs
+        """Weight-only epochs first: architecture steps on an untrained supernet follow noise."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return max(1, self.epochs // 5) if self.epochs > 1 else 0
 
     def loss_kind(self, budget_ms: float | None) -> str:
         if self.latency_loss is not None:
@@ -99,7 +102,7 @@ def lut_fingerprint(predictor) -> str:
     """Hash of everything of the LUT that the search sees (per-layer latencies, calibration)."""
     fixed, per_layer = predictor.layer_costs()
     doc = {"fixed": fixed, "layers": [t.tolist() for t in per_layer],
-           "calibration": asdict(predictor.calibration) if predictor.calibration else None}
+           "calibration": predictor.calibration.fit_dict() if predictor.calibration else None}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -120,7 +123,8 @@ class FBNetStrategy(SearchStrategy):
                            help="temperature factor per epoch (FBNet: 0.956). Annealing faster in a short run hurts: "
                                 "a cold soft supernet behaves like the hard one and its weights stop learning")
         group.add_argument("--warmup-epochs", type=int, default=None,
-                           help="epochs of weight training before the architecture trains (default: epochs // 5)")
+                           help="epochs of weight training before the architecture trains (default: epochs // 5, "
+                                "at least 1 when --epochs > 1)")
         group.add_argument("--arch-split", type=float, default=0.2,
                            help="fraction of the training set that trains the architecture parameters (FBNet: 0.2)")
         group.add_argument("--weight-lr", type=float, default=0.025,
