@@ -24,6 +24,7 @@ from hwnas.export import tensorrt_engine
 from hwnas.export.calibration import ImageBatches, load_image
 from hwnas.export.model import prepare_model
 from hwnas.export.parity import OnnxRuntimeRunner
+from hwnas.latency_tables import LatencyTable
 from hwnas.models import arch_model
 from hwnas.presets import PRESETS
 from hwnas.spaces import SPACES, get_space
@@ -425,10 +426,14 @@ def test_export_with_lut_reports_predicted_vs_measured_latency(tiny_arch, tiny_t
     assert main(["export", str(tiny_arch), "--onnx", str(onnx_path), "--lut", str(tiny_table)]) == 0
     out = capsys.readouterr().out
     assert "latency on ort-cpu: predicted" in out
-    latency = json.loads((tmp_path / "export_report.json").read_text())["latency"]
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    latency = report["latency"]
     assert latency["backend"] == "ort-cpu" and latency["measured_what"] == "exported ONNX model"
     assert latency["measured_ms"] > 0 and latency["predicted_ms"] > 0
     assert latency["num_classes"] == 10
+    # the graph deployed is the one the table's ops were measured as: same exporter and opset
+    options = LatencyTable.load(tiny_table).backend_options
+    assert (report["onnx"]["exporter"], report["onnx"]["opset"]) == (options["exporter"], options["opset"])
     assert latency["error_pct"] == pytest.approx((latency["predicted_ms"] / latency["measured_ms"] - 1) * 100)
 
 

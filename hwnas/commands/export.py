@@ -35,9 +35,10 @@ def register(subparsers) -> None:
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=None, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
-                   help="torch.onnx exporter: dynamo (default, opset >= 18) or torchscript (opset 9-20)")
+    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET}, or the --lut table's)")
+    p.add_argument("--exporter", choices=EXPORTERS, default=None,
+                   help="torch.onnx exporter: dynamo (default, opset >= 18) or torchscript (opset 9-20); with --lut "
+                        "the default is the exporter and opset the table's ops were measured with")
     p.add_argument("--lut", metavar="FILE", default=None,
                    help="also measure the exported model on this table's backend and compare with the prediction")
     p.add_argument("--report", metavar="PATH", default=None, help=f"report path (default: {REPORT_NAME} beside the ONNX file)")
@@ -76,6 +77,20 @@ def _check_options(args) -> None:
         raise ExportError("--onnx, --tensorrt and the report must be different files")
 
 
+def _exporter_and_opset(args) -> tuple[str, int]:
+    """The flags; else, with --lut, the exporter and opset the table's ops were measured with (ONNX
+    Runtime tables), so that the deployed graph is the one the prediction is made of; else dynamo."""
+    exporter, opset = args.exporter, args.opset
+    if args.lut and exporter is None and opset is None:
+        from ..latency_tables.table import LatencyTable
+
+        options = LatencyTable.load(args.lut).backend_options
+        if options.get("exporter") in EXPORTERS and isinstance(options.get("opset"), int):
+            return options["exporter"], options["opset"]
+    exporter = exporter or "dynamo"
+    return exporter, DEFAULT_OPSET if opset is None else opset
+
+
 def _report_path(args) -> Path:
     return Path(args.report) if args.report else Path(args.onnx).parent / REPORT_NAME
 
@@ -85,7 +100,8 @@ def cmd_export(args) -> int:
 
     _check_options(args)
     batch = None if args.dynamic_batch else (1 if args.batch is None else args.batch)
-    onnx_spec = OnnxSpec(batch=batch, opset=args.opset, exporter=args.exporter)
+    exporter, opset = _exporter_and_opset(args)
+    onnx_spec = OnnxSpec(batch=batch, opset=opset, exporter=exporter)
     onnx_spec.validate()
     if args.tensorrt:
         from ..export import tensorrt_engine
