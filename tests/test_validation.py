@@ -66,9 +66,9 @@ def test_measure_archs_interleaves_rounds_and_reports_noise(setup):
     space, table, predictor, profiler = setup
     archs = sample_archs(space, 6, seed=0)
     results = measure_archs(profiler, space, archs, rounds=4)
-    assert profiler.calls == 24
+    assert profiler.calls == 48  # each measurement follows one of the reference op
     for r in results:
-        assert len(r.round_ms) == 4
+        assert len(r.round_ms) == len(r.reference_ms) == 4
         assert 0.005 < r.noise_cv < 0.02  # the +-1% wobble
         assert r.measured_ms == pytest.approx(1.3 * predictor.raw_sum_ms(r.arch) + 0.2, rel=0.011)
 
@@ -98,6 +98,31 @@ def test_fidelity_report_contents(setup):
     assert s["raw"]["mape_pct"] == pytest.approx(s["calibrated"]["mape_pct"])
     assert 20 < s["raw"]["mape_pct"] < 35 and s["raw"]["within_10pct"] == 0.0
     assert s["raw"]["kendall_tau"] > 0.9
+
+
+class SlowerMachine(LinearStandIn):
+    """The stand-in on a machine `factor` times slower at everything, the reference op included."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def measure(self, module, input_shape):
+        ms = super().measure(module, input_shape).p50_ms * self.factor
+        return Measurement(ms, ms, ms, ms, 0.0, 5)
+
+
+def test_report_tells_the_machine_slowing_down_from_the_prediction_error(setup):
+    space, table, _, profiler = setup
+    calibrate_table(table, space, measure_archs(profiler, space, sample_archs(space, 8, seed=0), rounds=2))
+    assert table.calibration["32"]["reference_ms"] > 0
+    held_out = sample_archs(space, 10, seed=1)
+    report = fidelity_report(LatencyPredictor(table, space), measure_archs(SlowerMachine(1.2), space, held_out, rounds=2))
+    s = report["summary"]
+    assert s["speed_vs_calibration"] == pytest.approx(1.2, rel=0.02)
+    assert s["calibrated"]["mean_error_pct"] == pytest.approx(100 * (1 / 1.2 - 1), abs=1.5)  # 17% low on this machine now
+    assert s["calibrated_speed_adjusted"]["mape_pct"] < 2.5  # the prediction itself is right
+    assert all(r["speed_adjusted_ms"] == pytest.approx(r["measured_ms"] / 1.2, rel=0.025) for r in report["archs"])
 
 
 def test_sampled_validation_archs_exclude_calibration_ones():

@@ -139,13 +139,22 @@ def cmd_validate(args) -> int:
         r = s[name]
         print(f"  {name:<10} MAPE {r['mape_pct']:5.1f}%  within ±5% {r['within_5pct'] * 100:5.1f}%  "
               f"within ±10% {r['within_10pct'] * 100:5.1f}%  Kendall tau {r['kendall_tau']:.3f}")
+    speed, adjusted = s["speed_vs_calibration"], s["calibrated_speed_adjusted"]
+    if adjusted is not None:
+        print(f"  the reference op runs {speed:.3f}x its time at calibration; measurements rescaled by it: "
+              f"MAPE {adjusted['mape_pct']:5.1f}%  within ±10% {adjusted['within_10pct'] * 100:5.1f}%")
+        if abs(speed - 1.0) > 0.03:
+            print(f"  note: this machine is {abs(speed - 1) * 100:.0f}% {'slower' if speed > 1 else 'faster'} than when "
+                  "the table was calibrated (load, clocks); every prediction is off by that much now")
     print(f"wrote {out / 'report.json'} and {out / 'scatter.png'}")
     record = (table.calibration or {}).get(str(space.resolution))
     if record is not None and not args.no_store:
         c = s["calibrated"]
         record["validation"] = {"mape_pct": c["mape_pct"], "within_10pct": c["within_10pct"],
                                 "kendall_tau": c["kendall_tau"], "n_archs": s["n_archs"],
-                                "noise_cv_median": s["noise_cv_median"], "seed": args.seed}
+                                "noise_cv_median": s["noise_cv_median"], "seed": args.seed,
+                                "speed_vs_calibration": speed,
+                                "speed_adjusted_mape_pct": adjusted["mape_pct"] if adjusted else None}
         table.save(args.lut)
         stated = LatencyPredictor(table, space).calibration.stated_error_pct
         print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% "

@@ -22,13 +22,14 @@ from torch import nn
 from ..build import BuildConfig, Head, Stem, build_block
 from ..errors import HwnasError, LutError, ProfileError
 from ..latency_tables.table import LatencyTable, Measurement, OpKey
+from ..latency_tables.validation import REFERENCE_BLOCK, REFERENCE_SHAPE
 from ..spaces import OpInstance, SearchSpace
 from .base import Profiler
 from .fingerprint import device_slug
 from .statistics import LoadGuard
 
 #: the load guard's reference op: a small block, the same for every space
-GUARD_BLOCK, GUARD_SHAPE = "ir_r1_k3_s1_e6_c32", (1, 32, 28, 28)
+GUARD_BLOCK, GUARD_SHAPE = REFERENCE_BLOCK, REFERENCE_SHAPE
 
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
