@@ -139,6 +139,22 @@ def test_architecture_parameters_get_gradients(space, mixed_op):
     assert all(a.grad is None for a in net.alphas)
 
 
+@pytest.mark.parametrize("mixed_op", ["hard", "soft"])
+def test_latency_term_is_taken_under_the_sampled_weights_and_damped_by_the_temperature(space, predictor, mixed_op):
+    """FBNet's LAT is the sum of the candidates' latencies weighted by the same Gumbel-softmax
+    sample as the forward pass; its gradient then shrinks with the temperature as CE's does."""
+    grads = {}
+    for tau in (1.0, 5.0):
+        torch.manual_seed(0)
+        net = Supernet(get_space("tiny"), mixed_op)
+        net(torch.randn(2, 3, 32, 32), temperature=tau)
+        assert len(net.sampled_weights) == len(net.alphas)
+        assert all(float(w.sum()) == pytest.approx(1.0) for w in net.sampled_weights)
+        predictor.expected_latency(net.sampled_weights).backward()
+        grads[tau] = sum(float(a.grad.abs().sum()) for a in net.alphas)
+    assert grads[1.0] > 0 and grads[5.0] < grads[1.0] / 2
+
+
 # --- repair and top-k ---------------------------------------------------------------------------
 def test_repair_meets_the_budget_with_cheap_downgrades(space, predictor):
     _, per_layer = predictor.layer_tables()

@@ -34,6 +34,7 @@ from .latency_loss import LATENCY_LOSSES, latency_aware_loss
 from .supernet import MIXED_OPS, Supernet
 
 CHECKPOINT = "supernet.pt"
+LAT_WEIGHTS = ("sample", "probs")
 CHECKPOINT_FORMAT = "hwnas.fbnet-checkpoint"
 
 
@@ -55,6 +56,7 @@ class FBNetConfig:
     lat_alpha: float = 0.2
     lat_beta: float = 0.6
     penalty_weight: float = 5.0
+    lat_weights: str = "sample"
     lat_temperature: float = 1.0
     under_weight: float = 0.5
     top_k: int = 5
@@ -74,6 +76,8 @@ class FBNetConfig:
             raise HwnasError(f"--latency-loss must be one of {', '.join(LATENCY_LOSSES)}")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(f"--warmup-epochs must be in 0..{self.epochs - 1} (the arch must train at least one epoch)")
+        if self.lat_weights not in LAT_WEIGHTS:
+            raise HwnasError(f"--lat-weights must be one of {', '.join(LAT_WEIGHTS)}, got {self.lat_weights!r}")
         if not self.lat_temperature > 0:
             raise HwnasError(f"--lat-temperature must be > 0, got {self.lat_temperature}")
         if not 0.0 <= self.under_weight <= 1.0:
@@ -136,9 +140,14 @@ class FBNetStrategy(SearchStrategy):
         group.add_argument("--lat-alpha", type=float, default=0.2, help="alpha of the fbnet latency loss (FBNet: 0.2)")
         group.add_argument("--lat-beta", type=float, default=0.6, help="beta of the fbnet latency loss (FBNet: 0.6)")
         group.add_argument("--penalty-weight", type=float, default=5.0, help="weight w of the budget hinge")
+        group.add_argument("--lat-weights", choices=LAT_WEIGHTS, default="sample",
+                           help="what the latency term weighs each candidate's latency by: sample (FBNet): the "
+                                "Gumbel-softmax weights of the same forward pass, so its gradient is damped by the "
+                                "temperature as the cross-entropy's is; probs: P_theta (at --lat-temperature), "
+                                "whose gradient is ~temperature times stronger and drowns the accuracy signal")
         group.add_argument("--lat-temperature", type=float, default=1.0,
-                           help="temperature of the distribution the loss takes the expected latency under: 1 is "
-                                "P_theta itself; below 1 sharpens it toward the argmax, the architecture that is picked")
+                           help="with --lat-weights probs: the temperature of P_theta for the latency term; 1 is "
+                                "P_theta itself, below 1 sharpens it toward the argmax")
         group.add_argument("--under-weight", type=float, default=0.5,
                            help="fraction of the hinge weight that pulls the expected latency up toward the budget "
                                 "from below (0: none, 1: TuNAS's absolute reward)")
@@ -154,7 +163,9 @@ class FBNetStrategy(SearchStrategy):
             temperature=args.temperature, temperature_decay=args.temperature_decay,
             warmup_epochs=args.warmup_epochs, arch_split=args.arch_split, mixed_op=args.mixed_op,
             latency_loss=args.latency_loss, lat_alpha=args.lat_alpha, lat_beta=args.lat_beta,
-            penalty_weight=args.penalty_weight, under_weight=args.under_weight, lat_temperature=args.lat_temperature, top_k=args.top_k, fill_budget=args.fill_budget, max_batches=args.max_batches,
+            penalty_weight=args.penalty_weight, under_weight=args.under_weight, lat_weights=args.lat_weights,
+            lat_temperature=args.lat_temperature, top_k=args.top_k, fill_budget=args.fill_budget,
+            max_batches=args.max_batches,
         ))
 
     # --- the search ---------------------------------------------------------------------------
@@ -283,7 +294,8 @@ class FBNetStrategy(SearchStrategy):
                 break
             logits = net(x, tau, arch_grad=True)
             ce = F.cross_entropy(logits, y)
-            lat = problem.predictor.expected_latency(net.probabilities(cfg.lat_temperature))
+            weights = net.sampled_weights if cfg.lat_weights == "sample" else net.probabilities(cfg.lat_temperature)
+            lat = problem.predictor.expected_latency(weights)
             loss = latency_aware_loss(ce, lat, loss_kind, problem.budget_ms, cfg.lat_alpha, cfg.lat_beta,
                                       cfg.penalty_weight, cfg.under_weight)
             opt.zero_grad(set_to_none=True)

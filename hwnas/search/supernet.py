@@ -65,6 +65,7 @@ class Supernet(nn.Module):
         self.layers = nn.ModuleList(MixedOp(layer, cfg) for layer in space.layers)
         self.head = Head(space.layers[-1].out_chs, cfg, space.num_classes)
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(len(layer.candidates))) for layer in space.layers)
+        self.sampled_weights: list[torch.Tensor] = []  # the last architecture step's Gumbel-softmax weights
         init_for_training(self, self.head.classifier)
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -90,15 +91,22 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, temperature: float, arch_grad: bool = True) -> torch.Tensor:
         """One Gumbel-softmax sample per layer for the whole batch. `arch_grad=False` (weight steps)
-        samples from the current distribution without building the graph to the alphas."""
+        samples from the current distribution without building the graph to the alphas. With
+        `arch_grad`, the sampled weights are kept in `sampled_weights`: FBNet takes the latency
+        term of the same step under them."""
         x = self.stem(x)
+        sampled = []
         for op, alpha in zip(self.layers, self.alphas):
             logits = alpha if arch_grad else alpha.detach()
             if self.mixed_op == "hard":
                 weights = F.gumbel_softmax(logits, tau=temperature, hard=True)
                 x = op(x, weights, int(weights.detach().argmax()))
             else:
-                x = op(x, F.gumbel_softmax(logits, tau=temperature, hard=False))
+                weights = F.gumbel_softmax(logits, tau=temperature, hard=False)
+                x = op(x, weights)
+            sampled.append(weights)
+        if arch_grad:
+            self.sampled_weights = sampled
         return self.head(x)
 
     def forward_path(self, x: torch.Tensor, indices) -> torch.Tensor:
