@@ -110,6 +110,8 @@ def test_out_folder_gets_a_name_from_device_and_backend(tmp_path, capsys):
     assert profile(str(tmp_path) + "/", "--threads", "1") == 0
     (made,) = tmp_path.iterdir()
     assert made.name.endswith("_torch-cpu_t1.json")
+    assert profile(str(tmp_path) + "/", "--threads", "1", "--channels-last", "--keep-denormals") == 0
+    assert sorted(p.name.split("_torch-cpu_")[1] for p in tmp_path.iterdir()) == ["t1.json", "t1_cl_denormals.json"]
 
 
 # --- never overwrite, never re-measure ----------------------------------------------------------

@@ -53,13 +53,18 @@ def space_keys(space: SearchSpace, batch: int = 1, dtype: str = "float32") -> li
 
 
 def default_table_name(profiler: Profiler, device: dict) -> str:
-    """`<device>_<backend>[_t<threads>][_<precision>].json`: what an `--out` folder gets."""
+    """`<device>_<backend>[_t<threads>][_<precision>][_cl][_denormals]...json`: what an `--out` folder
+    gets; options off their default show in the name, so two tables never take each other's."""
     options = profiler.options()
     parts = [device_slug(device), profiler.name]
     if "threads" in options:
         parts.append(f"t{options['threads']}")
     if options.get("precision") not in (None, "fp32", "float32"):
         parts.append(str(options["precision"]))
+    if options.get("channels_last"):
+        parts.append("cl")
+    if options.get("flush_denormal") is False:
+        parts.append("denormals")
     if options.get("graph_optimization_level") not in (None, "all"):
         parts.append(f"opt-{options['graph_optimization_level']}")
     return "_".join(parts) + ".json"
