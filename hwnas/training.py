@@ -95,6 +95,27 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, max_batches: int 
     return 100.0 * correct / total, loss_sum / total
 
 
+def sgd_epoch(forward, criterion, optimizer, loader, steps: int, base_lr: float, epoch: int, total_steps: int,
+              desc: str, progress: bool) -> tuple[float, float]:
+    """One epoch of at most `steps` batches: cosine learning rate per step, loss and backward
+    through `forward(x)`, then (mean loss, top-1 %) over the batches seen."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i, (x, y) in enumerate(tqdm(loader, total=steps, desc=desc, leave=False, disable=not progress)):
+        if i >= steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(base_lr, epoch * steps + i, total_steps)
+        logits = forward(x)
+        loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
 def init_for_training(model: nn.Module, classifier: nn.Module | None = None) -> nn.Module:
     """Two init tweaks that make mobile nets train stably from scratch at small batch sizes:
     the last BN of every residual block starts at zero (each block starts as its shortcut;
@@ -153,24 +174,11 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
                       initial=start_epoch, total=cfg.epochs)
     for epoch in epochs_bar:
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
         loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, drop_last=True)
-        for i, (x, y) in enumerate(tqdm(loader, total=steps, desc=f"epoch {epoch + 1}", leave=False,
-                                        disable=not progress)):
-            if i >= steps:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(cfg.lr, epoch * steps + i, total_steps)
-            logits = model(x)
-            loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+        train_loss, train_top1 = sgd_epoch(model, criterion, optimizer, loader, steps, cfg.lr, epoch, total_steps,
+                                           f"epoch {epoch + 1}", progress)
         top1, val_loss = evaluate(model, data.val)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_top1": train_top1,
                   "val_loss": val_loss, "val_top1": top1, "lr": optimizer.param_groups[0]["lr"],
                   "wall_s": round(wall_before + time.perf_counter() - t0, 3)}
         log.append(record)

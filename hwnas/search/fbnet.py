@@ -15,7 +15,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from ..errors import HwnasError
 from ..runs import (check_same_config, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint, set_rng_state,
                     write_jsonl)
 from ..spaces import LayerwiseSpace, get_space
-from ..training import cosine_lr, evaluate, steps_per_epoch
+from ..training import evaluate, sgd_epoch, steps_per_epoch
 from .base import Candidate, SearchProblem, SearchResult, SearchStrategy, write_result
 from .budget import fit_to_budget, top_k_choices
 from .latency_loss import LATENCY_LOSSES, latency_aware_loss
@@ -255,24 +254,9 @@ class FBNetStrategy(SearchStrategy):
 
     def _weight_epoch(self, net, opt, dataset, epoch, steps, tau, problem) -> tuple[float, float]:
         cfg = self.config
-        total = steps * cfg.epochs
-        loss_sum = correct = seen = 0
         loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=problem.seed, epoch=2 * epoch, drop_last=True)
-        for i, (x, y) in enumerate(tqdm(loader, total=steps, desc=f"weights {epoch + 1}", leave=False,
-                                        disable=not problem.progress)):
-            if i >= steps:
-                break
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(cfg.weight_lr, epoch * steps + i, total)
-            logits = net(x, tau, arch_grad=False)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+        return sgd_epoch(lambda x: net(x, tau, arch_grad=False), F.cross_entropy, opt, loader, steps, cfg.weight_lr,
+                         epoch, steps * cfg.epochs, f"weights {epoch + 1}", problem.progress)
 
     def _arch_epoch(self, net, opt, dataset, epoch, steps, tau, problem, loss_kind) -> dict:
         weights = net.weight_parameters()
