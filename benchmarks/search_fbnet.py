@@ -48,7 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwnas.arch import Arch  # noqa: E402
+from hwnas.arch import Arch, arch_from_dict  # noqa: E402
 from hwnas.data import ImageData, load_data, split_train  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
 from hwnas.latency_tables.loading import open_profiler  # noqa: E402
@@ -185,7 +185,7 @@ def remeasure(out: Path, lut: str | None) -> int:
     table = LatencyTable.load(lut or report["header"]["lut"])
     space = get_space(report["header"]["space"])
     for row in report["rows"]:
-        arch = Arch.create(space, row["arch"]["choices"])
+        arch = arch_from_dict(row["arch"], "report.json")
         measured, method = measure_latency_ms(arch_model(arch), space.resolution, table)
         row.setdefault("measured_ms_during_run", row["measured_ms"])
         row.update(measured_ms=measured, measure_method=f"{method}, remeasured",

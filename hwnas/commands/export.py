@@ -77,14 +77,12 @@ def _check_options(args) -> None:
         raise ExportError("--onnx, --tensorrt and the report must be different files")
 
 
-def _exporter_and_opset(args) -> tuple[str, int]:
-    """The flags; else, with --lut, the exporter and opset the table's ops were measured with (ONNX
+def _exporter_and_opset(args, table) -> tuple[str, int]:
+    """The flags; else, with a --lut table, the exporter and opset its ops were measured with (ONNX
     Runtime tables), so that the deployed graph is the one the prediction is made of; else dynamo."""
     exporter, opset = args.exporter, args.opset
-    if args.lut and exporter is None and opset is None:
-        from ..latency_tables.table import LatencyTable
-
-        options = LatencyTable.load(args.lut).backend_options
+    if table is not None and exporter is None and opset is None:
+        options = table.backend_options
         if options.get("exporter") in EXPORTERS and isinstance(options.get("opset"), int):
             return options["exporter"], options["opset"]
     exporter = exporter or "dynamo"
@@ -97,10 +95,12 @@ def _report_path(args) -> Path:
 
 def cmd_export(args) -> int:
     from ..export.model import prepare_model
+    from ..latency_tables.table import LatencyTable
 
     _check_options(args)
     batch = None if args.dynamic_batch else (1 if args.batch is None else args.batch)
-    exporter, opset = _exporter_and_opset(args)
+    table = LatencyTable.load(args.lut) if args.lut else None
+    exporter, opset = _exporter_and_opset(args, table)
     onnx_spec = OnnxSpec(batch=batch, opset=opset, exporter=exporter)
     onnx_spec.validate()
     if args.tensorrt:
@@ -108,11 +108,11 @@ def cmd_export(args) -> int:
 
         tensorrt_engine.check_available()
     source = prepare_model(args.arch, weights=args.weights, resolution=args.resolution)
-    lut_check = None
-    if args.lut:
+    prediction = None
+    if table is not None:
         if onnx_spec.dynamic_batch:
             raise ExportError("--lut compares a fixed-batch model with the table; drop --dynamic-batch or --lut")
-        lut_check = latency_prediction(args.lut, source.arch, source.resolution, onnx_spec.batch, source.num_classes)
+        prediction = latency_prediction(table, source.arch, source.resolution, onnx_spec.batch, source.num_classes)
     engine_spec, calibration = None, None
     if args.tensorrt:
         engine_spec = tensorrt_engine.EngineSpec(
@@ -145,8 +145,9 @@ def cmd_export(args) -> int:
                     "onnxruntime (CPUExecutionProvider)", f"tensorrt {engine_spec.precision}", kind,
                 ).check()
     latency = None
-    if args.lut:
-        latency = latency_section(args.lut, *lut_check, source.model, source.resolution, onnx_spec.batch, onnx_bytes)
+    if table is not None:
+        latency = latency_section(args.lut, table, prediction, source.model, source.resolution, onnx_spec.batch,
+                                  onnx_bytes)
 
     atomic_write_bytes(args.onnx, onnx_bytes)
     if engine is not None:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..arch import resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
+from ..latency_tables.calibration import Calibration
 from ..latency_tables.loading import open_profiler, space_for_table
 from ..latency_tables.plot import scatter_png
 from ..latency_tables.predictor import LatencyPredictor
@@ -156,7 +157,7 @@ def cmd_validate(args) -> int:
                                 "speed_vs_calibration": speed,
                                 "speed_adjusted_mape_pct": adjusted["mape_pct"] if adjusted else None}
         table.save(args.lut)
-        stated = LatencyPredictor(table, space).calibration.stated_error_pct
+        stated = Calibration.from_dict(record).stated_error_pct
         print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% "
               f"(the larger of it and the cross-validated {record['error_pct']:.1f}%)")
     return 0

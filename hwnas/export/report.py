@@ -55,19 +55,17 @@ def device_fingerprint() -> dict:
     return full_fingerprint(None, _PACKAGES, gpu_index=gpu_index)
 
 
-def latency_prediction(lut_path, arch, resolution: int, batch: int, num_classes: int):
-    """Load the table and predict the exported network (its head at `num_classes`) before any
-    export work: a bad table, or one without that head, fails fast."""
+def latency_prediction(table, arch, resolution: int, batch: int, num_classes: int):
+    """Predict the exported network (its head at `num_classes`) before any export work: a table of
+    another batch, or one without that head, fails fast."""
     from ..latency_tables.loading import space_for_table
     from ..latency_tables.predictor import LatencyPredictor
-    from ..latency_tables.table import LatencyTable
 
-    table = LatencyTable.load(lut_path)
     if batch != table.batch:
         raise ExportError(f"the table was measured at batch {table.batch}, the export is at batch {batch}; "
                           f"export with --batch {table.batch} to compare latencies")
     space = space_for_table(table, arch.space, resolution, num_classes)
-    return table, LatencyPredictor(table, space).predict(arch)
+    return LatencyPredictor(table, space).predict(arch)
 
 
 def latency_section(lut_path, table, prediction, model, resolution: int, batch: int, onnx_bytes: bytes) -> dict:

@@ -22,14 +22,11 @@ from torch import nn
 from ..build import BuildConfig, Head, Stem, build_block
 from ..errors import HwnasError, LutError, ProfileError
 from ..latency_tables.table import LatencyTable, Measurement, OpKey
-from ..latency_tables.validation import REFERENCE_BLOCK, REFERENCE_SHAPE
+from ..latency_tables.validation import REFERENCE_BLOCK, REFERENCE_SHAPE  # also the load guard's reference op
 from ..spaces import OpInstance, SearchSpace
 from .base import Profiler
 from .fingerprint import device_slug
 from .statistics import LoadGuard
-
-#: the load guard's reference op: a small block, the same for every space
-GUARD_BLOCK, GUARD_SHAPE = REFERENCE_BLOCK, REFERENCE_SHAPE
 
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
@@ -158,7 +155,7 @@ def profile_space(
         table.overhead_ms = profiler.overhead_ms()
     if load_guard and todo:
         cfg = BuildConfig(stem_size=16, num_features=16)
-        guard_runner = profiler.prepare(build_block(GUARD_BLOCK, GUARD_SHAPE[1], cfg), GUARD_SHAPE)
+        guard_runner = profiler.prepare(build_block(REFERENCE_BLOCK, REFERENCE_SHAPE[1], cfg), REFERENCE_SHAPE)
         guard = LoadGuard(guard_runner.time_call, calls=max(5, min(15, profiler.stats.min_repeats)))
         guard.ratio()
     bar = _progress(len(keys), len(keys) - len(todo), f"{profiler.name} {space.name}@{space.resolution}",
