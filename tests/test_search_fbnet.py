@@ -16,7 +16,7 @@ from hwnas.data import load_data
 from hwnas.errors import LutError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.runs import read_jsonl
-from hwnas.search import (STRATEGIES, BudgetError, FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy,
+from hwnas.search import (STRATEGIES, BudgetError, Evaluator, FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy,
                           SearchProblem, parse_budget, repair_to_budget, resolve_budget, top_k_choices)
 from hwnas.search.budget import FILL_MAX_LOG_RATIO, fill_budget, fit_to_budget, latency_range_ms
 from hwnas.search.latency_loss import budget_penalty, latency_aware_loss
@@ -355,3 +355,49 @@ def test_search_predicts_the_head_of_the_data_and_refuses_a_table_without_it(lut
     err = capsys.readouterr().err
     assert "head:f16_n3" in err and "--num-classes 3" in err
     assert not out.exists()
+
+
+class ScoreByMacs(Evaluator):
+    """Scores an architecture by a fixed function of it (its MAC-proportional latency), counting calls."""
+
+    def __init__(self, predictor):
+        self.predictor, self.calls = predictor, []
+
+    def evaluate(self, arch):
+        self.calls.append(arch.hash)
+        return 100.0 * self.predictor.latency_ms(arch)
+
+
+def test_finalists_are_the_argmax_and_samples_and_the_best_is_returned(space, predictor, digits, tmp_path):
+    budget = resolve_budget(parse_budget("50%"), predictor)
+    plain = FBNetStrategy(FBNetConfig(epochs=1, **FAST)).search(problem(space, predictor, digits, tmp_path / "a", budget))
+    scorer = ScoreByMacs(predictor)
+    cfg = FBNetConfig(epochs=1, finalists=3, **FAST)
+    result = FBNetStrategy(cfg, evaluator=scorer).search(problem(space, predictor, digits, tmp_path / "b", budget))
+    finalists = result.details["finalists"]
+    assert [f["note"] for f in finalists] == ["argmax", "sample", "sample"]
+    assert finalists[0]["hash"] == plain.arch.hash  # the same supernet run: the argmax is the plain result
+    assert len({f["hash"] for f in finalists}) == 3 and scorer.calls == [f["hash"] for f in finalists]
+    assert all(f["predicted_ms"] <= budget for f in finalists)
+    assert result.arch.hash == max(finalists, key=lambda f: f["score"])["hash"]
+    assert result.predicted_ms <= budget and result.wall_s >= sum(f["wall_s"] for f in finalists)
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["arch_hash"] == result.arch.hash
+
+    # resuming the finished search with more finalists trains only the new one
+    more = FBNetStrategy(FBNetConfig(epochs=1, finalists=4, **FAST), evaluator=ScoreByMacs(predictor))
+    again = more.search(problem(space, predictor, digits, tmp_path / "b", budget, resume=True))
+    assert [f["hash"] for f in again.details["finalists"][:3]] == [f["hash"] for f in finalists]
+    assert more.evaluator.calls == [again.details["finalists"][3]["hash"]]
+
+
+def test_cli_finalists_are_trained_on_the_weight_split_and_scored(lut_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--lut", str(lut_file), "--data", "digits", "--out", str(out),
+                 "--no-progress", "--epochs", "1", "--max-batches", "2", "--latency-budget", "50%", "--top-k", "1",
+                 "--finalists", "2", "--finalist-epochs", "1"]) == 0
+    stored = json.loads((out / "finalists.json").read_text())
+    scores = [t["score"] for t in stored["trials"]]
+    assert len(scores) == 2 and all(0.0 <= s <= 100.0 for s in scores) and stored["finalist_epochs"] == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["arch_hash"] == max(stored["trials"], key=lambda t: t["score"])["hash"]
+    assert result["meets_budget"]

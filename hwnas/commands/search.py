@@ -56,12 +56,18 @@ def cmd_search(args) -> int:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
+    finalists = result.details.get("finalists")
+    if finalists:
+        picked = next(f for f in finalists if f["hash"] == result.arch.hash)
+        print(f"best of {len(finalists)} finalists after short training: the {picked['note']} architecture, "
+              f"top-1 {picked['score']:.1f}% on the architecture split (see finalists.json)")
+    which = f"the {result.details.get('picked', 'argmax')} architecture"
     if result.repaired:
-        print(f"the argmax architecture exceeded the budget and was repaired with {len(result.budget_steps)} "
+        print(f"{which} exceeded the budget and was repaired with {len(result.budget_steps)} "
               f"LUT-guided downgrade(s) (see result.json)")
     elif result.filled:
-        print(f"the argmax architecture was well under the budget and was filled with {len(result.budget_steps)} "
-              f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps the argmax)")
+        print(f"{which} was well under the budget and was filled with {len(result.budget_steps)} "
+              f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps it as sampled)")
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
           f"--data {args.data} --epochs N --out RUN_DIR`")
     return 0

@@ -3,8 +3,11 @@
 Each epoch trains the supernet's weights on one split of the training data (80%), then, after
 `warmup_epochs`, the architecture parameters on the other (20%) with a latency-aware loss fed by
 the LUT; the Gumbel-softmax temperature is annealed per epoch (5.0 * 0.956^epoch). The result is
-the argmax of the learned distribution (repaired to the budget if needed) and the k most probable
-architectures, scored one-shot on the val split with the supernet's shared weights.
+the argmax of the learned distribution (fitted to the budget: repaired if over it, filled if well
+under it) and the k most probable architectures, scored one-shot on the architecture split with the
+supernet's shared weights. With `finalists` N > 0 the search ends as FBNet's does: the argmax and
+N - 1 samples of the learned distribution (each fitted to the budget) are trained from scratch for a
+few epochs, and the best on held-out data is the result.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import hashlib
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,20 +25,23 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..arch import Arch
-from ..data import make_loader, split_train
+from ..data import ImageData, make_loader, split_train
 from ..errors import HwnasError
+from ..jsonio import atomic_write_json, read_json
 from ..runs import (check_same_config, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint, set_rng_state,
                     write_jsonl)
 from ..spaces import LayerwiseSpace, get_space
-from ..training import evaluate, sgd_epoch, steps_per_epoch
-from .base import Candidate, SearchProblem, SearchResult, SearchStrategy, write_result
-from .budget import fit_to_budget, top_k_choices
+from ..training import TrainConfig, evaluate, sgd_epoch, steps_per_epoch
+from .base import Candidate, Evaluator, SearchProblem, SearchResult, SearchStrategy, write_result
+from .budget import BudgetStep, fit_to_budget, top_k_choices
+from .evaluators import ShortTrainEvaluator
 from .latency_loss import LATENCY_LOSSES, latency_aware_loss
 from .supernet import MIXED_OPS, Supernet
 
 CHECKPOINT = "supernet.pt"
 LAT_WEIGHTS = ("sample", "probs")
 CHECKPOINT_FORMAT = "hwnas.fbnet-checkpoint"
+FINALISTS = "finalists.json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class FBNetConfig:
     top_k: int = 5
     fill_budget: bool = True
     max_batches: int | None = None  # weight batches per epoch (a random subset each epoch)
+    finalists: int = 0  # 0: the result is the fitted argmax; N: best of the argmax + N-1 samples, short-trained
+    finalist_epochs: int = 3
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -83,6 +92,10 @@ class FBNetConfig:
             raise HwnasError(f"--under-weight must be in 0..1, got {self.under_weight}")
         if self.top_k < 0:
             raise HwnasError("--top-k must be >= 0")
+        if self.finalists < 0:
+            raise HwnasError(f"--finalists must be >= 0, got {self.finalists}")
+        if self.finalist_epochs < 1:
+            raise HwnasError(f"--finalist-epochs must be >= 1, got {self.finalist_epochs}")
 
     @property
     def warmup(self) -> int:
@@ -109,11 +122,43 @@ def lut_fingerprint(predictor) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def path_indices(space: LayerwiseSpace, arch: Arch) -> list[int]:
+    """The candidate index of `arch` in each searchable layer."""
+    return [layer.candidates.index(arch.choice_map[layer.name]) for layer in space.layers]
+
+
+def _finite_or_lowest(score: float | None) -> float:
+    """A diverged training (NaN top-1) or a missing score never wins."""
+    return score if score is not None and math.isfinite(score) else -math.inf
+
+
+def sample_finalists(space: LayerwiseSpace, probs, first: Arch, count: int, fit, seed: int,
+                     max_draws: int = 2000) -> list[tuple[Arch, list[BudgetStep]]]:
+    """`first` (the fitted argmax) and up to `count - 1` distinct samples of the per-layer
+    distributions `probs`, each fitted to the budget by `fit(choices) -> (arch, steps)`. The draws
+    depend only on `seed` and `probs`, so a resumed search draws the same finalists."""
+    rng = random.Random(seed)
+    picks, seen = [], {first.hash}
+    for _ in range(max_draws):
+        if len(picks) >= count - 1:
+            break
+        choices = {layer.name: layer.candidates[rng.choices(range(len(p)), weights=p)[0]]
+                   for layer, p in zip(space.layers, probs)}
+        arch, steps = fit(choices)
+        if arch.hash not in seen:
+            seen.add(arch.hash)
+            picks.append((arch, steps))
+    return picks
+
+
 class FBNetStrategy(SearchStrategy):
     name = "fbnet"
 
-    def __init__(self, config: FBNetConfig):
+    def __init__(self, config: FBNetConfig, evaluator: Evaluator | None = None):
+        """`evaluator` scores the finalists (default: `finalist_epochs` of training on the weight
+        split, top-1 on the architecture split)."""
         self.config = config
+        self.evaluator = evaluator
 
     @classmethod
     def add_arguments(cls, group) -> None:
@@ -151,6 +196,12 @@ class FBNetStrategy(SearchStrategy):
                            help="fraction of the hinge weight that pulls the expected latency up toward the budget "
                                 "from below (0: none, 1: TuNAS's absolute reward)")
         group.add_argument("--top-k", type=int, default=5, help="also report the k most probable architectures")
+        group.add_argument("--finalists", type=int, default=0,
+                           help="train the argmax and N-1 samples of the learned distribution from scratch for "
+                                "--finalist-epochs (on the weight split, scored on the architecture split) and return "
+                                "the best, as FBNet does; 0 (default) returns the argmax. Resuming a finished search "
+                                "with a larger N trains only the new finalists")
+        group.add_argument("--finalist-epochs", type=int, default=3, help="training epochs of each finalist")
         group.add_argument("--no-fill-budget", dest="fill_budget", action="store_false",
                            help="keep the argmax when it is under the budget (default: fill it toward the budget with "
                                 "the LUT-guided upgrades the distribution finds cheapest, see budget.fill_budget)")
@@ -164,7 +215,7 @@ class FBNetStrategy(SearchStrategy):
             latency_loss=args.latency_loss, lat_alpha=args.lat_alpha, lat_beta=args.lat_beta,
             penalty_weight=args.penalty_weight, under_weight=args.under_weight, lat_weights=args.lat_weights,
             lat_temperature=args.lat_temperature, top_k=args.top_k, fill_budget=args.fill_budget,
-            max_batches=args.max_batches,
+            max_batches=args.max_batches, finalists=args.finalists, finalist_epochs=args.finalist_epochs,
         ))
 
     # --- the search ---------------------------------------------------------------------------
@@ -193,7 +244,8 @@ class FBNetStrategy(SearchStrategy):
         start, wall_before = 0, 0.0
         if has_checkpoint:
             state = load_checkpoint(run_dir / CHECKPOINT, CHECKPOINT_FORMAT)
-            check_same_config(state["config"], run_config, run_dir, ignore=("top_k", "fill_budget"))
+            check_same_config(state["config"], run_config, run_dir,
+                              ignore=("top_k", "fill_budget", "finalists", "finalist_epochs"))
             net.load_state_dict(state["supernet"])
             w_opt.load_state_dict(state["weight_optimizer"])
             a_opt.load_state_dict(state["arch_optimizer"])
@@ -243,6 +295,8 @@ class FBNetStrategy(SearchStrategy):
         wall = wall_before + time.perf_counter() - t0
         finished = bool(log) and log[-1]["epoch"] >= cfg.epochs
         result = self._finalize(net, problem, log, wall, finished)
+        if finished and cfg.finalists > 0:
+            result = self._pick_finalist(net, problem, result, run_dir)
         write_result(run_dir, result)
         if log:
             from .plots import plot_distribution, plot_latency
@@ -292,6 +346,16 @@ class FBNetStrategy(SearchStrategy):
         n = max(seen, 1)
         return {"arch_loss": loss_sum / n, "arch_ce": ce_sum / n, "arch_top1": 100.0 * correct / n}
 
+    def _fitter(self, problem: SearchProblem, log_probs):
+        """choices -> (arch, budget steps): repaired if over the budget, filled if `fill_budget`."""
+        space, predictor, budget = problem.space, problem.predictor, problem.budget_ms
+
+        def fit(choices):
+            if budget is None:
+                return Arch.create(space, choices), []
+            return fit_to_budget(space, predictor, choices, log_probs, budget, fill=self.config.fill_budget)
+        return fit
+
     def _finalize(self, net: Supernet, problem: SearchProblem, log, wall: float, finished: bool) -> SearchResult:
         """The argmax fitted to the budget (repaired if over it, filled if `fill_budget` and under it),
         plus the top-k most probable architectures fitted the same way, each scored one-shot (its
@@ -301,12 +365,7 @@ class FBNetStrategy(SearchStrategy):
         log_probs = net.log_probabilities()
         argmax_choices = net.choices(net.argmax_indices())
         argmax = Arch.create(space, argmax_choices)
-
-        def fit(choices):
-            if budget is None:
-                return Arch.create(space, choices), []
-            return fit_to_budget(space, predictor, choices, log_probs, budget, fill=cfg.fill_budget)
-
+        fit = self._fitter(problem, log_probs)
         arch, steps = fit(argmax_choices)
         if steps and problem.progress:
             verb = "exceeds" if steps[0].kind == "downgrade" else "leaves unused part of"
@@ -324,7 +383,7 @@ class FBNetStrategy(SearchStrategy):
             if cand.hash in seen:
                 continue
             seen.add(cand.hash)
-            indices = [layer.candidates.index(cand.choice_map[layer.name]) for layer in space.layers]
+            indices = path_indices(space, cand)
             joint = sum(lp[i] for lp, i in zip(log_probs, indices))
             score, _ = evaluate(net, score_split, forward=lambda x, idx=indices: net.forward_path(x, idx))
             candidates.append(Candidate(cand, predictor.latency_ms(cand), score, joint, tuple(cand_steps),
@@ -342,3 +401,51 @@ class FBNetStrategy(SearchStrategy):
         }
         return SearchResult(self.name, arch, predictor.latency_ms(arch), budget, tuple(steps), tuple(candidates),
                             wall, finished, details)
+
+    def default_evaluator(self, data: ImageData, seed: int) -> Evaluator:
+        """Short training on the weight split, top-1 on the architecture split (val stays unseen)."""
+        w_split, a_split = split_train(data.train, self.config.arch_split, seed)
+        selection = ImageData(f"{data.name}-archsplit", w_split, a_split, data.classes, data.resolution)
+        return ShortTrainEvaluator(selection, TrainConfig(epochs=self.config.finalist_epochs,
+                                                          batch_size=self.config.batch_size, seed=seed))
+
+    def _pick_finalist(self, net: Supernet, problem: SearchProblem, result: SearchResult, run_dir) -> SearchResult:
+        """FBNet's last step: train the fitted argmax and samples of the learned distribution from
+        scratch, return the best. Each finished training is kept in finalists.json (atomically), and
+        a resumed search reuses it by architecture hash, so none is trained twice."""
+        cfg = self.config
+        space, predictor, budget = problem.space, problem.predictor, problem.budget_ms
+        log_probs = net.log_probabilities()
+        probs = [p.tolist() for p in net.probabilities()]
+        picks = [(result.arch, list(result.budget_steps))]
+        picks += sample_finalists(space, probs, result.arch, cfg.finalists, self._fitter(problem, log_probs),
+                                  problem.seed)
+        evaluator = self.evaluator or self.default_evaluator(problem.data, problem.seed)
+        path = run_dir / FINALISTS
+        custom = self.evaluator is not None
+        stored = read_json(path, "fbnet finalists") if path.is_file() else {}
+        reuse = stored.get("finalist_epochs") == cfg.finalist_epochs and stored.get("custom_evaluator") == custom
+        done = {t["hash"]: t for t in stored.get("trials", [])} if reuse else {}
+        trials = []
+        for i, (arch, steps) in enumerate(tqdm(picks, desc="fbnet finalists", unit="arch",
+                                               disable=not problem.progress)):
+            if arch.hash not in done:
+                t0 = time.perf_counter()
+                score = evaluator.evaluate(arch)
+                log_prob = sum(lp[i] for lp, i in zip(log_probs, path_indices(space, arch)))
+                trial = Candidate(arch, predictor.latency_ms(arch), score, log_prob, tuple(steps),
+                                  note="argmax" if i == 0 else "sample").to_dict()
+                done[arch.hash] = {**trial, "wall_s": round(time.perf_counter() - t0, 3)}
+                atomic_write_json(path, {"finalist_epochs": cfg.finalist_epochs, "custom_evaluator": custom,
+                                         "trials": list(done.values())})
+            trials.append(done[arch.hash])
+        best_index = max(range(len(picks)), key=lambda i: _finite_or_lowest(trials[i]["score"]))
+        best, best_steps = picks[best_index]
+        if problem.progress:
+            tqdm.write("finalists (short-training top-1 on held-out data): " + ", ".join(
+                f"{t['hash']} {t['score']:.1f}%" + (" (argmax)" if t["note"] == "argmax" else "") for t in trials)
+                + f"; picked {best.hash}")
+        details = {**result.details, "finalists": trials, "picked": "argmax" if best_index == 0 else "sample",
+                   "finalist_epochs": cfg.finalist_epochs}
+        return SearchResult(self.name, best, predictor.latency_ms(best), budget, tuple(best_steps), result.candidates,
+                            result.wall_s + sum(t["wall_s"] for t in trials), result.finished, details)
