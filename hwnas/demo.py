@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     search_dir, train_dir = out / "search", out / "train"
     run(["search", "--strategy", "fbnet", "--space", SPACE, "--lut", str(lut), "--latency-budget", args.budget,
          "--data", "digits", "--epochs", str(args.search_epochs), "--max-batches", str(args.search_batches),
-         "--out", str(search_dir), "--resume"])
+         "--finalists", "2", "--finalist-epochs", "3", "--out", str(search_dir), "--resume"])
     arch = search_dir / "arch.json"
     run(["train", str(arch), "--data", "digits", "--epochs", str(args.train_epochs), "--out", str(train_dir), "--resume"])
 
