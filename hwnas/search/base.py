@@ -35,7 +35,8 @@ class SearchProblem:
 @dataclass(frozen=True)
 class Candidate:
     """An architecture a strategy considered, with its predicted latency and a strategy-specific
-    score (one-shot supernet top-1 for fbnet, short-training top-1 for random; None if not scored)."""
+    score (one-shot supernet top-1 for fbnet's top-k, short-training top-1 for fbnet's finalists and
+    random's trials; None if not scored)."""
 
     arch: Arch
     predicted_ms: float
