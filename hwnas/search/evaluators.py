@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..arch import Arch
-from ..data import ImageData
+from ..data import ImageData, split_train
 from ..training import TrainConfig, train_arch
 from .base import Evaluator
 
@@ -25,3 +25,10 @@ class ShortTrainEvaluator(Evaluator):
         result = train_arch(arch, self.data, self.config)
         self.calls += 1
         return result.top1
+
+
+def holdout_evaluator(data: ImageData, holdout: float, seed: int, config: TrainConfig) -> ShortTrainEvaluator:
+    """A ShortTrainEvaluator that trains on `1 - holdout` of `data.train` and scores on the rest
+    (split by `seed`), so that selecting an architecture never sees `data.val`."""
+    fit, held_out = split_train(data.train, holdout, seed)
+    return ShortTrainEvaluator(ImageData(f"{data.name}-holdout", fit, held_out, data.classes, data.resolution), config)

@@ -34,7 +34,7 @@ from ..spaces import LayerwiseSpace, get_space
 from ..training import TrainConfig, evaluate, sgd_epoch, steps_per_epoch
 from .base import Candidate, Evaluator, SearchProblem, SearchResult, SearchStrategy, write_result
 from .budget import BudgetStep, fit_to_budget, top_k_choices
-from .evaluators import ShortTrainEvaluator
+from .evaluators import holdout_evaluator
 from .latency_loss import LATENCY_LOSSES, latency_aware_loss
 from .supernet import MIXED_OPS, Supernet
 
@@ -134,9 +134,10 @@ def _finite_or_lowest(score: float | None) -> float:
 
 def sample_finalists(space: LayerwiseSpace, probs, first: Arch, count: int, fit, seed: int,
                      max_draws: int = 2000) -> list[tuple[Arch, list[BudgetStep]]]:
-    """`first` (the fitted argmax) and up to `count - 1` distinct samples of the per-layer
-    distributions `probs`, each fitted to the budget by `fit(choices) -> (arch, steps)`. The draws
-    depend only on `seed` and `probs`, so a resumed search draws the same finalists."""
+    """Up to `count - 1` distinct samples of the per-layer distributions `probs`, each fitted to the
+    budget by `fit(choices) -> (arch, steps)` and none equal to `first` (the fitted argmax, the
+    first finalist). The draws depend only on `seed` and `probs`, so a resumed search draws the
+    same finalists."""
     rng = random.Random(seed)
     picks, seen = [], {first.hash}
     for _ in range(max_draws):
@@ -404,10 +405,9 @@ class FBNetStrategy(SearchStrategy):
 
     def default_evaluator(self, data: ImageData, seed: int) -> Evaluator:
         """Short training on the weight split, top-1 on the architecture split (val stays unseen)."""
-        w_split, a_split = split_train(data.train, self.config.arch_split, seed)
-        selection = ImageData(f"{data.name}-archsplit", w_split, a_split, data.classes, data.resolution)
-        return ShortTrainEvaluator(selection, TrainConfig(epochs=self.config.finalist_epochs,
-                                                          batch_size=self.config.batch_size, seed=seed))
+        return holdout_evaluator(data, self.config.arch_split, seed,
+                                 TrainConfig(epochs=self.config.finalist_epochs, batch_size=self.config.batch_size,
+                                             seed=seed))
 
     def _pick_finalist(self, net: Supernet, problem: SearchProblem, result: SearchResult, run_dir) -> SearchResult:
         """FBNet's last step: train the fitted argmax and samples of the learned distribution from

@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 
 from ..arch import Arch, arch_from_dict
-from ..data import ImageData, split_train
+from ..data import ImageData
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..runs import check_same_config, prepare_run_dir, write_jsonl
 from ..training import TrainConfig
 from .base import Candidate, Evaluator, SearchProblem, SearchResult, SearchStrategy, write_result
 from .budget import BudgetError
-from .evaluators import ShortTrainEvaluator
+from .evaluators import holdout_evaluator
 
 STATE = "state.json"
 
@@ -78,11 +78,9 @@ class RandomStrategy(SearchStrategy):
                                 time_limit_s=args.time_limit, max_batches=args.max_batches))
 
     def default_evaluator(self, data: ImageData, seed: int) -> Evaluator:
-        fit, held_out = split_train(data.train, self.config.holdout, seed)
-        selection = ImageData(f"{data.name}-holdout", fit, held_out, data.classes, data.resolution)
         train_cfg = TrainConfig(epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr,
                                 seed=seed, max_batches=self.config.max_batches)
-        return ShortTrainEvaluator(selection, train_cfg)
+        return holdout_evaluator(data, self.config.holdout, seed, train_cfg)
 
     def search(self, problem: SearchProblem, stop_after: int | None = None) -> SearchResult:
         cfg = self.config
