@@ -57,6 +57,12 @@ def run(lut: Path, args) -> dict:
     return summary
 
 
+def meets_targets(errors: dict, mape_over_noise: float | None) -> bool:
+    """Issue 4's targets: >= 95% within ±10%, Kendall tau >= 0.9, MAPE <= 1.5 x the noise."""
+    return (errors["within_10pct"] >= 0.95 and errors["kendall_tau"] >= 0.9
+            and mape_over_noise is not None and mape_over_noise <= 1.5)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lut", action="append", required=True, help="table to check (repeatable)")
@@ -82,16 +88,17 @@ def main(argv=None) -> int:
               f"{cal['within_5pct'] * 100:5.0f}% {cal['within_10pct'] * 100:5.0f}% {cal['kendall_tau']:5.3f} "
               f"{ratio if ratio is None else f'{ratio:10.2f}'} | {s['calibration']['model']} a={s['calibration']['a']:.3f} "
               f"b={s['calibration']['b']:.2f} (calibrate {s['calibrate_s']:.0f}s, validate {s['validate_s']:.0f}s)")
-        met = cal["within_10pct"] >= 0.95 and cal["kendall_tau"] >= 0.9 and ratio is not None and ratio <= 1.5
+        met = meets_targets(cal, ratio)
         ok &= met
         print(f"  targets (>=95% within ±10%, tau >= 0.9, MAPE <= 1.5x noise): {'met' if met else 'NOT met'}")
         adjusted = s.get("calibrated_speed_adjusted")
         if adjusted:
-            ratio_adj = adjusted["mape_pct"] / (s["noise_cv_median"] * 100)
-            met_adj = adjusted["within_10pct"] >= 0.95 and adjusted["kendall_tau"] >= 0.9 and ratio_adj <= 1.5
+            noise_pct = s["noise_cv_median"] * 100
+            ratio_adj = adjusted["mape_pct"] / noise_pct if noise_pct > 0 else None
+            met_adj = meets_targets(adjusted, ratio_adj)
             print(f"  reference op {s['speed_vs_calibration']:.3f}x its time at calibration; rescaled by it: MAPE "
                   f"{adjusted['mape_pct']:.1f}%, ±5% {adjusted['within_5pct'] * 100:.0f}%, ±10% "
-                  f"{adjusted['within_10pct'] * 100:.0f}%, tau {adjusted['kendall_tau']:.3f}, MAPE/noise {ratio_adj:.2f}: "
+                  f"{adjusted['within_10pct'] * 100:.0f}%, tau {adjusted['kendall_tau']:.3f}, MAPE/noise {ratio_adj if ratio_adj is None else f'{ratio_adj:.2f}'}: "
                   f"targets {'met' if met_adj else 'NOT met'}")
     return 0 if ok else 1
 
