@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from hwnas.arch import Arch, arch_from_dict  # noqa: E402
 from hwnas.data import ImageData, load_data, split_train  # noqa: E402
+from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
 from hwnas.latency_tables.loading import open_profiler  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
@@ -187,6 +188,15 @@ def report_markdown(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out: Path, report: dict) -> str:
+    """OUT/report.json and OUT/report.md, each written atomically (remeasure rewrites a finished
+    run's report: a crash must not lose it); returns the markdown."""
+    atomic_write_json(out / "report.json", report)
+    markdown = report_markdown(report["rows"], report["header"])
+    atomic_write_text(out / "report.md", markdown)
+    return markdown
+
+
 def remeasure(out: Path, lut: str | None) -> int:
     """Time each result of OUT/report.json again with the LUT's profiler; the first figure is kept
     as `measured_ms_during_run` (another benchmark process may have shared the machine)."""
@@ -201,8 +211,7 @@ def remeasure(out: Path, lut: str | None) -> int:
                    measured_over_budget=measured / row["budget_ms"], meets_latency_target=measured <= row["budget_ms"] * 1.05)
         print(f"{row['budget_name']}: {row['measured_ms_during_run']:.3f} ms during the run, {measured:.3f} ms now "
               f"(budget {row['budget_ms']:.3f} ms)")
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(report["rows"], report["header"]))
+    write_report(out, report)
     return 0
 
 
@@ -280,10 +289,7 @@ def main(argv=None) -> int:
               "backend": table.backend, "epochs": args.epochs, "train_epochs": args.train_epochs,
               "train_resolution": args.train_resolution, "budget_texts": texts, "threads": torch.get_num_threads()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    markdown = report_markdown(rows, header)
-    (out / "report.md").write_text(markdown)
-    print("\n" + markdown)
+    print("\n" + write_report(out, {"header": header, "rows": rows}))
     return 0
 
 
