@@ -176,7 +176,9 @@ def cmd_export(args) -> int:
     if latency:
         stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
-              f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}), error {latency['error_pct']:+.1f}%")
+              f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}, at the table's speed), error "
+              f"{latency['error_pct']:+.1f}%; as timed now {latency['absolute_ms']:.2f} ms (the machine runs "
+              f"{latency['speed_vs_table']:.3f}x its time at profiling)")
     if engine is not None:
         print(f"  wrote {args.tensorrt} ({_mb(len(engine))}, {engine_spec.precision})")
     print(f"  wrote {report_path}")

@@ -9,6 +9,7 @@ from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
 from ..runs import refuse_nonempty
 from ..search import STRATEGIES, SearchProblem, get_strategy, parse_budget, resolve_budget
+from ..search.verify import Verification, verify_result
 from ..spaces import get_space
 from .common import add_data_arguments
 
@@ -26,6 +27,9 @@ def register(subparsers) -> None:
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
     p.add_argument("--latency-budget", default=None, metavar="BUDGET",
                    help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not measure the result end to end on this machine against the budget (by default, "
+                        "when the table's backend runs here, it is measured and repaired if over the budget)")
     add_data_arguments(p)
     for name, cls in sorted(STRATEGIES.items()):
         cls.add_arguments(p.add_argument_group(f"{name} strategy"))
@@ -56,6 +60,8 @@ def cmd_search(args) -> int:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
+    if result.finished and not args.no_verify:
+        _print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
     finalists = result.details.get("finalists")
     if finalists:
         picked = next(f for f in finalists if f["hash"] == result.arch.hash)
@@ -71,3 +77,21 @@ def cmd_search(args) -> int:
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
           f"--data {args.data} --epochs N --out RUN_DIR`")
     return 0
+
+
+def _print_verification(verification: Verification, budget: float | None) -> None:
+    if verification.skipped:
+        print(f"on-device check skipped: {verification.skipped}")
+        return
+    first, final = verification.attempts[0], verification.final
+    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
+            f"({first['absolute_ms']:.4g} ms as timed now, machine {first['speed']:.3f}x its speed at profiling)")
+    if budget is not None:
+        text += f", {first['measured_ms'] / budget:.3f}x the budget"
+    print(text)
+    if verification.repaired:
+        print(f"over the budget: repaired with measured feedback in {len(verification.attempts) - 1} round(s) to "
+              f"{verification.arch.hash}, measured {final['measured_ms']:.4g} ms "
+              f"({final['measured_ms'] / budget:.3f}x the budget; see result.json 'verify')")
+    if verification.note:
+        print(verification.note)

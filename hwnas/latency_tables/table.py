@@ -25,6 +25,13 @@ Schema (format "hwnas.lut", version 1), a JSON object:
                            with (hwnas.profilers.statistics.StatsConfig); informative only
     calibration            null, or {resolution: fitted correction with its error}
                            (see hwnas.latency_tables.calibration)
+    reference              null (older tables), or the reference network every latency of
+                           the table is expressed against, with its time `ms` (see
+                           hwnas.reference); entries are medians of interleaved rounds, each
+                           rescaled by the reference's time around it
+    rounds                 null, or the interleaved round settings the entries were timed with
+    pending                {op key: [round records]}: rounds of ops whose profile is not
+                           finished yet (a resumed profile continues them)
 
 An op key text is `KIND:SPEC|BUILD|BxCxHxW|DTYPE`, e.g.
 `block:ir_r1_k5_s2_e6_c32|relu-sigmoid-sin|1x24x56x56|float32`.
@@ -172,6 +179,9 @@ class LatencyTable:
     entries: dict[str, Measurement] = field(default_factory=dict)
     calibration: dict | None = None
     statistics: dict | None = None
+    reference: dict | None = None
+    rounds: dict | None = None
+    pending: dict = field(default_factory=dict)
 
     # --- lookups ------------------------------------------------------------------------
     def __contains__(self, key: OpKey | str) -> bool:
@@ -232,7 +242,7 @@ class LatencyTable:
         """A new table with both tables' entries (`other` wins on overlap); refuses mismatches."""
         self.check_compatible(other)
         merged = LatencyTable.from_dict(self.to_dict())
-        merged.entries.update(other.entries)
+        merged.entries.update(_rescaled_to(self.reference, other))
         for space in other.spaces:
             if space not in merged.spaces:
                 merged.spaces.append(space)
@@ -259,6 +269,9 @@ class LatencyTable:
             "entries": {k: m.to_dict() for k, m in sorted(self.entries.items())},
             "calibration": self.calibration,
             "statistics": self.statistics,
+            "reference": self.reference,
+            "rounds": self.rounds,
+            "pending": {k: self.pending[k] for k in sorted(self.pending)},
         }
 
     @classmethod
@@ -282,6 +295,9 @@ class LatencyTable:
                 entries=entries,
                 calibration=data.get("calibration"),
                 statistics=data.get("statistics"),
+                reference=data.get("reference"),
+                rounds=data.get("rounds"),
+                pending=dict(data.get("pending") or {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise LutError(f"{source} is malformed ({type(exc).__name__}: {exc}); re-run `hwnas profile`") from None
@@ -298,6 +314,28 @@ class LatencyTable:
         except Exception as exc:
             raise LutError(str(exc)) from None
         return cls.from_dict(data, source=str(path))
+
+
+_LATENCY_FIELDS = ("p10_ms", "p50_ms", "p90_ms", "mean_ms", "std_ms")
+
+
+def _rescaled_to(reference: dict | None, other: "LatencyTable") -> dict[str, Measurement]:
+    """`other`'s entries expressed at the time of `reference` (both tables must share the
+    reference network; its time may differ between their profiles)."""
+    theirs = other.reference
+    if not reference or not theirs:
+        if reference or theirs:
+            raise LutError("one table has a reference network and the other has none; re-profile the older one")
+        return dict(other.entries)
+    same = ("space", "resolution", "num_classes", "choices")
+    if any(reference.get(k) != theirs.get(k) for k in same):
+        raise LutError("the tables were profiled against different reference networks; profile the second one "
+                       "with --resume on a copy of the first instead of merging")
+    if not reference.get("ms") or not theirs.get("ms"):
+        return dict(other.entries)
+    factor = float(reference["ms"]) / float(theirs["ms"])
+    return {k: Measurement(**{**m.to_dict(), **{f: getattr(m, f) * factor for f in _LATENCY_FIELDS}})
+            for k, m in other.entries.items()}
 
 
 def device_identity(device: dict) -> dict:

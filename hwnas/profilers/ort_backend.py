@@ -129,10 +129,12 @@ class OrtRunner(Runner):
         with torch.inference_mode():
             want = module(torch.from_numpy(x)).numpy()
         tol = profiler.verify_tolerance
-        if got.shape != want.shape or not np.allclose(got, want, rtol=tol, atol=tol):
+        # relative to the output's scale: deep random-weight networks reach logits in the thousands
+        scale = max(float(np.abs(want).max()), 1.0)
+        if got.shape != want.shape or float(np.abs(got - want).max()) > tol * scale:
             diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
             raise BackendError(f"{profiler.name}: the exported ONNX graph disagrees with the torch module "
-                               f"(max abs diff {diff:.3g}, shapes {got.shape} vs {want.shape})")
+                               f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
 
     def time_call(self) -> float:
         start = time.perf_counter_ns()
@@ -280,7 +282,11 @@ class OrtProfiler(Profiler):
 
     def measure_onnx(self, path: str | Path, input_shape) -> Measurement:
         """Latency of an existing ONNX file (e.g. the exported model) with this backend's settings."""
-        return self.measure_runner(OrtFileRunner(self, Path(path), input_shape))
+        return self.measure_runner(self.prepare_onnx(path, input_shape))
+
+    def prepare_onnx(self, path: str | Path, input_shape) -> Runner:
+        """A runner of an existing ONNX file (e.g. the exported model) with this backend's settings."""
+        return OrtFileRunner(self, Path(path), input_shape)
 
     def overhead_ms(self) -> float | None:
         from .statistics import measure_adaptive
