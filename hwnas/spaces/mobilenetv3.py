@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from timm.models._efficientnet_builder import round_channels
-
-from ..build import BuildConfig
+from ..build import BuildConfig, round_channels
 from .base import Decision
 from .stagewise import StagewiseSpace
 
