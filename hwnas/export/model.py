@@ -53,7 +53,7 @@ def prepare_model(ref: str, weights: str | None = None, resolution: int | None =
     """Resolve ARCH, load and check the weights (if any), build the model in eval mode.
 
     The resolution defaults to the weights' training resolution, else the space's default; it
-    is validated by the space (a multiple of 32, at least the space's minimum).
+    is validated by the space (a multiple of its resolution step, 32 for most, at least its minimum).
     """
     arch = resolve_arch(ref)
     payload = None

@@ -90,16 +90,18 @@ class SearchSpace(ABC):
     default_resolution: int = 224
     default_num_classes: int = 1000
     min_resolution: int = 32
+    #: input resolutions must be multiples of this (five stride-2 stages: 32 keeps every map even)
+    resolution_step: int = 32
 
     def __init__(self, resolution: int | None = None, num_classes: int | None = None):
         from ..errors import SpaceError
 
         self.resolution = int(self.default_resolution if resolution is None else resolution)
         self.num_classes = int(self.default_num_classes if num_classes is None else num_classes)
-        if self.resolution < self.min_resolution or self.resolution % 32:
+        if self.resolution < self.min_resolution or self.resolution % self.resolution_step:
             raise SpaceError(
                 f"resolution {self.resolution} is not usable for space {self.name!r}; "
-                f"use a multiple of 32 that is at least {self.min_resolution}"
+                f"use a multiple of {self.resolution_step} that is at least {self.min_resolution}"
             )
         if self.num_classes < 1:
             raise SpaceError(f"num_classes must be >= 1, got {self.num_classes}")
