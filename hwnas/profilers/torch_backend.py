@@ -91,7 +91,7 @@ class TorchCPURunner(Runner):
     def memory(self) -> MemoryInfo:
         return self._memory
 
-    def close(self) -> None:
+    def deactivate(self) -> None:
         self._denormals.restore()
         self._threads.restore()
 
@@ -153,7 +153,7 @@ class TorchCUDARunner(Runner):
         peak = cuda_peak_bytes(self._call, self.device, self.input_bytes)
         return MemoryInfo(self.param_bytes, self.input_bytes, self.output_bytes, peak, "cuda:max_memory_allocated")
 
-    def close(self) -> None:
+    def deactivate(self) -> None:
         del self.module, self.x
         self._threads.restore()
 
