@@ -122,7 +122,7 @@ class TensorRTRunner:
         self.max_batch = None
         if self.input_shape[0] is None:
             self.max_batch = int(self._engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
-        self.metadata = {}
+        self.metadata = engine_metadata(self.path)
         self.versions = {"tensorrt": trt.__version__}
         self._stream = _check(self._cudart, self._cudart.cudaStreamCreate())
         return self
@@ -196,6 +196,22 @@ def batch_shape(runner, batch: int | None) -> tuple[int, ...]:
             raise DeployError(f"the model has a fixed batch of {fixed}; export with --dynamic-batch to run batch {batch}")
         return (fixed, *runner.input_shape[1:])
     return (batch or 1, *runner.input_shape[1:])
+
+
+def engine_metadata(engine_path) -> dict:
+    """An engine carries no metadata: take the preprocessing from the `export_report.json` that
+    `hwnas export` wrote beside it (when that report names this engine), as ONNX metadata keys."""
+    engine_path = Path(engine_path)
+    report_path = engine_path.parent / "export_report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if Path((report.get("tensorrt") or {}).get("path", "")).name != engine_path.name:
+            return {}
+        prep = report["model"]["preprocessing"]
+        return {"hwnas.mean": json.dumps(prep["mean"]), "hwnas.std": json.dumps(prep["std"]),
+                "hwnas.resize": prep["resize"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def preprocessing(runner) -> tuple[np.ndarray, np.ndarray, str]:

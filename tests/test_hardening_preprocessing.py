@@ -5,6 +5,7 @@ then classifies images exactly as PyTorch does on the same images."""
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,18 @@ def test_int8_calibration_images_follow_the_model_contract(trained):
     (batch,) = batches
     for image, path in zip(batch, batches.paths):
         np.testing.assert_allclose(image, data.val[int(path.stem)][0].numpy(), atol=1e-6)
+
+
+def test_deploy_reads_an_engines_preprocessing_from_its_export_report(tmp_path):
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import runners
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    report = {"tensorrt": {"path": str(tmp_path / "m.engine")}, "model": {"preprocessing": DIGITS.to_dict()}}
+    (tmp_path / "export_report.json").write_text(json.dumps(report))
+    engine = types.SimpleNamespace(metadata=runners.engine_metadata(tmp_path / "m.engine"))
+    mean, std, resize = runners.preprocessing(engine)
+    assert mean.tolist() == [0.5] * 3 and std.tolist() == [0.5] * 3 and resize == "stretch"
+    other = types.SimpleNamespace(metadata=runners.engine_metadata(tmp_path / "other.engine"))
+    assert runners.preprocessing(other)[2] == "crop"  # a report of another engine is not used

@@ -27,14 +27,17 @@ def test_profiling_and_export_runners_share_one_protocol(tmp_path):
             np.testing.assert_allclose(runner.infer(x), module(torch.from_numpy(x)).numpy(), atol=1e-5)
         runner.timing_input = x
         assert runner.time_call() > 0
-    with get_profiler("ort-cpu", stats=StatsConfig.quick()) as profiler:
-        op_runner = profiler.prepare(module, (1, 3, 8, 8))
-        assert isinstance(op_runner, Runner)
-        with op_runner:
-            assert op_runner.time_call() > 0 and op_runner.memory().param_bytes > 0
-        assert op_runner.session is None  # `with` deactivated it; close() is the same call
-        op_runner.close()
-        assert profiler.measure(module, (1, 3, 8, 8)).count >= 1 and profiler.overhead_ms() > 0
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    for backend in ("ort-cpu", "torch-cpu"):
+        with get_profiler(backend, stats=StatsConfig.quick()) as profiler:
+            op_runner = profiler.prepare(module, (1, 3, 8, 8))
+            assert isinstance(op_runner, Runner)
+            with op_runner:
+                assert op_runner.time_call() > 0 and op_runner.memory().param_bytes > 0
+                np.testing.assert_allclose(op_runner.infer(x), want, atol=1e-5)
+            op_runner.close()  # the profiling name of deactivate; twice is harmless
+            assert profiler.measure(module, (1, 3, 8, 8)).count >= 1 and profiler.overhead_ms() > 0
 
 
 def test_the_profilers_export_through_the_one_exporter(tmp_path, monkeypatch):

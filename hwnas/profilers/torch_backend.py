@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,6 +88,10 @@ class TorchCPURunner(Runner):
             self.module(self.x)
             end = time.perf_counter_ns()
         return (end - start) / 1e6
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
     def memory(self) -> MemoryInfo:
         return self._memory
