@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. the prediction with its stated error, then the exported model measured against it
     run(["predict", "--lut", str(lut), str(arch), "--num-classes", str(DIGITS_CLASSES)])
     run(["export", str(arch), "--weights", str(train_dir / "model.pt"), "--resolution", "224",
-         "--onnx", str(out / "model.onnx"), "--lut", str(lut)])
+         "--onnx", str(out / "model.onnx"), "--lut", str(lut), "--force"])  # a rerun of the demo replaces its own export
     print(f"\ndemo done: {out / 'model.onnx'} and {out / 'export_report.json'}; "
           f"benchmark it with `python deploy/benchmark.py {out / 'model.onnx'}`")
     return 0

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     sample.add_argument("--space", required=True)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="write the JSON here (default: print it)")
+    sample.add_argument("--force", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=cmd_sample)
 
     summary = sub.add_parser("summary", help="params, MACs and activations of an architecture")
@@ -52,6 +53,8 @@ def cmd_sample(args) -> int:
     space = get_space(args.space)
     arch = Arch.create(space, space.sample(random.Random(args.seed)))
     if args.out:
+        if Path(args.out).exists() and not args.force:
+            raise ArchError(f"{args.out} exists; pass --force to replace it or choose another --out")
         save_arch(arch, args.out)
         print(f"wrote {args.out} ({arch.space}, hash {arch.hash})")
     else:

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 from ..errors import LutError
+from ..jsonio import sha256_file
 from ..latency_tables.published import FORMATS, combine, import_published, is_published, table_name
+from ..locks import hold
+from ..runs import check_writable
 from ..latency_tables.table import LatencyTable
 
 
@@ -121,9 +124,12 @@ def cmd_merge(args) -> int:
     if len(args.tables) < 2:
         raise LutError("merge needs at least two tables")
     out = Path(args.out)
+    if out.is_dir():
+        raise LutError(f"--out {out} is a directory; give a file path")
     if out.exists() and not args.force:
         raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    tables = [LatencyTable.load(path) for path in args.tables]
+    check_writable(out)
+    tables = [LatencyTable.load(path) for path in args.tables]  # each checked, values included
     merged = tables[0]
     for path, table in zip(args.tables[1:], tables[1:]):
         try:
@@ -131,8 +137,14 @@ def cmd_merge(args) -> int:
             merged = combine([merged, table]) if is_published(merged) and is_published(table) else merged.merge(table)
         except LutError as exc:
             raise LutError(f"cannot merge {path} into {args.tables[0]}: {exc}") from None
-    merged.save(out)
-    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})")
+    LatencyTable.from_dict(merged.to_dict(), source="the merged table")  # what is written reads back
+    with hold(out, "latency table"):
+        if out.exists() and not args.force:  # written by another process since the check above
+            raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
+        replaced = sha256_file(out) if out.is_file() else None
+        merged.save(out)
+    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})"
+          + (f"; replaced a file of sha256 {replaced}" if replaced else ""))
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ProfileError
+from ..locks import hold
 from ..profilers import PROFILERS, available_backends, backend_options, get_profiler
 from ..profilers.session import default_table_name, profile_space
 from ..profilers.interleaved import RoundsConfig
@@ -110,8 +111,9 @@ def cmd_profile(args) -> int:
         out = Path(args.out)
         if out.is_dir() or args.out.endswith(("/", "\\")):
             out = out / default_table_name(profiler, profiler.fingerprint())
-        report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
-                               progress=not args.no_progress, rounds=rounds, seed=args.seed)
+        with hold(out, "latency table"):  # a second `profile` onto this table is refused, not interleaved
+            report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
+                                   progress=not args.no_progress, rounds=rounds, seed=args.seed)
     note = f", {report.remeasured} re-timed for drift" if report.remeasured else ""
     print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
           f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{note})")

@@ -122,15 +122,17 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
 
 def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,
                  engine_spec=None, engine_path=None, engine_bytes: int | None = None,
-                 latency: dict | None = None) -> dict:
-    """Assemble the report document (plain JSON types only)."""
+                 latency: dict | None = None, replaced: dict | None = None) -> dict:
+    """Assemble the report document (plain JSON types only). `replaced`: the files --force replaced
+    ({kind: {path, sha256}}), so an overwrite can be traced."""
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "arch": {"ref": source.ref, "space": source.arch.space, "hash": source.arch.hash, "definition": source.arch.to_dict()},
         "weights": source.weights.to_dict() if source.weights else None,
-        "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params},
+        "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params,
+                  "preprocessing": source.preprocessing.to_dict()},
         "onnx": {
             "path": str(onnx_path),
             "exporter": onnx_spec.exporter,
@@ -142,6 +144,7 @@ def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict,
         "parity": parity,
         "sizes": {"onnx_bytes": onnx_bytes, "engine_bytes": engine_bytes},
         "latency": latency,
+        "replaced": replaced,
         "versions": versions(),
         "device": device_fingerprint(),
     }

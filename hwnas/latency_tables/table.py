@@ -47,9 +47,12 @@ from typing import Iterable
 
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
+from ..ops import OpKind
+from ..schemas import first_error
 
 LUT_FORMAT = "hwnas.lut"
 LUT_VERSION = 1
+SCHEMA_FILE = "hwnas/schemas/lut.schema.json"
 
 # order of block-string options in a canonical key (timm accepts any order)
 _OPTION_ORDER = ("r", "k", "a", "p", "s", "e", "c", "se", "g", "gs", "d", "n")
@@ -90,7 +93,7 @@ def canonical_block(spec: str) -> str:
 class OpKey:
     """What a LUT row is keyed by: op kind and arguments, how it is built, input shape, dtype."""
 
-    kind: str
+    kind: OpKind
     spec: str
     build: str
     shape: tuple[int, int, int, int]
@@ -98,9 +101,11 @@ class OpKey:
 
     @classmethod
     def create(cls, kind: str, spec: str, build: str, shape: Iterable[int], dtype: str = "float32") -> "OpKey":
-        if kind not in ("stem", "block", "head"):
-            raise LutError(f"op kind must be stem, block or head, not {kind!r}")
-        spec = canonical_block(spec) if kind == "block" else spec
+        try:
+            kind = OpKind.parse(kind)
+        except ValueError as exc:
+            raise LutError(str(exc)) from None
+        spec = canonical_block(spec) if kind is OpKind.BLOCK else spec
         shape = tuple(int(v) for v in shape)
         if len(shape) != 4 or min(shape) < 1:
             raise LutError(f"op input shape must be 4 positive ints (B, C, H, W), got {shape}")
@@ -152,10 +157,20 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Measurement":
+        """Parse and check values: finite non-negative latencies, p10 <= p50 <= p90, count >= 1
+        (the full rules are in hwnas/schemas/lut.schema.json)."""
         names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise LutError(f"measurement must be an object, got {type(data).__name__}")
         missing = {"p10_ms", "p50_ms", "p90_ms", "mean_ms", "std_ms", "count"} - set(data)
         if missing:
             raise LutError(f"measurement lacks {sorted(missing)}")
+        problem = first_error(data, "lut", "measurement")
+        if problem:
+            raise LutError(problem)
+        if not data["p10_ms"] <= data["p50_ms"] <= data["p90_ms"]:
+            raise LutError(f"percentiles out of order: p10_ms {data['p10_ms']}, p50_ms {data['p50_ms']}, "
+                           f"p90_ms {data['p90_ms']} (p10 <= p50 <= p90 must hold)")
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -280,8 +295,19 @@ class LatencyTable:
             raise LutError(f"{source} is not an hwnas latency table (format {LUT_FORMAT!r}); make one with `hwnas profile`")
         if data.get("version") != LUT_VERSION:
             raise LutError(f"{source}: table version {data.get('version')!r} is not supported (expected {LUT_VERSION})")
+        remedy = ("delete that entry and re-measure it with `hwnas profile ... --out TABLE --resume`, or fix the value "
+                  f"(the format: {SCHEMA_FILE})")
+        problem = first_error(data, "lut")
+        if problem:
+            fix = remedy if problem.startswith("entries/") else f"the table is malformed: re-run `hwnas profile` or fix it (the format: {SCHEMA_FILE})"
+            raise LutError(f"{source}: {problem}; {fix}")
+        entries = {}
+        for key, value in data["entries"].items():
+            try:
+                entries[str(OpKey.parse(key))] = Measurement.from_dict(value)
+            except LutError as exc:
+                raise LutError(f"{source}: entries/{key}: {exc}; {remedy}") from None
         try:
-            entries = {str(OpKey.parse(k)): Measurement.from_dict(v) for k, v in data["entries"].items()}
             return cls(
                 backend=data["backend"],
                 backend_options=dict(data["backend_options"]),
