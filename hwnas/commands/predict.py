@@ -18,7 +18,9 @@ from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
 from ..latency_tables.table import LatencyTable
 from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
+from ..locks import hold
 from ..profilers.interleaved import RoundRecord
+from ..runs import check_writable
 
 
 def register(subparsers) -> None:
@@ -49,6 +51,7 @@ def register(subparsers) -> None:
     v.add_argument("--archs", nargs="*", default=[], help="more architectures: JSON files or preset:NAME")
     v.add_argument("--seed", type=int, default=2000)
     v.add_argument("--out", required=True, help="directory for report.json and scatter.png")
+    v.add_argument("--force", action="store_true", help="overwrite the report of an earlier validation in --out")
     v.add_argument("--no-store", action="store_true",
                    help="do not record the held-out error in the table (by default predictions then state the "
                         "larger of it and the cross-validated error)")
@@ -140,6 +143,11 @@ def _open_calibration_progress(args, space, table) -> tuple[list[Sample], dict]:
 def cmd_calibrate(args) -> int:
     _positive(args.samples, "--samples")
     _positive(args.rounds, "--rounds")
+    with hold(args.lut, "latency table"):  # a second calibrate or profile of this table is refused
+        return _calibrate(args)
+
+
+def _calibrate(args) -> int:
     table = LatencyTable.load(args.lut)
     space = space_for_table(table, args.space, args.resolution, args.num_classes)
     LatencyPredictor(table, space)  # refuses incomplete tables before measuring anything
@@ -188,6 +196,9 @@ def cmd_validate(args) -> int:
     labels = list(args.archs) + [f"{s.family}:{s.arch.hash}" for s in drawn]
     groups = ["given"] * len(given) + group_of(drawn)
     out = Path(args.out)
+    check_writable(out)
+    if (out / "report.json").exists() and not args.force:
+        raise HwnasError(f"{out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
     measurements = _measure(table, space, samples, args.rounds, args.seed, "validating")
     report = fidelity_report(predictor, measurements, labels, groups)
     report["summary"].update({"backend": table.backend, "space": space.name, "resolution": space.resolution,
@@ -213,7 +224,8 @@ def cmd_validate(args) -> int:
     print(f"wrote {out / 'report.json'} and {out / 'scatter.png'}")
     record = (table.calibration or {}).get(str(space.resolution))
     if record is not None and not args.no_store:
-        _store_validation(table, args, record, s)
+        with hold(args.lut, "latency table"):
+            _store_validation(table, args, record, s)
     return 0
 
 
