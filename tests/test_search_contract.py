@@ -201,6 +201,7 @@ def lut_file(tiny, tmp_path_factory):
     ("evolution", ["--startup-trials", "3"], "it is for strategies tpe"),
     ("nsga2", ["--objectives", "latency,acc"], "give acc first"),
     ("random", ["--memory-budget", "lots"], "memory budget 'lots' is not understood"),
+    ("random", ["--penalty", "2"], "--budget-mode penalise only"),
 ])
 def test_unused_and_bad_flags_are_refused(lut_file, tmp_path, capsys, strategy, flags, message):
     out = tmp_path / "run"
@@ -278,3 +279,24 @@ def test_shared_evaluator_scores_with_inherited_weights_and_reuses_its_supernet(
 def test_memory_budget_parsing():
     assert parse_memory_budget("2MB") == 2_000_000 and parse_memory_budget("1KiB") == 1024
     assert parse_memory_budget("300000") == 300_000
+
+
+def test_a_torn_last_line_of_the_history_is_dropped_on_resume(tmp_path):
+    run("evolution", tmp_path / "cut", stop_after=4)
+    with open(tmp_path / "cut" / "trials.jsonl", "a") as handle:
+        handle.write('{"number": 99, "arch": {"sp')  # a kill in the middle of a write
+    resumed = run("evolution", tmp_path / "cut", resume=True)
+    full = run("evolution", tmp_path / "full")
+    assert resumed.arch == full.arch
+    assert [t.arch.hash for t in read_history(tmp_path / "cut" / "trials.jsonl")] == \
+        [t.arch.hash for t in read_history(tmp_path / "full" / "trials.jsonl")]
+
+
+def test_a_search_whose_budgets_nothing_meets_stops_with_a_clear_error(tiny, tmp_path):
+    from hwnas.errors import HwnasError
+
+    space, predictor, data = tiny
+    problem = SearchProblem(space, predictor, None, data, tmp_path / "run", progress=False, memory_budget=1)
+    with pytest.raises(HwnasError, match=r"20 proposals in a row were over a budget \(memory\)"):
+        run_search(problem, STRATEGIES["random"](), SyntheticEvaluator(), LoopConfig(trials=3, max_rejected=20))
+    assert len(read_history(tmp_path / "run" / "trials.jsonl")) == 20  # recorded all the same

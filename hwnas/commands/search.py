@@ -105,6 +105,8 @@ def refuse_unused(args: argparse.Namespace) -> None:
 
 def cmd_search(args) -> int:
     refuse_unused(args)
+    if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
+        raise HwnasError("--penalty is used by --budget-mode penalise only; add it or drop --penalty")
     strategy_cls = get_strategy(args.strategy)
     spec = parse_budget(args.latency_budget) if args.latency_budget is not None else None
     memory = parse_memory_budget(args.memory_budget) if hasattr(args, "memory_budget") else None

@@ -1,5 +1,6 @@
-"""The strategy seam: a search problem, a strategy object that solves it, candidate evaluators,
-and the result record every strategy returns (Optuna-style small base classes, passed in)."""
+"""The strategy seam: a search problem, the strategy base classes (a trial strategy proposes and
+learns by ask/tell; a supernet strategy runs its own search), and the result record every
+strategy returns, written by `write_result` (Optuna-style small base classes, passed in)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ class SearchProblem:
 @dataclass(frozen=True)
 class Candidate:
     """An architecture a strategy considered, with its predicted latency and a strategy-specific
-    score (one-shot supernet top-1 for fbnet's top-k, short-training top-1 for fbnet's finalists and
-    random's trials; None if not scored)."""
+    score (one-shot supernet top-1 for fbnet's top-k, short-training top-1 for fbnet's finalists,
+    the evaluator's top-1 for a sampler's Pareto front members; None if not scored)."""
 
     arch: Arch
     predicted_ms: float

@@ -142,7 +142,7 @@ class TrialLoop:
                     rejected_in_row += 1
                     if rejected_in_row >= loop.max_rejected:
                         raise HwnasError(f"{rejected_in_row} proposals in a row were over a budget "
-                                         f"({', '.join(self.budgets.violations(0, 0, 0)) or 'none'}); raise the budget")
+                                         f"({', '.join(self.budgets.names())}); raise the budgets")
                     continue
                 rejected_in_row = 0
                 evaluated += 1

@@ -66,6 +66,11 @@ class Budgets:
         if not self.penalty > 0:
             raise BudgetError(f"--penalty must be > 0, got {self.penalty}")
 
+    def names(self) -> list[str]:
+        """The budgets given, by name."""
+        return [name for name, budget in (("latency", self.latency_ms), ("memory", self.memory_bytes),
+                                          ("params", self.params)) if budget is not None]
+
     def violations(self, predicted_ms: float, peak_bytes: int, params: int) -> dict[str, float]:
         """Relative overshoot per budget given (value / budget - 1; > 0 is over it)."""
         pairs = (("latency", predicted_ms, self.latency_ms), ("memory", peak_bytes, self.memory_bytes),

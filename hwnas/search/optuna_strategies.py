@@ -46,6 +46,7 @@ class OptunaStrategy(TrialStrategy):
 
         # this run is the journal's only user: a lock left by a process killed while writing is stale
         (run_dir / (JOURNAL + ".lock")).unlink(missing_ok=True)
+        drop_torn_line(run_dir / JOURNAL)
         storage = JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
         directions = [OBJECTIVES[name][1] for name in objectives]
         self.study = optuna.create_study(study_name="hwnas", storage=storage, directions=directions,
@@ -104,6 +105,16 @@ class OptunaStrategy(TrialStrategy):
         values = [(float(trial.objective) if trial.state == "complete" else 0.0) if name == "acc"
                   else float(getattr(trial, OBJECTIVES[name][0])) for name in self.objectives]
         self.study.tell(handle, values)
+
+
+def drop_torn_line(path) -> None:
+    """Cut a last line that a kill left unfinished (Optuna would append after it and break the file)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 class TPEStrategy(OptunaStrategy):

@@ -22,7 +22,7 @@ from ..arch import Arch
 from ..data import ImageData, make_loader
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
-from ..runs import RunError, check_same_config, load_checkpoint, restore_training, rng_state, save_checkpoint
+from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
 from ..spaces import LayerwiseSpace, get_space
 from ..training import evaluate, sgd_epoch, steps_per_epoch
 from .evaluators import Evaluator, holdout_data
@@ -98,10 +98,12 @@ class SharedEvaluator(Evaluator):
         log, start, wall = [], 0, 0.0
         if self.checkpoint.is_file():
             state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT)
-            try:
-                check_same_config(state["config"], self.identity, self.checkpoint)
-            except RunError as exc:
-                raise RunError(f"supernet {exc}; give another --supernet file") from None
+            saved, wanted = state["config"], self.identity
+            differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            if differ:
+                key = differ[0]
+                raise RunError(f"supernet {self.checkpoint} was trained with {key}={saved.get(key)!r}, not "
+                               f"{wanted.get(key)!r}; give another --supernet file (or the same settings)")
             log, start, wall = restore_training(state, {"supernet": net, "optimizer": opt})
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         steps = steps_per_epoch(len(self.data.train), cfg.batch_size, cfg.max_batches, drop_last=True)
