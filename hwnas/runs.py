@@ -9,7 +9,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -100,6 +100,28 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def open_run(path: str | os.PathLike, resume: bool, checkpoint_name: str, config: Mapping,
+             load: Callable[[Path], dict], ignore: Iterable[str] = ()) -> tuple[Path, dict | None]:
+    """The prologue every resumable job shares: create or accept RUN_DIR (see prepare_run_dir), and
+    when it holds a checkpoint, load it with `load` and check that it was started with `config`
+    (except `ignore`). Returns (run_dir, the loaded state or None for a fresh run)."""
+    run_dir, has_checkpoint = prepare_run_dir(path, resume, checkpoint_name)
+    if not has_checkpoint:
+        return run_dir, None
+    state = load(run_dir / checkpoint_name)
+    check_same_config(state["config"], config, run_dir, ignore=ignore)
+    return run_dir, state
+
+
+def restore_training(state: dict, modules: Mapping[str, object]) -> tuple[list[dict], int, float]:
+    """Load each `modules[key].load_state_dict(state[key])` and the RNG state of a training
+    checkpoint; returns (log, epochs done, wall seconds so far)."""
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    set_rng_state(state["rng"])
+    return list(state["log"]), state["epoch"], state["wall_s"]
 
 
 def check_same_config(saved: Mapping, current: Mapping, run_dir: Path, ignore: Iterable[str] = ()) -> None:

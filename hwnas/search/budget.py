@@ -49,12 +49,19 @@ def parse_budget(text: str) -> BudgetSpec:
     return BudgetSpec(value, "ms", str(text))
 
 
-def latency_range_ms(predictor: LatencyPredictor) -> tuple[float, float]:
-    """Predicted latency of the fastest and the slowest architecture of a layer-wise space."""
-    fixed, per_layer = predictor.layer_costs()
-    fastest = fixed + float(sum(t.min() for t in per_layer))
-    slowest = fixed + float(sum(t.max() for t in per_layer))
-    return fastest, slowest
+def latency_range_ms(predictor: LatencyPredictor, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Predicted latency of the fastest and the slowest architecture: exact for a layer-wise space
+    (per-layer minima and maxima), else the extremes of `samples` uniform architectures (a stage-wise
+    space has no per-layer costs; sampled extremes are inside the true range)."""
+    if isinstance(predictor.space, LayerwiseSpace):
+        fixed, per_layer = predictor.layer_costs()
+        return fixed + float(sum(t.min() for t in per_layer)), fixed + float(sum(t.max() for t in per_layer))
+    import random
+
+    rng = random.Random(seed)
+    space = predictor.space
+    lats = predictor.batch_latency_ms([Arch.create(space, space.sample(rng)) for _ in range(samples)])
+    return float(lats.min()), float(lats.max())
 
 
 def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
@@ -64,7 +71,8 @@ def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
     if budget < fastest * (1 - 1e-9):
         raise BudgetError(
             f"latency budget {budget:.4g} ms is infeasible: the fastest architecture of space "
-            f"{predictor.space.name!r} is predicted at {fastest:.4g} ms by this table (the slowest at {slowest:.4g} ms); "
+            f"{predictor.space.name!r} is predicted at {fastest:.4g} ms by this table (the slowest at {slowest:.4g} ms"
+            f"{'' if isinstance(predictor.space, LayerwiseSpace) else ', both of 2,000 random architectures'}); "
             f"give a budget of at least {fastest:.4g} ms"
         )
     return budget
