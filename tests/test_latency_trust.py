@@ -207,3 +207,28 @@ def test_a_result_that_cannot_be_repaired_says_so():
     check = verify_on_device(fastest, predictor, predictor.latency_ms(fastest), measure)
     assert check.meets_budget is False and "cannot repair" in check.note
     assert math.isclose(check.to_dict()["measured_over_budget"], 3.0)
+
+
+def test_search_ends_by_measuring_its_result_on_this_machine(tmp_path, capsys):
+    """With a table of this very machine, `hwnas search` measures its pick end to end against the
+    budget and records both figures; --no-verify skips it; a foreign table says why it is skipped."""
+    import json
+
+    from hwnas.cli import main
+
+    lut = tmp_path / "lut.json"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(lut), "--quick",
+                 "--no-progress"]) == 0
+    search = ["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+              "--no-progress", "--trials", "2", "--epochs", "1", "--max-batches", "2", "--batch-size", "32",
+              "--latency-budget", "80%"]
+    assert main([*search, "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert "measured end to end" in printed and "x the budget" in printed
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    verify = result["verify"]
+    assert verify["skipped"] is None and verify["measured_ms"] > 0 and verify["absolute_ms"] > 0
+    assert verify["measured_over_budget"] == pytest.approx(verify["measured_ms"] / verify["budget_ms"])
+    assert verify["arch_hash"] == result["arch_hash"]
+    assert main([*search, "--out", str(tmp_path / "b"), "--no-verify"]) == 0
+    assert "verify" not in json.loads((tmp_path / "b" / "result.json").read_text())
