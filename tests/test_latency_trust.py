@@ -4,9 +4,11 @@ error outside the calibration's coverage, and the search's on-device check and r
 
 import math
 import random
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from hwnas.arch import Arch
 from hwnas.latency_tables.calibration import CalibrationData, fit_calibration
@@ -232,3 +234,31 @@ def test_search_ends_by_measuring_its_result_on_this_machine(tmp_path, capsys):
     assert verify["arch_hash"] == result["arch_hash"]
     assert main([*search, "--out", str(tmp_path / "b"), "--no-verify"]) == 0
     assert "verify" not in json.loads((tmp_path / "b" / "result.json").read_text())
+
+
+# --- the thread clock ------------------------------------------------------------------------
+class Sleeper(torch.nn.Module):
+    """Holds the call 30 ms without using the CPU: what a preempted call looks like to a wall clock."""
+
+    def forward(self, x):
+        time.sleep(0.03)
+        return x
+
+
+def test_the_thread_clock_leaves_out_time_the_core_was_taken_away():
+    from hwnas.profilers import get_profiler
+
+    with get_profiler("torch-cpu", clock="wall") as wall, get_profiler("torch-cpu") as default:
+        assert default.options()["clock"] == "thread" and wall.options()["clock"] == "wall"
+        with wall.prepare(Sleeper(), (1, 1, 2, 2)) as runner:
+            assert runner.time_call() >= 30
+        with default.prepare(Sleeper(), (1, 1, 2, 2)) as runner:
+            assert runner.time_call() < 5
+
+
+def test_the_thread_clock_needs_one_thread(capsys, tmp_path):
+    from hwnas.cli import main
+
+    assert main(["profile", "--space", "tiny", "--backend", "ort-cpu", "--threads", "2", "--clock", "thread",
+                 "--out", str(tmp_path / "t.json")]) == 2
+    assert "use --clock wall" in capsys.readouterr().err

@@ -87,8 +87,10 @@ def cmd_predict(args) -> int:
     calibration = predictor.calibration
     if calibration is None:
         error = " (uncalibrated raw sum: run `hwnas calibrate` for a stated error)"
-    elif calibration.stated_error_pct > calibration.error_pct:
+    elif calibration.stated_error_pct == (calibration.validated_error_pct or 0.0):
         error = f" ± {prediction.error_pct:.1f}% (MAPE on {calibration.validated_n} held-out architectures)"
+    elif calibration.stated_error_pct == calibration.noise_pct:
+        error = f" ± {prediction.error_pct:.1f}% (the run-to-run noise of the calibration's measurements)"
     else:
         error = f" ± {prediction.error_pct:.1f}% (cross-validated MAPE)"
     if prediction.coverage_note:
@@ -169,8 +171,8 @@ def _calibrate(args) -> int:
     record = table.calibration[str(space.resolution)]
     groups = ", ".join(f"{g} {v:.1f}%" for g, v in calibration.group_error_pct)
     print(f"calibration at {space.resolution}px stored in {args.lut}: {calibration.model} "
-          f"(cross-validated MAPE {groups}; states ±{calibration.stated_error_pct:.1f}%) on "
-          f"{calibration.n_samples} architectures")
+          f"(cross-validated MAPE {groups}; states ±{calibration.stated_error_pct:.1f}%, the larger of that and the "
+          f"measurements' run-to-run noise) on {calibration.n_samples} architectures")
     print("  models, cross-validated MAPE (uniform / lopsided): " + ", ".join(
         f"{m} {'/'.join(f'{v:.1f}' for v in e.values())}" for m, e in record["model_group_errors_pct"].items()))
     print(f"  run-to-run noise (median CV) {record['noise_cv_median'] * 100:.1f}%; the machine ran "
@@ -250,5 +252,5 @@ def _store_validation(table: LatencyTable, args, record: dict, s: dict) -> None:
                             "groups": {g: v["calibrated"]["mape_pct"] for g, v in s["groups"].items()}}
     table.save(args.lut)
     stated = Calibration.from_dict(record).stated_error_pct
-    print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% "
-          f"(the larger of it and the cross-validated {record['error_pct']:.1f}%)")
+    print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% (the largest of it, the "
+          f"cross-validated {record['error_pct']:.1f}% and the calibration's noise {record.get('noise_pct', 0.0):.1f}%)")
