@@ -6,7 +6,10 @@ different times, then disagree by as much as the machine drifted. So every item 
 `rounds` rounds; each round visits the items in a new random order (RMIT: randomised
 multiple interleaved trials), in segments of `segment_size` items, and a whole reference
 network is timed before and after every segment. An item's time in a round is expressed
-relative to the reference's local time (the geometric mean of the two probes around it):
+relative to the reference's local time (the median of the last `reference_window` probes, the
+two around it included: the machine drifts over tens of seconds, a segment takes a fraction of
+one, so a few neighbouring probes track the drift with less of one probe's own noise; after a
+sudden change, the two probes around the segment alone):
 
     normalised = round time x R0 / local reference time
 
@@ -59,6 +62,7 @@ class RoundsConfig:
     max_retries: int = 2
     chunk_size: int = 64  # items prepared (sessions open) at a time while profiling
     round_statistic: str = "min"  # a round's time: its fastest call ("min") or its median call
+    reference_window: int = 3  # probes whose median is a segment's local reference time
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +75,7 @@ class RoundsConfig:
             (self.drift_limit > 0, "drift_limit must be > 0, e.g. 0.1 for 10%"),
             (self.max_retries >= 0, "max_retries must be >= 0"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
+            (self.reference_window >= 2, "reference_window must be >= 2 (the probes before and after a segment)"),
             (self.round_statistic in ROUND_STATISTICS, f"round_statistic must be one of {sorted(ROUND_STATISTICS)}"),
         ]
         for ok, message in checks:
@@ -134,6 +139,14 @@ def _calls_for(timed: Callable[[], float], config: RoundsConfig) -> int:
     return int(min(config.max_calls, max(config.min_calls, math.ceil(config.call_budget_s * 1000.0 / first))))
 
 
+def _local_reference(before: float, after: float, window: Sequence[float], drift_limit: float) -> float:
+    """The reference's time around a segment: the median of the recent probes, unless the machine
+    just changed speed (the segment's own probes differ from it by more than half the drift
+    limit), then the geometric mean of the segment's own two probes."""
+    pair, recent = math.sqrt(before * after), _median(window)
+    return recent if abs(math.log(pair / recent)) <= math.log1p(drift_limit / 2) else pair
+
+
 def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[], float],
                 config: RoundsConfig | None = None, *, seed: int = 0,
                 records: Mapping[str, Sequence[RoundRecord]] | None = None,
@@ -146,6 +159,7 @@ def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[]
     done = {key: list((records or {}).get(key, ())) for key in items}
     rng = random.Random(seed)
     statistic = ROUND_STATISTICS[config.round_statistic]
+    probes: list[float] = []
     calls: dict[str, int] = {}
     while True:
         pending = sorted(key for key in items if len(done[key]) < config.rounds)
@@ -164,7 +178,8 @@ def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[]
                 drifted = abs(math.log(after / before)) > math.log1p(config.drift_limit)
                 if not drifted:
                     break
-            local = math.sqrt(before * after)
+            probes += [before, after]
+            local = _local_reference(before, after, probes[-config.reference_window:], config.drift_limit)
             for key in segment:
                 samples = timings[key]
                 done[key].append(RoundRecord(float(statistic(samples)), local, tuple(samples), attempt))
