@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -46,6 +47,23 @@ def refuse_nonempty(path: str | os.PathLike, resume: bool) -> None:
         raise RunError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose a new --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file; give a directory")
+    check_writable(run_dir)
+
+
+def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse (one line, before any work) an output path whose folder (the path itself when it is
+    one, else its nearest existing parent) cannot be written: probed by creating and removing a file
+    there, which also catches read-only mounts and root on read-only file systems."""
+    folder = Path(path).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hwnas-probe-", dir=folder)
+    except OSError as exc:
+        raise RunError(f"cannot write {flag} {path}: folder {folder} is not writable ({exc.strerror}); "
+                       f"choose another {flag}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:

@@ -192,7 +192,7 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
     result = TrainResult(arch, top1, done, done >= cfg.epochs, wall, tuple(log))
     if run_dir is not None and result.finished:
         save_weights(Path(run_dir) / "model.pt", arch, model, data.num_classes, data.resolution,
-                     extra={"top1": top1, "data": data.name, "epochs": cfg.epochs})
+                     extra={"top1": top1, "data": data.name, "epochs": cfg.epochs}, preprocessing=data.preprocessing)
         atomic_write_json(Path(run_dir) / "result.json", {**result.to_dict(), "data": data.name,
                                                           "resolution": data.resolution, "config": asdict(cfg)})
     return result

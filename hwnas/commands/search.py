@@ -14,6 +14,7 @@ from ..search import EVALUATORS, STRATEGIES, LoopConfig, SearchProblem, get_stra
 from ..search.evaluators import make_evaluator
 from ..search.loop import run_search
 from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
+from ..search.verify import Verification, verify_result
 from ..spaces import get_space
 from .common import add_data_arguments
 
@@ -49,6 +50,9 @@ def register(subparsers) -> None:
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
     p.add_argument("--latency-budget", default=None, metavar="BUDGET",
                    help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not measure the result end to end on this machine against the budget (by default, "
+                        "when the table's backend runs here, it is measured and repaired if over the budget)")
     add_data_arguments(p)
     loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2)")
     _optional(loop, "--trials", type=int, help="evaluated candidates (default 20; those rejected over a budget do "
@@ -140,14 +144,16 @@ def cmd_search(args) -> int:
         budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
         print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
     result = run_search(problem, strategy, evaluator, loop)
-    print_result(result, args, budget)
+    print_result(result, args, budget, predictor)
     return 0
 
 
-def print_result(result, args, budget) -> None:
+def print_result(result, args, budget, predictor) -> None:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
+    if result.finished and not args.no_verify:
+        _print_verification(verify_result(args.out, result, predictor, budget, progress=not args.no_progress), budget)
     details = result.details
     if "trial_states" in details:
         states, best = details["trial_states"], details["best_trial"]
@@ -171,3 +177,21 @@ def print_result(result, args, budget) -> None:
               f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps it as sampled)")
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
           f"--data {args.data} --epochs N --out RUN_DIR`")
+
+
+def _print_verification(verification: Verification, budget: float | None) -> None:
+    if verification.skipped:
+        print(f"on-device check skipped: {verification.skipped}")
+        return
+    first, final = verification.attempts[0], verification.final
+    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
+            f"({first['absolute_ms']:.4g} ms as timed now, machine {first['speed']:.3f}x its speed at profiling)")
+    if budget is not None:
+        text += f", {first['measured_ms'] / budget:.3f}x the budget"
+    print(text)
+    if verification.repaired:
+        print(f"over the budget: repaired with measured feedback in {len(verification.attempts) - 1} round(s) to "
+              f"{verification.arch.hash}, measured {final['measured_ms']:.4g} ms "
+              f"({final['measured_ms'] / budget:.3f}x the budget; see result.json 'verify')")
+    if verification.note:
+        print(verification.note)

@@ -115,7 +115,9 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    while latency > budget_ms:
+    for _ in range(_max_steps(space, per_layer, latency)):
+        if latency <= budget_ms:
+            break
         best_ratio = best_finish = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
@@ -139,6 +141,8 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
         steps.append(BudgetStep("downgrade", layer.name, before, cand, saved, cost, latency))
+    if latency > budget_ms:
+        raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms in {len(steps)} steps")
     return Arch.create(space, current), steps
 
 
@@ -159,7 +163,7 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    while True:
+    for _ in range(_max_steps(space, per_layer, latency)):
         best = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
@@ -179,6 +183,16 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
         steps.append(BudgetStep("upgrade", layer.name, before, cand, -gained, cost, latency))
+    return Arch.create(space, current), steps  # every layer reached its slowest candidate
+
+
+def _max_steps(space: LayerwiseSpace, per_layer, latency: float) -> int:
+    """Upper bound of repair/fill steps: each step moves one layer strictly toward its fastest
+    (slowest) candidate, so a layer moves at most len(candidates) - 1 times. Non-finite costs
+    would break that argument (NaN compares false), so they are refused here."""
+    if not math.isfinite(latency) or not all(math.isfinite(float(v)) for row in per_layer for v in row):
+        raise BudgetError("the latency table gives non-finite latencies for this space; check it with `hwnas lut show`")
+    return sum(len(layer.candidates) - 1 for layer in space.layers) + 1
 
 
 def fit_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
