@@ -8,6 +8,7 @@ runs in order in this process. `scratch` trains each candidate briefly (MnasNet'
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -105,7 +106,7 @@ def holdout_data(data: ImageData, holdout: float, seed: int) -> ImageData:
     """`data` whose train split is `1 - holdout` of the training set and whose val split is the
     rest (split by `seed`): selecting an architecture on it never sees `data.val`."""
     fit, held_out = split_train(data.train, holdout, seed)
-    return ImageData(f"{data.name}-holdout", fit, held_out, data.classes, data.resolution)
+    return dataclasses.replace(data, name=f"{data.name}-holdout", train=fit, val=held_out)
 
 
 def holdout_evaluator(data: ImageData, holdout: float, seed: int, config: TrainConfig) -> ScratchEvaluator:
