@@ -103,7 +103,7 @@ def session(backend: str, args, out: Path) -> dict:
     profile_s = cli(["profile", "--space", "fbnet", *BACKENDS[backend], "--out", str(lut), "--no-progress"])
     calibrate_s = cli(["calibrate", "--lut", str(lut), "--samples", str(args.calib), "--seed", str(args.seed)])
     validate_s = cli(["validate", "--lut", str(lut), "--samples", str(args.uniform), "--lopsided", str(args.lopsided),
-                      "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--no-store"])
+                      "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--force"])
     report = json.loads((work / "validation" / "report.json").read_text())
     table = LatencyTable.load(lut)
     record = table.calibration["224"]

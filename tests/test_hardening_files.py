@@ -100,7 +100,7 @@ def test_bad_table_fields_are_refused(good_doc, tmp_path, edit, message):
 def test_newer_writers_may_add_fields(good_doc, tmp_path):
     """Forward compatibility: unknown top-level, entry and calibration fields are accepted."""
     def edit(doc):
-        doc["reference"] = {"block": "ir_r1_k3_s1_e1_c8", "p50_ms": 0.1}
+        doc["added_by_a_newer_writer"] = {"block": "ir_r1_k3_s1_e1_c8", "p50_ms": 0.1}
         doc["entries"][first_block_key(doc)]["rounds"] = 7
         doc["calibration"] = {"32": {"model": "scale", "a": 1.1, "b": 0.0, "error_pct": 2.0, "n_samples": 4,
                                      "resolution": 32, "samples": [], "something_new": True}}

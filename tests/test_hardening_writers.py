@@ -183,3 +183,18 @@ def test_negative_numbers_reach_the_options_own_check(argv, message, tmp_path, c
     assert main(argv) == 2
     err = one_line_error(capsys, message)
     assert "expected one argument" not in err
+
+
+def test_a_second_search_or_calibration_is_refused_with_the_holders_pid(held_elsewhere, tmp_path, capsys):
+    table, run = tmp_path / "t.json", tmp_path / "search"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(table), "--quick",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    pids = [held_elsewhere(p) for p in (table, run)]
+    before = table.read_bytes()
+    assert main(["calibrate", "--lut", str(table), "--samples", "4"]) == 2
+    one_line_error(capsys, f"PID {pids[0]}", "latency table")
+    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(table), "--data", "digits",
+                 "--trials", "1", "--epochs", "1", "--out", str(run), "--no-progress"]) == 2
+    one_line_error(capsys, f"PID {pids[1]}", "run directory")
+    assert table.read_bytes() == before and not run.exists()

@@ -4,9 +4,11 @@ error outside the calibration's coverage, and the search's on-device check and r
 
 import math
 import random
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from hwnas.arch import Arch
 from hwnas.latency_tables.calibration import CalibrationData, fit_calibration
@@ -207,3 +209,56 @@ def test_a_result_that_cannot_be_repaired_says_so():
     check = verify_on_device(fastest, predictor, predictor.latency_ms(fastest), measure)
     assert check.meets_budget is False and "cannot repair" in check.note
     assert math.isclose(check.to_dict()["measured_over_budget"], 3.0)
+
+
+def test_search_ends_by_measuring_its_result_on_this_machine(tmp_path, capsys):
+    """With a table of this very machine, `hwnas search` measures its pick end to end against the
+    budget and records both figures; --no-verify skips it; a foreign table says why it is skipped."""
+    import json
+
+    from hwnas.cli import main
+
+    lut = tmp_path / "lut.json"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(lut), "--quick",
+                 "--no-progress"]) == 0
+    search = ["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+              "--no-progress", "--trials", "2", "--epochs", "1", "--max-batches", "2", "--batch-size", "32",
+              "--latency-budget", "80%"]
+    assert main([*search, "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert "measured end to end" in printed and "x the budget" in printed
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    verify = result["verify"]
+    assert verify["skipped"] is None and verify["measured_ms"] > 0 and verify["absolute_ms"] > 0
+    assert verify["measured_over_budget"] == pytest.approx(verify["measured_ms"] / verify["budget_ms"])
+    assert verify["arch_hash"] == result["arch_hash"]
+    assert main([*search, "--out", str(tmp_path / "b"), "--no-verify"]) == 0
+    assert "verify" not in json.loads((tmp_path / "b" / "result.json").read_text())
+
+
+# --- the thread clock ------------------------------------------------------------------------
+class Sleeper(torch.nn.Module):
+    """Holds the call 30 ms without using the CPU: what a preempted call looks like to a wall clock."""
+
+    def forward(self, x):
+        time.sleep(0.03)
+        return x
+
+
+def test_the_thread_clock_leaves_out_time_the_core_was_taken_away():
+    from hwnas.profilers import get_profiler
+
+    with get_profiler("torch-cpu", clock="wall") as wall, get_profiler("torch-cpu") as default:
+        assert default.options()["clock"] == "thread" and wall.options()["clock"] == "wall"
+        with wall.prepare(Sleeper(), (1, 1, 2, 2)) as runner:
+            assert runner.time_call() >= 30
+        with default.prepare(Sleeper(), (1, 1, 2, 2)) as runner:
+            assert runner.time_call() < 5
+
+
+def test_the_thread_clock_needs_one_thread(capsys, tmp_path):
+    from hwnas.cli import main
+
+    assert main(["profile", "--space", "tiny", "--backend", "ort-cpu", "--threads", "2", "--clock", "thread",
+                 "--out", str(tmp_path / "t.json")]) == 2
+    assert "use --clock wall" in capsys.readouterr().err

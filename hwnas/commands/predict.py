@@ -18,7 +18,9 @@ from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
 from ..latency_tables.table import LatencyTable
 from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
+from ..locks import hold
 from ..profilers.interleaved import RoundRecord
+from ..runs import check_writable
 
 
 def register(subparsers) -> None:
@@ -49,6 +51,7 @@ def register(subparsers) -> None:
     v.add_argument("--archs", nargs="*", default=[], help="more architectures: JSON files or preset:NAME")
     v.add_argument("--seed", type=int, default=2000)
     v.add_argument("--out", required=True, help="directory for report.json and scatter.png")
+    v.add_argument("--force", action="store_true", help="overwrite the report of an earlier validation in --out")
     v.add_argument("--no-store", action="store_true",
                    help="do not record the held-out error in the table (by default predictions then state the "
                         "larger of it and the cross-validated error)")
@@ -84,8 +87,10 @@ def cmd_predict(args) -> int:
     calibration = predictor.calibration
     if calibration is None:
         error = " (uncalibrated raw sum: run `hwnas calibrate` for a stated error)"
-    elif calibration.stated_error_pct > calibration.error_pct:
+    elif calibration.stated_error_pct == (calibration.validated_error_pct or 0.0):
         error = f" ± {prediction.error_pct:.1f}% (MAPE on {calibration.validated_n} held-out architectures)"
+    elif calibration.stated_error_pct == calibration.noise_pct:
+        error = f" ± {prediction.error_pct:.1f}% (the run-to-run noise of the calibration's measurements)"
     else:
         error = f" ± {prediction.error_pct:.1f}% (cross-validated MAPE)"
     if prediction.coverage_note:
@@ -140,6 +145,11 @@ def _open_calibration_progress(args, space, table) -> tuple[list[Sample], dict]:
 def cmd_calibrate(args) -> int:
     _positive(args.samples, "--samples")
     _positive(args.rounds, "--rounds")
+    with hold(args.lut, "latency table"):  # a second calibrate or profile of this table is refused
+        return _calibrate(args)
+
+
+def _calibrate(args) -> int:
     table = LatencyTable.load(args.lut)
     space = space_for_table(table, args.space, args.resolution, args.num_classes)
     LatencyPredictor(table, space)  # refuses incomplete tables before measuring anything
@@ -161,8 +171,8 @@ def cmd_calibrate(args) -> int:
     record = table.calibration[str(space.resolution)]
     groups = ", ".join(f"{g} {v:.1f}%" for g, v in calibration.group_error_pct)
     print(f"calibration at {space.resolution}px stored in {args.lut}: {calibration.model} "
-          f"(cross-validated MAPE {groups}; states ±{calibration.stated_error_pct:.1f}%) on "
-          f"{calibration.n_samples} architectures")
+          f"(cross-validated MAPE {groups}; states ±{calibration.stated_error_pct:.1f}%, the larger of that and the "
+          f"measurements' run-to-run noise) on {calibration.n_samples} architectures")
     print("  models, cross-validated MAPE (uniform / lopsided): " + ", ".join(
         f"{m} {'/'.join(f'{v:.1f}' for v in e.values())}" for m, e in record["model_group_errors_pct"].items()))
     print(f"  run-to-run noise (median CV) {record['noise_cv_median'] * 100:.1f}%; the machine ran "
@@ -188,6 +198,9 @@ def cmd_validate(args) -> int:
     labels = list(args.archs) + [f"{s.family}:{s.arch.hash}" for s in drawn]
     groups = ["given"] * len(given) + group_of(drawn)
     out = Path(args.out)
+    check_writable(out)
+    if (out / "report.json").exists() and not args.force:
+        raise HwnasError(f"{out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
     measurements = _measure(table, space, samples, args.rounds, args.seed, "validating")
     report = fidelity_report(predictor, measurements, labels, groups)
     report["summary"].update({"backend": table.backend, "space": space.name, "resolution": space.resolution,
@@ -213,7 +226,8 @@ def cmd_validate(args) -> int:
     print(f"wrote {out / 'report.json'} and {out / 'scatter.png'}")
     record = (table.calibration or {}).get(str(space.resolution))
     if record is not None and not args.no_store:
-        _store_validation(table, args, record, s)
+        with hold(args.lut, "latency table"):
+            _store_validation(table, args, record, s)
     return 0
 
 
@@ -238,5 +252,5 @@ def _store_validation(table: LatencyTable, args, record: dict, s: dict) -> None:
                             "groups": {g: v["calibrated"]["mape_pct"] for g, v in s["groups"].items()}}
     table.save(args.lut)
     stated = Calibration.from_dict(record).stated_error_pct
-    print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% "
-          f"(the larger of it and the cross-validated {record['error_pct']:.1f}%)")
+    print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% (the largest of it, the "
+          f"cross-validated {record['error_pct']:.1f}% and the calibration's noise {record.get('noise_pct', 0.0):.1f}%)")

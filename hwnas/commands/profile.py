@@ -23,6 +23,7 @@ _BACKEND_FLAGS = {
     "channels_last": "--channels-last",
     "device": "--device",
     "flush_denormal": "--keep-denormals",
+    "clock": "--clock",
 }
 
 
@@ -53,6 +54,10 @@ def register(subparsers) -> None:
     backend.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default=None)
     backend.add_argument("--channels-last", action="store_true", default=None, help="torch-*: NHWC memory format")
     backend.add_argument("--device", type=int, default=None, help="CUDA device index (GPU backends)")
+    backend.add_argument("--clock", choices=("thread", "wall"), default=None,
+                         help="CPU backends: time a call by the calling thread's CPU time (default with 1 thread: "
+                              "single-threaded inference runs in that thread, and the time other processes take the "
+                              "core from it is left out) or by the wall clock (default with more threads)")
     backend.add_argument("--keep-denormals", dest="flush_denormal", action="store_false", default=None,
                          help="torch-cpu: do not flush denormal floats to zero while measuring (they make eager "
                               "timings depend on the random weights, up to 4x)")

@@ -9,12 +9,13 @@ from ..data import load_data, peek_num_classes
 from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
+from ..locks import hold
 from ..runs import refuse_nonempty
 from ..search import EVALUATORS, STRATEGIES, LoopConfig, SearchProblem, get_strategy, parse_budget, resolve_budget
 from ..search.evaluators import make_evaluator
 from ..search.loop import run_search
-from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
 from ..search.verify import Verification, verify_result
+from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
 from ..spaces import get_space
 from .common import add_data_arguments
 
@@ -143,17 +144,37 @@ def cmd_search(args) -> int:
     if progress:
         budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
         print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
-    result = run_search(problem, strategy, evaluator, loop)
-    print_result(result, args, budget, predictor)
+    with hold(args.out, "run directory"):  # a second search into this --out is refused at once
+        refuse_nonempty(args.out, args.resume)  # again, under the lock
+        result = run_search(problem, strategy, evaluator, loop)
+        print_result(result, args, budget)
+        if result.finished and not args.no_verify:
+            print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
     return 0
 
 
-def print_result(result, args, budget, predictor) -> None:
+def print_verification(verification: Verification, budget: float | None) -> None:
+    if verification.skipped:
+        print(f"on-device check skipped: {verification.skipped}")
+        return
+    first, final = verification.attempts[0], verification.final
+    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
+            f"({first['absolute_ms']:.4g} ms as timed now, the machine at {first['speed']:.3f}x its time at profiling)")
+    if budget is not None:
+        text += f", {first['measured_ms'] / budget:.3f}x the budget"
+    print(text)
+    if verification.repaired:
+        print(f"over the budget: repaired with measured feedback in {len(verification.attempts) - 1} round(s) to "
+              f"{verification.arch.hash}, measured {final['measured_ms']:.4g} ms "
+              f"({final['measured_ms'] / budget:.3f}x the budget); arch.json holds it, result.json 'verify' both")
+    if verification.note:
+        print(verification.note)
+
+
+def print_result(result, args, budget) -> None:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
-    if result.finished and not args.no_verify:
-        _print_verification(verify_result(args.out, result, predictor, budget, progress=not args.no_progress), budget)
     details = result.details
     if "trial_states" in details:
         states, best = details["trial_states"], details["best_trial"]
@@ -177,21 +198,3 @@ def print_result(result, args, budget, predictor) -> None:
               f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps it as sampled)")
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
           f"--data {args.data} --epochs N --out RUN_DIR`")
-
-
-def _print_verification(verification: Verification, budget: float | None) -> None:
-    if verification.skipped:
-        print(f"on-device check skipped: {verification.skipped}")
-        return
-    first, final = verification.attempts[0], verification.final
-    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
-            f"({first['absolute_ms']:.4g} ms as timed now, machine {first['speed']:.3f}x its speed at profiling)")
-    if budget is not None:
-        text += f", {first['measured_ms'] / budget:.3f}x the budget"
-    print(text)
-    if verification.repaired:
-        print(f"over the budget: repaired with measured feedback in {len(verification.attempts) - 1} round(s) to "
-              f"{verification.arch.hash}, measured {final['measured_ms']:.4g} ms "
-              f"({final['measured_ms'] / budget:.3f}x the budget; see result.json 'verify')")
-    if verification.note:
-        print(verification.note)

@@ -81,11 +81,15 @@ class Calibration:
     shrinkage: float = 0.0
     group_error_pct: tuple[tuple[str, float], ...] = ()  # cross-validated MAPE per sample group
     coverage: dict | None = None  # ranges of the calibration samples (see `coverage_issue`)
+    noise_pct: float = 0.0  # run-to-run noise (median CV of rounds) of the calibration's measurements
 
     @property
     def stated_error_pct(self) -> float:
-        """The error predictions state: cross-validated, or held-out where that is larger."""
-        return max(self.error_pct, self.validated_error_pct or 0.0)
+        """The error predictions state: the largest of the cross-validated error, the run-to-run
+        noise of the measurements it was fitted on (a measurement made at another time carries
+        that much again, which cross-validation inside one time window cannot see) and, once
+        `hwnas validate` ran, the held-out error."""
+        return max(self.error_pct, self.noise_pct, self.validated_error_pct or 0.0)
 
     def fit_dict(self) -> dict:
         """The fitted correction alone (what a search depends on), without the error records."""
@@ -140,7 +144,7 @@ class Calibration:
                        shrinkage=float(data.get("shrinkage", 0.0)),
                        group_error_pct=tuple(sorted((str(k), float(v))
                                                     for k, v in (data.get("group_error_pct") or {}).items())),
-                       coverage=data.get("coverage"))
+                       coverage=data.get("coverage"), noise_pct=float(data.get("noise_pct", 0.0)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LutError(f"malformed calibration in table ({exc}); re-run `hwnas calibrate`") from None
 

@@ -15,7 +15,7 @@ reported next to the prediction error: a predictor cannot be checked to be bette
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -133,6 +133,7 @@ def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Seque
     groups = ["lopsided" if s.lopsided else "uniform" for s in samples] if samples else None
     data = calibration_data(predictor, measurements, groups)
     calibration, fitted = fit_best_calibration(data, space.resolution)
+    calibration = replace(calibration, noise_pct=float(np.median([m.noise_cv for m in measurements]) * 100.0))
     families = [s.family for s in samples] if samples else ["uniform"] * len(measurements)
     record = calibration.to_dict()
     record.update({

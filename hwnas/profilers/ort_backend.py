@@ -39,7 +39,7 @@ from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
 from .memory import MemoryInfo, estimate_on_cpu
 from .statistics import StatsConfig
-from .torch_backend import ThreadScope, check_threads
+from .torch_backend import CLOCKS, ThreadScope, check_clock, check_threads
 
 EXPORTERS = {"torchscript": 17, "dynamo": 18}  # exporter -> ONNX opset
 OPT_LEVELS = {
@@ -111,6 +111,7 @@ class OrtRunner(Runner):
         self.output = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, device, index)
         self.binding.bind_ortvalue_output(out.name, self.output)
         self.gpu = device != "cpu"
+        self.clock_ns = profiler.clock_ns
         if reference is not None:
             self._verify(x, reference, profiler)
 
@@ -129,11 +130,11 @@ class OrtRunner(Runner):
                                f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
 
     def time_call(self) -> float:
-        start = time.perf_counter_ns()
+        start = self.clock_ns()
         self.session.run_with_iobinding(self.binding)
         if self.gpu:
             self.binding.synchronize_outputs()
-        end = time.perf_counter_ns()
+        end = self.clock_ns()
         return (end - start) / 1e6
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -200,6 +201,11 @@ class OrtProfiler(Profiler):
     provider = "CPUExecutionProvider"
     libraries = ("onnxruntime", "onnx", "torch", "timm")
     verify_tolerance: float | None = 1e-3
+    clock = "wall"  # GPU providers: the host clock around a synchronised call
+
+    @property
+    def clock_ns(self):
+        return CLOCKS[self.clock]
 
     def __init__(self, threads: int = 1, opt_level: str = "all", exporter: str = "torchscript",
                  stats: StatsConfig | None = None):
@@ -299,6 +305,14 @@ class OrtCPUProfiler(OrtProfiler):
     """ONNX Runtime, CPU execution provider."""
 
     name = "ort-cpu"
+
+    def __init__(self, threads: int = 1, opt_level: str = "all", exporter: str = "torchscript",
+                 clock: str | None = None, stats: StatsConfig | None = None):
+        super().__init__(threads, opt_level, exporter, stats)
+        self.clock = check_clock(clock, self.threads)
+
+    def options(self) -> dict:
+        return {**super().options(), "clock": self.clock}
 
 
 class OrtCUDAProfiler(OrtProfiler):

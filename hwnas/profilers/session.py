@@ -72,6 +72,8 @@ def default_table_name(profiler: Profiler, device: dict) -> str:
         parts.append("cl")
     if options.get("flush_denormal") is False:
         parts.append("denormals")
+    if options.get("clock") == "wall" and options.get("threads") == 1:
+        parts.append("wall")
     if options.get("graph_optimization_level") not in (None, "all"):
         parts.append(f"opt-{options['graph_optimization_level']}")
     return "_".join(parts) + ".json"

@@ -37,6 +37,23 @@ def check_threads(threads: int) -> int:
     return threads
 
 
+#: how a CPU call is timed: `thread`, the calling thread's CPU time (single-threaded inference runs in
+#: the calling thread, so this is its latency without the time other processes took the core from
+#: it); `wall`, the host's monotonic clock (what a call takes now, preemption included)
+CLOCKS = {"thread": time.thread_time_ns, "wall": time.perf_counter_ns}
+
+
+def check_clock(clock: str | None, threads: int) -> str:
+    """The CPU clock: `thread` by default with 1 thread; refused with more (it would miss the others)."""
+    if clock is None:
+        return "thread" if threads == 1 else "wall"
+    if clock not in CLOCKS:
+        raise BackendError(f"unknown clock {clock!r}; choose one of: {', '.join(CLOCKS)}")
+    if clock == "thread" and threads != 1:
+        raise BackendError(f"--clock thread times one thread's CPU time, but --threads is {threads}; use --clock wall")
+    return clock
+
+
 class ThreadScope:
     """Set torch's intra-op thread count, restore the previous one on `restore()` / exit.
 
@@ -72,7 +89,9 @@ class FlushDenormalScope:
 
 
 class TorchCPURunner(Runner):
-    def __init__(self, module: nn.Module, input_shape, threads: int, channels_last: bool, flush_denormal: bool = True):
+    def __init__(self, module: nn.Module, input_shape, threads: int, channels_last: bool, flush_denormal: bool = True,
+                 clock: str = "wall"):
+        self.clock_ns = CLOCKS[clock]
         self._threads = ThreadScope(threads)
         self._denormals = FlushDenormalScope(flush_denormal)
         self.module = module.eval()
@@ -84,9 +103,9 @@ class TorchCPURunner(Runner):
 
     def time_call(self) -> float:
         with torch.inference_mode():
-            start = time.perf_counter_ns()
+            start = self.clock_ns()
             self.module(self.x)
-            end = time.perf_counter_ns()
+            end = self.clock_ns()
         return (end - start) / 1e6
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -107,21 +126,22 @@ class TorchCPUProfiler(Profiler):
     name = "torch-cpu"
 
     def __init__(self, threads: int = 1, channels_last: bool = False, flush_denormal: bool = True,
-                 stats: StatsConfig | None = None):
+                 clock: str | None = None, stats: StatsConfig | None = None):
         super().__init__(stats)
         self.threads = check_threads(threads)
         self.channels_last = bool(channels_last)
         self.flush_denormal = bool(flush_denormal)
+        self.clock = check_clock(clock, self.threads)
 
     def options(self) -> dict:
         return {"threads": self.threads, "channels_last": self.channels_last, "flush_denormal": self.flush_denormal,
-                "mode": "eager+inference_mode"}
+                "mode": "eager+inference_mode", "clock": self.clock}
 
     def fingerprint(self) -> dict:
         return device_fingerprint(self.threads, self.libraries)
 
     def prepare(self, module: nn.Module, input_shape) -> Runner:
-        return TorchCPURunner(module, input_shape, self.threads, self.channels_last, self.flush_denormal)
+        return TorchCPURunner(module, input_shape, self.threads, self.channels_last, self.flush_denormal, self.clock)
 
 
 class TorchCUDARunner(Runner):
