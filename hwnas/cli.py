@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import HwnasError
 
-COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "train", "export")
+COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "train", "export", "transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:
