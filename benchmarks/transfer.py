@@ -18,9 +18,9 @@ backbones the LUT's prediction of the backbone is given beside it.
   python benchmarks/transfer.py --epochs 3 --max-images 80
   python benchmarks/transfer.py --smoke              # seconds: tiny images, 1 epoch
 
-Runs are resumable (each lives in OUT/<task>/<backbone> with per-epoch checkpoints): rerun the
-same command after an interruption. Writes OUT/report.json and OUT/report.md (default OUT:
-runs/bench_transfer).
+Each run lives in OUT/<task>/<backbone> (metrics.json, predictions.png, per-epoch checkpoints) and
+is resumable: rerun the same command after an interruption. Writes OUT/report.json and
+OUT/report.md (default OUT: runs/bench_transfer).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from hwnas.profilers import StatsConfig  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from hwnas.transfer.heads import build_task_model  # noqa: E402
 from hwnas.transfer.latency import backbone_of, task_latency  # noqa: E402
+from hwnas.transfer.plots import predictions_png  # noqa: E402
 from hwnas.transfer.pipeline import (REFERENCE_BACKBONE, TransferConfig, backbone_source, headline,  # noqa: E402
                                      run_transfer)
 
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
             t0, cpu0 = time.perf_counter(), time.process_time()
             result, model, data = run_transfer(cfg, out / task / name, resume=True, progress=True)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            predictions_png(model, data, out / task / name / "predictions.png")
             before, after = headline(result, task)
             image = torch.nn.functional.interpolate(data.val[0][0][None], size=args.latency_resolution,
                                                     mode="bilinear", align_corners=False)

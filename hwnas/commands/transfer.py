@@ -9,6 +9,7 @@ from ..errors import HwnasError
 from ..runs import refuse_nonempty
 from ..transfer.data import FORMATS
 from ..transfer.heads import HEADS, TASKS
+from ..transfer.latency import lut_backbone_ms
 from ..transfer.outputs import add_to_metrics, export_checked, run_latency, write_predictions
 from ..transfer.pipeline import REFERENCE_BACKBONE, TransferConfig, headline, load_data, run_transfer
 
@@ -54,8 +55,11 @@ def cmd_transfer(args) -> int:
                          max_images=args.max_images, weights=args.weights)
     if args.lut and not args.latency:
         raise HwnasError("--lut predicts the backbone beside a measurement: add --latency")
-    if cfg.arch != REFERENCE_BACKBONE:
-        resolve_arch(cfg.arch)  # a bad ARCH fails before the data is read
+    arch = None if cfg.arch == REFERENCE_BACKBONE else resolve_arch(cfg.arch)  # a bad ARCH fails before any work
+    if args.lut:
+        if arch is None:
+            raise HwnasError(f"--lut predicts hwnas architectures; {REFERENCE_BACKBONE} is in no table")
+        lut_backbone_ms(arch, args.lut, cfg.resolution)  # the table must cover ARCH at --resolution
     refuse_nonempty(args.out, args.resume)
     if args.onnx and Path(args.onnx).exists() and not args.resume:
         raise HwnasError(f"--onnx {args.onnx} exists; choose a new file (nothing is overwritten)")
