@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hwnas.arch import Arch, resolve_arch
-from hwnas.errors import ArchError
+from hwnas.errors import ArchError, BackendError
 from hwnas.models import arch_model
 from hwnas.spaces import get_space
 from hwnas.transfer.backbone import arch_source, mobilenet_v3_source
@@ -193,8 +193,10 @@ def test_task_model_exports_to_onnx_with_parity(head, tiny, pennfudan):
 
 
 def test_head_cost_is_measured_and_the_backbone_predicted_from_the_lut(tiny):
-    cost = task_head_cost_ms(tiny, "fasterrcnn", RES, stats=StatsConfig.quick())
+    cost = task_head_cost_ms(tiny, "fasterrcnn", RES, stats=StatsConfig.quick(), clock="thread")
     assert cost > 0.5  # RPN and RoI heads on 150 proposals: milliseconds, against microseconds of tiny's backbone
+    with pytest.raises(BackendError, match="1 thread"):
+        task_head_cost_ms(tiny, "fasterrcnn", RES, threads=2, clock="thread")
     from pathlib import Path
 
     import hwnas

@@ -141,13 +141,18 @@ def arch_source(arch: Arch, resolution: int | None = None, weights: str | None =
 
 
 class _MobileNetV3Body(nn.Module):
-    """torchvision mobilenet_v3_large (weights=None) features, returning the end of every stride."""
+    """torchvision mobilenet_v3_large (weights=None) features, returning the end of every stride.
+
+    Plain `nn.BatchNorm2d` (momentum 0.1, as timm's blocks have and as torchvision's
+    `fasterrcnn_mobilenet_v3_large_fpn` uses for an untrained backbone): the classifier's default
+    momentum of 0.01 leaves the running statistics near their initial values after a short
+    schedule, and the eval-mode network then sees features it was never trained on."""
 
     def __init__(self):
         super().__init__()
         from torchvision.models import mobilenet_v3_large
 
-        self.features = mobilenet_v3_large(weights=None).features
+        self.features = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d).features
         self.taps = _mobilenet_taps(self.features)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

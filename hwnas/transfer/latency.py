@@ -7,10 +7,16 @@ through), `OrtProfiler.session` (threads, graph optimisation, provider check) an
 `Profiler.measure_runner` (the adaptive repeat loop). The only new piece is a Runner whose
 outputs may change size from call to call (a detector's box count), so it calls `session.run`
 rather than binding a fixed output buffer.
+
+Clocks: `wall` (the default, what the LUT's profilers record) or `thread`, the CPU time of the
+calling thread. With one ONNX Runtime thread the whole graph runs on the caller, so `thread`
+counts the work and not the time other processes held the core: on a shared machine it stays
+near the quiet wall time while wall time grows with the load.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch
+from ..errors import BackendError
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
@@ -30,10 +37,21 @@ from .backbone import BackboneSource, arch_source
 from .export import TaskOutput
 
 
+CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+
+def check_clock(clock: str, threads: int) -> None:
+    if clock not in CLOCKS:
+        raise BackendError(f"unknown clock {clock!r}; choose one of: {', '.join(CLOCKS)}")
+    if clock == "thread" and threads != 1:
+        raise BackendError("the thread clock counts the calling thread only: use it with 1 thread")
+
+
 class SessionRunner(Runner):
     """A module exported to ONNX, run with `session.run` on one fixed input."""
 
-    def __init__(self, profiler: OrtProfiler, module: nn.Module, image: torch.Tensor):
+    def __init__(self, profiler: OrtProfiler, module: nn.Module, image: torch.Tensor, clock: str = "wall"):
+        self.clock = CLOCKS[clock]
         self.path = profiler.new_path()
         export_onnx(module.eval(), image, self.path, profiler.exporter)
         self.session = profiler.session(self.path)
@@ -42,9 +60,9 @@ class SessionRunner(Runner):
         self._in_bytes = image.numel() * 4
 
     def time_call(self) -> float:
-        start = time.perf_counter_ns()
+        start = self.clock()
         self._outputs = self.session.run(None, self.feeds)
-        return (time.perf_counter_ns() - start) / 1e6
+        return (self.clock() - start) / 1e6
 
     def memory(self) -> MemoryInfo:
         out_bytes = sum(int(np.asarray(o).nbytes) for o in getattr(self, "_outputs", []))
@@ -62,6 +80,7 @@ class TaskLatency:
 
     backend: str
     threads: int
+    clock: str
     resolution: int
     total_ms: float
     backbone_ms: float
@@ -74,16 +93,35 @@ class TaskLatency:
         return asdict(self)
 
 
-def _p50(profiler: OrtProfiler, module: nn.Module, image: torch.Tensor) -> float:
-    return float(profiler.measure_runner(SessionRunner(profiler, module, image)).p50_ms)
+def _p50(profiler: OrtProfiler, module: nn.Module, image: torch.Tensor, clock: str) -> float:
+    return float(profiler.measure_runner(SessionRunner(profiler, module, image, clock)).p50_ms)
+
+
+def worst_case(model: nn.Module) -> nn.Module:
+    """A copy of a detector whose score thresholds are 0: every proposal the RPN may keep reaches
+    the box head and NMS, so the timing bounds the detector's cost whatever its weights (an
+    untrained or weak detector would otherwise look fast by keeping few boxes)."""
+    model = copy.deepcopy(model)
+    rpn, roi_heads = getattr(model, "rpn", None), getattr(model, "roi_heads", None)
+    if rpn is not None:
+        rpn.score_thresh = 0.0
+    if roi_heads is not None:
+        roi_heads.score_thresh = 0.0
+    if hasattr(model, "score_thresh"):  # SSD
+        model.score_thresh = 0.0
+    return model
 
 
 def measure_task_latency(model: nn.Module, image: torch.Tensor, task: str, backbone: nn.Module,
-                         threads: int = 1, stats: StatsConfig | None = None) -> tuple[float, float]:
-    """(whole model p50 ms, backbone p50 ms) on ONNX Runtime CPU for one image [1, 3, R, R]."""
+                         threads: int = 1, stats: StatsConfig | None = None, clock: str = "wall") -> tuple[float, float]:
+    """(whole model p50 ms, backbone p50 ms) on ONNX Runtime CPU for one image [1, 3, R, R];
+    detectors are timed in their worst case (see `worst_case`)."""
+    check_clock(clock, threads)
+    if task == "detection":
+        model = worst_case(model)
     with torch.no_grad(), get_profiler("ort-cpu", threads=threads, stats=stats) as profiler:
-        total = _p50(profiler, TaskOutput(model.eval(), task), image)
-        body = _p50(profiler, backbone.eval(), image)
+        total = _p50(profiler, TaskOutput(model.eval(), task), image, clock)
+        body = _p50(profiler, backbone.eval(), image, clock)
     return total, body
 
 
@@ -99,19 +137,20 @@ def lut_backbone_ms(arch: Arch, lut: str, resolution: int) -> float:
 
 def task_latency(model: nn.Module, backbone: nn.Module, task: str, resolution: int, arch: Arch | None = None,
                  lut: str | None = None, image: torch.Tensor | None = None, threads: int = 1,
-                 stats: StatsConfig | None = None) -> TaskLatency:
+                 stats: StatsConfig | None = None, clock: str = "wall") -> TaskLatency:
     """Measure the task model and its backbone; add the LUT's backbone prediction when `lut` is given."""
     if image is None:
         image = torch.rand(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
-    total, body = measure_task_latency(model, image, task, backbone, threads, stats)
+    total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock)
     head = total - body
     predicted = lut_backbone_ms(arch, lut, resolution) if (lut and arch is not None) else None
-    return TaskLatency("ort-cpu", threads, resolution, total, body, head, predicted,
+    return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head, predicted,
                        None if predicted is None else predicted + head, lut)
 
 
 def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
-                      stats: StatsConfig | None = None, source: BackboneSource | None = None) -> float:
+                      stats: StatsConfig | None = None, source: BackboneSource | None = None,
+                      clock: str = "wall") -> float:
     """Measured cost (ms, ONNX Runtime CPU) of `head` on `arch`'s backbone: whole task model minus
     backbone. A search adds it to every backbone prediction to budget the whole task model (the
     head's cost depends a little on the backbone's widths; measure it on a typical architecture)."""
@@ -121,7 +160,7 @@ def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int =
     torch.manual_seed(0)
     source = source or arch_source(arch, resolution=resolution)
     model = build_task_model(source, head, num_classes, resolution)
-    result = task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats)
+    result = task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock)
     return result.head_ms
 
 

@@ -32,12 +32,12 @@ def export_checked(model: nn.Module, cfg: TransferConfig, arch: Arch | None, dat
 
 
 def run_latency(model: nn.Module, cfg: TransferConfig, arch: Arch | None, data: TaskData, lut: str | None = None,
-                threads: int = 1, stats=None) -> TaskLatency:
+                threads: int = 1, stats=None, clock: str = "wall") -> TaskLatency:
     """Latency of the task model on ONNX Runtime CPU, timed on the first validation image."""
     image = data.val[0][0][None] if len(data.val) else None
     with torch.no_grad():
         return task_latency(model, backbone_of(model), cfg.task, cfg.resolution, arch=arch, lut=lut, image=image,
-                            threads=threads, stats=stats)
+                            threads=threads, stats=stats, clock=clock)
 
 
 def add_to_metrics(run_dir: str | Path, **fields) -> None:
