@@ -9,9 +9,9 @@ reference). Each gets the same head, data, schedule and seed:
 
 Each run reports its metric before the first step (the untrained model) and after training, so
 the table shows that learning happens and how the backbones compare under one schedule.
-Latency: every task model (fresh weights, on the first validation image; detectors with their
-score thresholds at 0, so that the most proposals and boxes the model allows are processed,
-whatever its weights) is exported whole to ONNX and timed on ONNX Runtime CPU with 1 thread at
+Latency: every task model (fresh weights, on the first validation image; detectors in their
+worst case, `hwnas.transfer.latency.worst_case`: the most proposals and boxes the model allows are
+processed, whatever its weights) is exported whole to ONNX and timed on ONNX Runtime CPU with 1 thread at
 `--latency-resolution` (default 224, the LUT's), with its backbone timed alone; the clock is the
 calling thread's CPU time by default (robust to the other processes of a shared machine). For
 the hwnas backbones the LUT's prediction of the backbone is given beside it.
@@ -137,8 +137,8 @@ def _fmt(value, digits=4):
 def markdown(report: dict) -> str:
     lines = [f"# Transfer benchmark (Penn-Fudan)\n", f"`{report['command']}`\n",
              f"Latency: whole task model on ONNX Runtime CPU, 1 thread, {report['latency_resolution']}px, "
-             f"{report['clock']} clock, detectors with score thresholds at 0 (worst case); backbone timed alone; "
-             "head = difference; LUT = the table's backbone prediction.\n",
+             f"{report['clock']} clock, detectors in their worst case (150 proposals, 100 boxes); backbone timed "
+             "alone; head = difference; LUT = the table's backbone prediction.\n",
              "| task | backbone | metric | untrained | trained | epochs | total ms | backbone ms | head ms | LUT backbone ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["rows"]:

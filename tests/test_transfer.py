@@ -13,7 +13,7 @@ from hwnas.transfer.backbone import arch_source, mobilenet_v3_source
 from hwnas.transfer.data import IGNORE, load_task_data
 from hwnas.transfer.export import export_task_onnx, task_parity
 from hwnas.transfer.heads import HEADS, HeadError, build_task_model, check_head
-from hwnas.transfer.latency import backbone_of, lut_backbone_ms, task_head_cost_ms
+from hwnas.transfer.latency import backbone_of, lut_backbone_ms, task_head_cost_ms, worst_case
 from hwnas.transfer.metrics import DetectionMetric, SegmentationMetric
 from hwnas.transfer.pipeline import TransferConfig, evaluate, train_epoch
 from hwnas.weights import save_weights
@@ -210,6 +210,18 @@ def test_head_cost_is_measured_and_the_backbone_predicted_from_the_lut(tiny):
     assert 0.5 * whole < backbone < whole  # the classifier head (1x1 conv to 1984, pool, fc) is left out
     with pytest.raises(Exception, match="160"):
         lut_backbone_ms(arch, str(lut), 160)
+
+
+@pytest.mark.parametrize("head", ["fasterrcnn", "ssdlite"])
+def test_detectors_are_timed_with_the_most_boxes_they_allow_whatever_their_weights(head, tiny):
+    torch.manual_seed(0)
+    model = build_task_model(arch_source(tiny, resolution=RES), head, 2, RES).eval()
+    timed = worst_case(model)
+    with torch.no_grad():
+        out = timed([torch.rand(3, RES, RES)])[0]
+    assert len(out["boxes"]) == 100  # detections_per_img
+    if head == "fasterrcnn":
+        assert model.rpn.score_thresh == 0.05 and timed.rpn.score_thresh == 0.0  # the original is untouched
 
 
 def test_backbone_of_finds_the_feature_extractor(tiny):
