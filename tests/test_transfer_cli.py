@@ -44,7 +44,8 @@ def _without_timing(doc: dict) -> dict:
 
 def test_transfer_writes_metrics_png_model_and_checked_onnx(arch_file, shared_data, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = _args(arch_file, shared_data / "pennfudan", out, "--onnx", str(tmp_path / "seg.onnx"))
+    argv = _args(arch_file, shared_data / "pennfudan", out, "--onnx", str(tmp_path / "seg.onnx"), "--latency",
+                 "--clock", "thread")
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "mean IoU" in printed and "seg.onnx" in printed
@@ -52,6 +53,9 @@ def test_transfer_writes_metrics_png_model_and_checked_onnx(arch_file, shared_da
     assert metrics["finished"] and metrics["epochs_done"] == 2 and metrics["headline"] == "miou"
     assert 0.0 <= metrics["final"]["miou"] <= 1.0 and "miou" in metrics["untrained"]
     assert metrics["onnx"]["parity"]["passed"]
+    latency = metrics["latency"]
+    assert latency["total_ms"] > 0 and latency["backbone_ms"] > 0 and latency["clock"] == "thread"
+    assert latency["head_ms"] == pytest.approx(latency["total_ms"] - latency["backbone_ms"])
     assert (out / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "model.pt").is_file() and (tmp_path / "seg.onnx").is_file()
     assert main(argv) == 2  # a finished run is not overwritten without --resume
