@@ -1,7 +1,8 @@
 """Cost and repeatability of profiling a space (issue 3, item 7).
 
 For each backend, profile the whole space twice into fresh tables, report the wall time of each
-profile and the drift between the two: per entry |p50_b - p50_a| / p50_a, its median and max.
+profile and the drift between the two: per entry the relative change of its latency in units of
+its table's reference network (the machine's speed of the moment cancels), median and max.
 Targets: under 3 minutes per backend for fbnet at 224 px with 1 thread, median drift under 5%.
 
     .venv/bin/python benchmarks/profile_cost.py                          # fbnet@224, ort-cpu + torch-cpu
@@ -28,6 +29,7 @@ from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.latency_tables import LatencyTable  # noqa: E402
 from hwnas.profilers import get_profiler  # noqa: E402
 from hwnas.profilers.session import profile_space  # noqa: E402
+from hwnas.profilers.interleaved import RoundsConfig  # noqa: E402
 from hwnas.profilers.statistics import StatsConfig  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 
@@ -36,8 +38,11 @@ TARGET_MEDIAN_DRIFT = 0.05
 
 
 def drift(a: LatencyTable, b: LatencyTable) -> dict:
-    """Relative change of the median latency of every entry the two tables share."""
-    changes = {k: abs(b.entries[k].p50_ms - m.p50_ms) / m.p50_ms for k, m in a.entries.items() if k in b.entries}
+    """Relative change of every shared entry's latency in units of its own table's reference
+    network (what a table's predictions rest on: ratios, not the machine's speed of the moment)."""
+    ra, rb = a.reference["ms"], b.reference["ms"]
+    changes = {k: abs(b.entries[k].p50_ms / rb - m.p50_ms / ra) / (m.p50_ms / ra)
+               for k, m in a.entries.items() if k in b.entries}
     if not changes:
         return {"entries": 0, "median": None, "max": None, "worst": None}
     worst = max(changes, key=changes.get)
@@ -55,14 +60,16 @@ def run_backend(backend: str, args, folder: Path) -> dict:
         out.unlink(missing_ok=True)
         start = time.perf_counter()
         with get_profiler(backend, stats=stats, **options) as profiler:
-            report = profile_space(space, profiler, out, progress=not args.no_progress)
+            report = profile_space(space, profiler, out, progress=not args.no_progress,
+                                   rounds=RoundsConfig.quick() if args.quick else RoundsConfig())
         wall = time.perf_counter() - start
         table = LatencyTable.load(out)
         tables.append(table)
         runs.append({"wall_s": round(wall, 2), "entries": len(table), "remeasured": report.remeasured,
+                     "reference_ms": report.reference_ms, "machine_drift": report.drift,
                      "sum_p50_ms": round(sum(m.p50_ms for m in table.entries.values()), 4),
                      "table": str(out)})
-        print(f"  {backend} run {i}: {wall:.1f} s, {len(table)} entries, {report.remeasured} re-measured under load",
+        print(f"  {backend} run {i}: {wall:.1f} s, {len(table)} entries, {report.remeasured} segments re-timed for drift",
               file=sys.stderr)
     result = {"backend": backend, "options": tables[0].backend_options, "runs": runs}
     if len(tables) >= 2:

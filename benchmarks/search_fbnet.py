@@ -59,9 +59,10 @@ from hwnas.latency_tables.loading import open_profiler  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.models import arch_model  # noqa: E402
 from hwnas.profilers.session import op_module  # noqa: E402
-from hwnas.search import FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy, SearchProblem  # noqa: E402
+from hwnas.search import (FBNetConfig, FBNetStrategy, LoopConfig, RandomStrategy, SearchProblem, read_history,  # noqa: E402
+                          run_search)
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
-from hwnas.search.evaluators import ShortTrainEvaluator  # noqa: E402
+from hwnas.search.evaluators import ScratchEvaluator  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from hwnas.training import TrainConfig, train_arch  # noqa: E402
 
@@ -129,7 +130,7 @@ def run_budget(name: str, budget: float, args, space, predictor, table, data, ou
                       finalist_epochs=args.train_epochs)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     # finalists are trained and picked exactly as random's trials are: same training, "select" half
-    found = FBNetStrategy(cfg, evaluator=ShortTrainEvaluator(data_select, train_cfg)).search(problem)
+    found = run_search(problem, FBNetStrategy(cfg, evaluator=ScratchEvaluator(data_select, train_cfg, fixed_seed=True)))
     search_cpu, search_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     if args.resume:
         search_wall = found.wall_s  # the checkpointed total, over all sessions
@@ -145,11 +146,9 @@ def run_budget(name: str, budget: float, args, space, predictor, table, data, ou
 
     random_problem = SearchProblem(space, predictor, budget, data, out / f"{name}_random", seed=args.seed + 1,
                                    resume=args.resume, progress=not args.quiet, lut_source=str(args.lut))
-    baseline = RandomStrategy(
-        RandomConfig(samples=args.max_random, epochs=args.train_epochs, time_limit_s=total),
-        evaluator=ShortTrainEvaluator(data_select, train_cfg),
-    ).search(random_problem)
-    scores = [c.score for c in baseline.candidates if c.score is not None]
+    baseline = run_search(random_problem, RandomStrategy(), ScratchEvaluator(data_select, train_cfg, fixed_seed=True),
+                          LoopConfig(trials=args.max_random, time_limit_s=total))
+    scores = [t.top1 for t in read_history(out / f"{name}_random" / "trials.jsonl") if t.state == "complete"]
     pick = train_arch(baseline.arch, data_test, train_cfg, progress=not args.quiet)
     row = {
         "budget_name": name, "budget_ms": budget, "arch": found.arch.to_dict(), "arch_hash": found.arch.hash,

@@ -4,8 +4,9 @@
     python deploy/classify.py model.onnx photos/ --top-k 3 --labels labels.txt
 
 Needs numpy, Pillow, and onnxruntime (or tensorrt plus cuda-python for engines). Images are
-resized (shorter side to the model's input size, bilinear), centre-cropped and normalised with
-the mean/std recorded in the model (ImageNet's otherwise), as `hwnas export` calibrates them.
+prepared as the model was trained (its ONNX metadata says how: hwnas.resize 'stretch' resizes to
+the input size, 'crop' the shorter side then centre-crops; bilinear; then the training data's
+hwnas.mean/hwnas.std); models without that metadata get 'crop' and ImageNet's mean/std.
 With class subfolders (IMAGE_DIR/<class>/*.jpg) and a labels file (one class name per line, line i
 is output i), it also reports top-1 and top-k accuracy.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runners import DeployError, batch_shape, normalisation, open_runner  # noqa: E402
+from runners import DeployError, batch_shape, open_runner, preprocessing  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 
@@ -37,8 +38,9 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_image(path, size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Shorter side to `size`, centre crop, [0, 1], (x - mean) / std, CHW float32."""
+def load_image(path, size: int, mean: np.ndarray, std: np.ndarray, resize: str = "crop") -> np.ndarray:
+    """Resize ('stretch': to size x size; 'crop': shorter side to `size`, centre crop), [0, 1],
+    (x - mean) / std, CHW float32."""
     from PIL import Image
 
     try:
@@ -46,7 +48,7 @@ def load_image(path, size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray
             img = img.convert("RGB")
             w, h = img.size
             scale = size / min(w, h)
-            new = (max(size, round(w * scale)), max(size, round(h * scale)))
+            new = (size, size) if resize == "stretch" else (max(size, round(w * scale)), max(size, round(h * scale)))
             if new != (w, h):
                 img = img.resize(new, Image.BILINEAR)
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
@@ -70,7 +72,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classify(runner, paths, batch, mean, std):
+def classify(runner, paths, batch, mean, std, resize="crop"):
     """Probabilities for every image, in batches (a fixed-batch model's last batch is padded)."""
     shape = batch_shape(runner, batch or (None if runner.input_shape[0] else 8))
     size = shape[-1]
@@ -79,7 +81,7 @@ def classify(runner, paths, batch, mean, std):
     probs = []
     for start in range(0, len(paths), shape[0]):
         chunk = paths[start:start + shape[0]]
-        x = np.stack([load_image(p, size, mean, std) for p in chunk])
+        x = np.stack([load_image(p, size, mean, std, resize) for p in chunk])
         if runner.input_shape[0] is not None and len(chunk) < shape[0]:
             x = np.concatenate([x, np.zeros((shape[0] - len(chunk), *x.shape[1:]), np.float32)])
         probs.append(softmax(np.asarray(runner.infer(x), np.float32)[: len(chunk)]))
@@ -97,8 +99,8 @@ def main(argv=None) -> int:
                 raise DeployError(f"labels file not found: {args.labels}")
             labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
         with open_runner(args.model, threads=args.threads, providers=args.providers) as runner:
-            mean, std = normalisation(runner)
-            probs = classify(runner, paths, args.batch, mean, std)
+            mean, std, resize = preprocessing(runner)
+            probs = classify(runner, paths, args.batch, mean, std, resize)
     except DeployError as exc:
         print(f"classify: error: {exc}", file=sys.stderr)
         return 2

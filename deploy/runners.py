@@ -16,6 +16,7 @@ import numpy as np
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_POLICIES = ("stretch", "crop")  # hwnas.preprocessing: to R x R as training does / shorter side + centre crop
 
 
 class DeployError(Exception):
@@ -121,7 +122,7 @@ class TensorRTRunner:
         self.max_batch = None
         if self.input_shape[0] is None:
             self.max_batch = int(self._engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
-        self.metadata = {}
+        self.metadata = engine_metadata(self.path)
         self.versions = {"tensorrt": trt.__version__}
         self._stream = _check(self._cudart, self._cudart.cudaStreamCreate())
         return self
@@ -197,12 +198,38 @@ def batch_shape(runner, batch: int | None) -> tuple[int, ...]:
     return (batch or 1, *runner.input_shape[1:])
 
 
-def normalisation(runner) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std the model expects (hwnas writes them into the ONNX metadata; else ImageNet's)."""
+def engine_metadata(engine_path) -> dict:
+    """An engine carries no metadata: take the preprocessing from the `export_report.json` that
+    `hwnas export` wrote beside it (when that report names this engine), as ONNX metadata keys."""
+    engine_path = Path(engine_path)
+    report_path = engine_path.parent / "export_report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if Path((report.get("tensorrt") or {}).get("path", "")).name != engine_path.name:
+            return {}
+        prep = report["model"]["preprocessing"]
+        return {"hwnas.mean": json.dumps(prep["mean"]), "hwnas.std": json.dumps(prep["std"]),
+                "hwnas.resize": prep["resize"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def preprocessing(runner) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mean, std and resize policy the model expects: hwnas writes its training data's into the ONNX
+    metadata (hwnas.mean, hwnas.std, hwnas.resize); models without them get ImageNet's and 'crop'."""
     meta = runner.metadata
-    mean = json.loads(meta["hwnas.mean"]) if "hwnas.mean" in meta else IMAGENET_MEAN
-    std = json.loads(meta["hwnas.std"]) if "hwnas.std" in meta else IMAGENET_STD
-    return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    try:
+        mean = json.loads(meta["hwnas.mean"]) if "hwnas.mean" in meta else IMAGENET_MEAN
+        std = json.loads(meta["hwnas.std"]) if "hwnas.std" in meta else IMAGENET_STD
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    except (ValueError, TypeError):
+        raise DeployError("the model's hwnas.mean/hwnas.std metadata is malformed; re-export it with `hwnas export`") from None
+    resize = meta.get("hwnas.resize", "crop" if "hwnas.mean" not in meta else "stretch")
+    if mean.shape != (3,) or std.shape != (3,) or not (np.isfinite(mean).all() and (std > 0).all()) \
+            or resize not in RESIZE_POLICIES:
+        raise DeployError(f"the model's preprocessing metadata is invalid (mean {mean}, std {std}, resize {resize!r}); "
+                          "re-export it with `hwnas export`")
+    return mean, std, resize
 
 
 def host() -> dict:

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from .errors import ArchError, HwnasError
 from .jsonio import atomic_write_json, read_json
+from .schemas import first_error
 from .spaces import SearchSpace, get_space
 
 ARCH_FORMAT = "hwnas.arch"
@@ -66,6 +67,10 @@ def arch_from_dict(data: object, source: str = "architecture") -> Arch:
     space_name, choices = data.get("space"), data.get("choices")
     if not isinstance(space_name, str) or not isinstance(choices, dict):
         raise ArchError(f"{source}: needs a string 'space' and an object 'choices' (see `hwnas arch sample`)")
+    problem = first_error(data, "arch")
+    if problem:
+        raise ArchError(f"{source}: {problem}; fix it (the format: hwnas/schemas/arch.schema.json, "
+                        "the choices: `hwnas space show SPACE`)")
     try:
         space = get_space(space_name)
     except HwnasError as exc:

@@ -26,6 +26,7 @@ from timm.models._efficientnet_builder import (
     round_channels,
 )
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3
 
 from .errors import ArchError
 
@@ -34,19 +35,26 @@ _GROUP_OPTION = re.compile(r"^g(\d+)$")
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How a space's networks are built: stem and head widths, default activation, SE style."""
+    """How a space's networks are built: stem and head widths, default activation, SE style.
+
+    `pooled_head`: the head pools first and then runs its 1x1 conv (`num_features` wide, no BN,
+    no bias) and the classifier, as MobileNetV3 and Once-for-All do; the wide 1x1 conv before
+    the pool is then the trunk's last block (`cn_r1_k1_s1_c960`). Otherwise the head is timm
+    EfficientNet's: 1x1 conv, BN, activation, pool, classifier.
+    """
 
     stem_size: int
     num_features: int
     act: str = "relu"
     se_gate: str = "sigmoid"
     se_from_exp: bool = False
+    pooled_head: bool = False
 
     @property
     def name(self) -> str:
         """Short identifier that goes into LUT op keys (ops built differently never share a row)."""
         se = "sexp" if self.se_from_exp else "sin"
-        return f"{self.act}-{self.se_gate}-{se}"
+        return f"{self.act}-{self.se_gate}-{se}" + ("-pooledhead" if self.pooled_head else "")
 
 
 class ChannelShuffle(nn.Module):
@@ -182,15 +190,18 @@ def _plain_args(arch_def: list[list[str]]) -> list[list[dict]]:
     return stages
 
 
-def build_model(arch_def: list[list[str]], cfg: BuildConfig, num_classes: int = 1000, drop_rate: float = 0.0) -> EfficientNet:
-    """Build a timm EfficientNet for an arch_def (the trunk made by HwnasBuilder)."""
+def build_model(arch_def: list[list[str]], cfg: BuildConfig, num_classes: int = 1000, drop_rate: float = 0.0) -> nn.Module:
+    """Build a timm EfficientNet (MobileNetV3 for a pooled head) for an arch_def (the trunk made
+    by HwnasBuilder)."""
     if not arch_def or not all(arch_def):
         raise ArchError("an arch_def needs at least one stage and no empty stage")
-    model = EfficientNet(
+    model_class, head_kwargs = (MobileNetV3, dict(head_bias=False)) if cfg.pooled_head else (EfficientNet, {})
+    model = model_class(
         block_args=_plain_args(arch_def),
         num_classes=num_classes,
         num_features=cfg.num_features,
         drop_rate=drop_rate,
+        **head_kwargs,
         **_model_kwargs(cfg),
     )
     _rebuild_trunk(model, arch_def, cfg)
@@ -224,16 +235,27 @@ class Stem(nn.Sequential):
 
 
 class Head(nn.Module):
-    """conv_head + bn2 + global pool + classifier of timm's EfficientNet, as a standalone module."""
+    """The head of the full model as a standalone module: conv_head + bn2 + global pool +
+    classifier of timm's EfficientNet, or for a pooled head (MobileNetV3's) global pool +
+    conv_head + activation + classifier."""
 
     def __init__(self, in_chs: int, cfg: BuildConfig, num_classes: int):
         super().__init__()
+        self.pooled = cfg.pooled_head
+        if self.pooled:
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.conv_head = create_conv2d(in_chs, cfg.num_features, 1, bias=False)
+            self.act = get_act_layer(cfg.act)(inplace=True)
+            self.classifier = nn.Linear(cfg.num_features, num_classes)
+            return
         norm_act = get_norm_act_layer(nn.BatchNorm2d, get_act_layer(cfg.act))
         self.conv_head = create_conv2d(in_chs, cfg.num_features, 1)
         self.bn2 = norm_act(cfg.num_features, inplace=True)
         self.global_pool, self.classifier = create_classifier(cfg.num_features, num_classes, pool_type="avg")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooled:
+            return self.classifier(torch.flatten(self.act(self.conv_head(self.global_pool(x))), 1))
         return self.classifier(self.global_pool(self.bn2(self.conv_head(x))))
 
 

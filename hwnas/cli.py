@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 
 from . import __version__
 from .errors import HwnasError
 
-COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "train", "export", "transfer")
+COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "runs", "train", "export", "transfer")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a value that starts with '-' and a digit (`--latency-budget -5ms`, `--seed -1`)
+    is a value, not an unknown flag: it reaches the option's own check and its own message.
+    Subparsers inherit the class (add_subparsers uses the parent's type)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hwnas",
         description="Hardware-aware mobile model design: profile a device, search under a latency budget, export.",
     )
@@ -29,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`hwnas space show fbnet | head`): stop quietly, as `cat` does; point
+        # stdout at /dev/null so the interpreter's final flush does not raise again
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a descriptor (in-process callers)
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

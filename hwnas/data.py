@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .errors import DataError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocessing import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: ImageFolder trees whose decoded uint8 images exceed this are read lazily from disk instead
 MAX_CACHE_BYTES = 2 << 30
@@ -36,6 +34,8 @@ class ImageData:
     val: Dataset
     classes: tuple[str, ...]
     resolution: int
+    #: normalisation and resize policy of these images: saved with trained weights, exported to ONNX
+    preprocessing: Preprocessing = IMAGENET
 
     @property
     def num_classes(self) -> int:
@@ -120,11 +120,11 @@ def load_digits_data(resolution: int = 32, seed: int = 0, val_fraction: float = 
     is_val = np.zeros(len(labels), dtype=bool)
     is_val[val_idx] = True
     train_idx, val_idx = torch.from_numpy(np.flatnonzero(~is_val)), torch.from_numpy(np.flatnonzero(is_val))
-    mean, std = (0.5,) * 3, (0.5,) * 3
+    prep = Preprocessing((0.5,) * 3, (0.5,) * 3)
     # digits are not mirror-symmetric: shift only
-    train = TensorImages(images[train_idx], labels[train_idx], "shift", mean, std)
-    val = TensorImages(images[val_idx], labels[val_idx], "none", mean, std)
-    return ImageData("digits", train, val, tuple(str(c) for c in range(10)), resolution)
+    train = TensorImages(images[train_idx], labels[train_idx], "shift", prep.mean, prep.std)
+    val = TensorImages(images[val_idx], labels[val_idx], "none", prep.mean, prep.std)
+    return ImageData("digits", train, val, tuple(str(c) for c in range(10)), resolution, prep)
 
 
 def load_cifar10(resolution: int = 32, root: str | os.PathLike | None = None) -> ImageData:

@@ -7,8 +7,9 @@ import io
 import json
 import os
 import random
+import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -46,6 +47,23 @@ def refuse_nonempty(path: str | os.PathLike, resume: bool) -> None:
         raise RunError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose a new --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file; give a directory")
+    check_writable(run_dir)
+
+
+def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse (one line, before any work) an output path whose folder (the path itself when it is
+    one, else its nearest existing parent) cannot be written: probed by creating and removing a file
+    there, which also catches read-only mounts and root on read-only file systems."""
+    folder = Path(path).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hwnas-probe-", dir=folder)
+    except OSError as exc:
+        raise RunError(f"cannot write {flag} {path}: folder {folder} is not writable ({exc.strerror}); "
+                       f"choose another {flag}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
@@ -82,6 +100,28 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def open_run(path: str | os.PathLike, resume: bool, checkpoint_name: str, config: Mapping,
+             load: Callable[[Path], dict], ignore: Iterable[str] = ()) -> tuple[Path, dict | None]:
+    """The prologue every resumable job shares: create or accept RUN_DIR (see prepare_run_dir), and
+    when it holds a checkpoint, load it with `load` and check that it was started with `config`
+    (except `ignore`). Returns (run_dir, the loaded state or None for a fresh run)."""
+    run_dir, has_checkpoint = prepare_run_dir(path, resume, checkpoint_name)
+    if not has_checkpoint:
+        return run_dir, None
+    state = load(run_dir / checkpoint_name)
+    check_same_config(state["config"], config, run_dir, ignore=ignore)
+    return run_dir, state
+
+
+def restore_training(state: dict, modules: Mapping[str, object]) -> tuple[list[dict], int, float]:
+    """Load each `modules[key].load_state_dict(state[key])` and the RNG state of a training
+    checkpoint; returns (log, epochs done, wall seconds so far)."""
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    set_rng_state(state["rng"])
+    return list(state["log"]), state["epoch"], state["wall_s"]
 
 
 def check_same_config(saved: Mapping, current: Mapping, run_dir: Path, ignore: Iterable[str] = ()) -> None:

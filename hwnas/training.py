@@ -18,8 +18,7 @@ from .data import ImageData, make_loader
 from .errors import HwnasError
 from .jsonio import atomic_write_json
 from .models import arch_model
-from .runs import (check_same_config, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint, set_rng_state,
-                   write_jsonl)
+from .runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
 from .weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -154,15 +153,11 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
     start_epoch, wall_before = 0, 0.0
     ckpt_path = None
     if run_dir is not None:
-        run_dir, has_checkpoint = prepare_run_dir(run_dir, resume, CHECKPOINT)
+        run_dir, state = open_run(run_dir, resume, CHECKPOINT, run_config,
+                                  lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
         ckpt_path = run_dir / CHECKPOINT
-        if has_checkpoint:
-            state = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT)
-            check_same_config(state["config"], run_config, run_dir)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
-            log, start_epoch, wall_before = list(state["log"]), state["epoch"], state["wall_s"]
+        if state is not None:
+            log, start_epoch, wall_before = restore_training(state, {"model": model, "optimizer": optimizer})
         atomic_write_json(run_dir / "arch.json", arch.to_dict())
 
     steps = steps_per_epoch(len(data.train), cfg.batch_size, cfg.max_batches, drop_last=True)
@@ -197,7 +192,7 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
     result = TrainResult(arch, top1, done, done >= cfg.epochs, wall, tuple(log))
     if run_dir is not None and result.finished:
         save_weights(Path(run_dir) / "model.pt", arch, model, data.num_classes, data.resolution,
-                     extra={"top1": top1, "data": data.name, "epochs": cfg.epochs})
+                     extra={"top1": top1, "data": data.name, "epochs": cfg.epochs}, preprocessing=data.preprocessing)
         atomic_write_json(Path(run_dir) / "result.json", {**result.to_dict(), "data": data.name,
                                                           "resolution": data.resolution, "config": asdict(cfg)})
     return result

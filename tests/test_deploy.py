@@ -17,6 +17,7 @@ from PIL import Image
 from hwnas.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.export.calibration import load_image
+from hwnas.preprocessing import Preprocessing
 from hwnas.spaces import get_space
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -150,4 +151,6 @@ def test_classify_preprocessing_matches_hwnas_calibration(tmp_path):
     mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     ours = classify.load_image(tmp_path / "x.png", 32, mean, std)
     assert ours.shape == (3, 32, 32)
-    np.testing.assert_allclose(ours, load_image(tmp_path / "x.png", 32), atol=1e-6)
+    np.testing.assert_allclose(ours, load_image(tmp_path / "x.png", 32, Preprocessing(resize="crop")), atol=1e-6)
+    stretched = classify.load_image(tmp_path / "x.png", 32, mean, std, "stretch")
+    np.testing.assert_allclose(stretched, load_image(tmp_path / "x.png", 32, Preprocessing()), atol=1e-6)

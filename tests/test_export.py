@@ -22,6 +22,7 @@ from hwnas.cli import main
 from hwnas.errors import DataError
 from hwnas.export import tensorrt_engine
 from hwnas.export.calibration import ImageBatches, load_image
+from hwnas.preprocessing import Preprocessing
 from hwnas.export.model import prepare_model
 from hwnas.export.parity import OnnxRuntimeRunner
 from hwnas.latency_tables import LatencyTable
@@ -408,7 +409,7 @@ def test_load_image_keeps_aspect_ratio_and_centre_crops(tmp_path):
     img = Image.new("RGB", (40, 20), (255, 255, 255))
     img.paste((0, 0, 0), (0, 0, 8, 20))  # a black band at the left edge is cropped away
     img.save(tmp_path / "wide.png")
-    x = load_image(tmp_path / "wide.png", 32)
+    x = load_image(tmp_path / "wide.png", 32, Preprocessing(resize="crop"))
     assert x.shape == (3, 32, 32)
     white = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     assert np.allclose(x[:, :, 0], white[:, None], atol=0.05)

@@ -16,12 +16,11 @@ from hwnas.cli import main
 from hwnas.latency_tables import LatencyTable, OpKey
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.profilers import session as session_mod
-from hwnas.profilers.statistics import LoadGuard, StatsConfig
 from hwnas.profilers.torch_backend import TorchCPUProfiler
 from hwnas.spaces import OpInstance, get_space
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--quick", "--no-load-guard", "--no-progress"]
+FAST = ["--quick", "--no-progress"]
 TINY_OPS = len(get_space("tiny").all_ops())
 
 
@@ -44,14 +43,16 @@ def table_copy(tiny_table, tmp_path) -> Path:
 
 
 def count_measures(monkeypatch) -> list:
+    """Shapes of the ops prepared for timing (the reference network excluded)."""
     calls = []
-    original = TorchCPUProfiler.measure
+    original = TorchCPUProfiler.prepare
 
-    def measure(self, module, shape):
-        calls.append(tuple(shape))
+    def prepare(self, module, shape):
+        if not hasattr(module, "conv_head") or not hasattr(module, "blocks"):
+            calls.append(tuple(shape))
         return original(self, module, shape)
 
-    monkeypatch.setattr(TorchCPUProfiler, "measure", measure)
+    monkeypatch.setattr(TorchCPUProfiler, "prepare", prepare)
     return calls
 
 
@@ -81,7 +82,7 @@ def test_profile_fills_a_complete_valid_table(tiny_table, capsys):
     assert len(table) == TINY_OPS
     assert table.backend == "torch-cpu" and table.backend_options["threads"] == 1
     assert table.spaces == ["tiny"] and table.resolutions == [32] and table.overhead_ms > 0
-    assert table.statistics["max_repeats"] == StatsConfig.quick().max_repeats
+    assert table.rounds["rounds"] == 2 and table.reference["ms"] > 0
     assert table.device["cpu"]["threads_used"] == 1
     LatencyPredictor(table, space)  # every op of the space is there
     head = table.get(OpKey.for_op(space.head_op(16, 8, 8), space.build_config.name))
@@ -155,29 +156,29 @@ def test_resume_with_other_options_is_refused(table_copy, capsys):
 
 def test_ctrl_c_saves_what_was_finished(tmp_path, monkeypatch, capsys):
     out = tmp_path / "t.json"
-    original = TorchCPUProfiler.measure
+    original = TorchCPUProfiler.prepare
     calls = []
 
-    def measure(self, module, shape):
+    def prepare(self, module, shape):
         calls.append(shape)
-        if len(calls) == 4:
+        if len(calls) == 9:  # the second chunk of 4 ops (after the reference network)
             raise KeyboardInterrupt
         return original(self, module, shape)
 
-    monkeypatch.setattr(TorchCPUProfiler, "measure", measure)
-    assert profile(out) == 130
+    monkeypatch.setattr(TorchCPUProfiler, "prepare", prepare)
+    assert profile(out, "--chunk-size", "4") == 130
     assert "finished work is saved" in capsys.readouterr().err
-    assert len(LatencyTable.load(out)) == 3
-    monkeypatch.setattr(TorchCPUProfiler, "measure", original)
+    assert len(LatencyTable.load(out)) == 4
+    monkeypatch.setattr(TorchCPUProfiler, "prepare", original)
     assert profile(out, "--resume") == 0
     assert len(LatencyTable.load(out)) == TINY_OPS
 
 
-def test_kill_9_then_resume_loses_no_finished_entry(tmp_path):
+def test_kill_9_then_resume_loses_no_finished_round(tmp_path):
     out = tmp_path / "t.json"
-    # slow statistics (each op takes its 0.3 s cap) so that the kill lands mid-run
+    # many rounds, so that the kill lands mid-run with rounds finished but ops unfinished
     cmd = [sys.executable, "-m", "hwnas.cli", "profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out),
-           "--no-progress", "--no-load-guard", "--min-repeats", "100000", "--max-time-per-op", "0.3"]
+           "--no-progress", "--rounds", "200", "--max-calls", "3", "--chunk-size", "7"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     reads, deadline = 0, time.monotonic() + 90
@@ -186,7 +187,7 @@ def test_kill_9_then_resume_loses_no_finished_entry(tmp_path):
             if out.exists():
                 doc = json.loads(out.read_text())  # valid JSON at every moment
                 reads += 1
-                if len(doc["entries"]) >= 2:
+                if len(doc["entries"]) >= 7 and doc["pending"]:
                     break
             time.sleep(0.02)
     finally:
@@ -194,54 +195,33 @@ def test_kill_9_then_resume_loses_no_finished_entry(tmp_path):
         _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-500:]
     finished = LatencyTable.load(out)
-    assert 2 <= len(finished) < TINY_OPS and reads >= 1
-    assert profile(out, "--resume") == 0
+    pending = {k: len(v) for k, v in finished.pending.items()}
+    assert 7 <= len(finished) < TINY_OPS and pending and reads >= 1
+    seen = []
+    original = session_mod.time_rounds
+
+    def spy(items, reference, config, **kw):
+        seen.append({k: len(v) for k, v in (kw.get("records") or {}).items() if v})
+        return original(items, reference, config, **kw)
+
+    session_mod.time_rounds = spy
+    try:
+        assert profile(out, "--resume", "--rounds", "200", "--max-calls", "3", "--chunk-size", "7") == 0
+    finally:
+        session_mod.time_rounds = original
     resumed = LatencyTable.load(out)
-    assert len(resumed) == TINY_OPS
+    assert len(resumed) == TINY_OPS and not resumed.pending
     assert all(resumed.entries[k] == m for k, m in finished.entries.items())
+    assert seen[0] == pending  # the resumed run started from every finished round
+    assert resumed.reference["ms"] == finished.reference["ms"]
 
 
-# --- load guard ---------------------------------------------------------------------------------
-class FixedProfiler(TorchCPUProfiler):
-    """A torch-cpu profiler whose measurements are counted (to test the session's re-measure)."""
-
-    def __init__(self):
-        super().__init__(stats=StatsConfig.quick())
-        self.measured = 0
-
-    def measure(self, module, shape):
-        self.measured += 1
-        return super().measure(module, shape)
-
-
-def test_an_op_timed_under_load_is_re_measured(monkeypatch):
-    space = get_space("tiny")
-    key, op = session_mod.space_keys(space)[1]
-    levels = iter([1.0] * 16 + [3.0] * 16 + [1.0] * 16 + [1.0] * 16)  # busy after the first try
-    guard = LoadGuard(lambda: next(levels), calls=15)
-    guard.ratio()
-    monkeypatch.setattr(session_mod.time, "sleep", lambda s: None)
-    profiler = FixedProfiler()
-    entry, redone = session_mod._measure_op(profiler, space, key, op, guard, 2, 0, Path("x.json"))
-    assert redone == 1 and entry.remeasured == 1 and profiler.measured == 2
-
-
-def test_a_machine_busy_throughout_gives_up_after_max_remeasure(monkeypatch):
-    space = get_space("tiny")
-    key, op = session_mod.space_keys(space)[1]
-    values = iter([1.0] * 16 + [3.0] * 1000)
-    guard = LoadGuard(lambda: next(values), calls=15)
-    guard.ratio()
-    monkeypatch.setattr(session_mod.time, "sleep", lambda s: None)
-    profiler = FixedProfiler()
-    entry, redone = session_mod._measure_op(profiler, space, key, op, guard, 2, 0, Path("x.json"))
-    assert redone == 2 and profiler.measured == 3
-
-
-def test_profile_with_the_load_guard_on(tmp_path):
-    out = tmp_path / "g.json"
-    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), "--quick", "--no-progress"]) == 0
-    assert len(LatencyTable.load(out)) == TINY_OPS
+def test_every_entry_is_the_median_of_its_interleaved_rounds(tiny_table):
+    table = LatencyTable.load(tiny_table)
+    assert table.rounds["rounds"] == 2 and table.reference["ms"] > 0
+    assert table.reference["space"] == "tiny" and len(table.reference["choices"]) == 3
+    for m in table.entries.values():
+        assert m.p10_ms <= m.p50_ms <= m.p90_ms and m.count >= 2 * 2
 
 
 # --- merge --------------------------------------------------------------------------------------
@@ -281,9 +261,9 @@ def test_merge_two_halves_and_refuse_a_foreign_table(table_copy, tmp_path, capsy
         (["--space", "tiny", "--backend", "nope"], "unknown backend 'nope'; available here: torch-cpu"),
         (["--space", "tiny", "--backend", "torch-cpu", "--opt-level", "basic"], "does not take --opt-level"),
         (["--space", "tiny", "--backend", "torch-cpu", "--resolution", "100"], "multiple of 32"),
-        (["--space", "tiny", "--backend", "torch-cpu", "--min-repeats", "0"], "min_repeats must be >= 1"),
-        (["--space", "tiny", "--backend", "torch-cpu", "--target-ci", "2"], "target_rel_ci must be in (0, 1)"),
-        (["--space", "tiny", "--backend", "torch-cpu", "--max-time-per-op", "0"], "time cap per op"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--rounds", "0"], "rounds must be >= 1"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--drift-limit", "0"], "drift_limit must be > 0"),
+        (["--space", "tiny", "--backend", "torch-cpu", "--chunk-size", "0"], "chunk_size must be >= 1"),
     ],
 )
 def test_bad_profile_input(argv, message, tmp_path, capsys):

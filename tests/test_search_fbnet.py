@@ -16,8 +16,10 @@ from hwnas.data import load_data
 from hwnas.errors import LutError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.runs import read_jsonl
-from hwnas.search import (STRATEGIES, BudgetError, Evaluator, FBNetConfig, FBNetStrategy, RandomConfig, RandomStrategy,
-                          SearchProblem, parse_budget, repair_to_budget, resolve_budget, top_k_choices)
+from hwnas.search import (STRATEGIES, BudgetError, Evaluator, FBNetConfig, FBNetStrategy, LoopConfig, RandomStrategy,
+                          SearchProblem, parse_budget, read_history, repair_to_budget, resolve_budget, run_search,
+                          top_k_choices)
+from hwnas.search.evaluators import make_evaluator
 from hwnas.search.budget import FILL_MAX_LOG_RATIO, fill_budget, fit_to_budget, latency_range_ms
 from hwnas.search.latency_loss import budget_penalty, latency_aware_loss
 from hwnas.search.supernet import Supernet
@@ -240,10 +242,10 @@ def test_search_meets_a_tight_budget(space, predictor, lut_file, tmp_path, capsy
 def test_resume_continues_from_the_checkpoint(space, predictor, digits, tmp_path):
     budget = resolve_budget(parse_budget("50%"), predictor)
     strategy = FBNetStrategy(FBNetConfig(epochs=2, **FAST))
-    full = strategy.search(problem(space, predictor, digits, tmp_path / "full", budget))
-    part = strategy.search(problem(space, predictor, digits, tmp_path / "part", budget), stop_after=1)
+    full = run_search(problem(space, predictor, digits, tmp_path / "full", budget), strategy)
+    part = run_search(problem(space, predictor, digits, tmp_path / "part", budget), strategy, stop_after=1)
     assert not part.finished and len(read_jsonl(tmp_path / "part" / "log.jsonl")) == 1
-    resumed = strategy.search(problem(space, predictor, digits, tmp_path / "part", budget, resume=True))
+    resumed = run_search(problem(space, predictor, digits, tmp_path / "part", budget, resume=True), strategy)
     assert resumed.finished and resumed.arch == full.arch
     a = torch.load(tmp_path / "full" / "supernet.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "supernet.pt", weights_only=True)
@@ -297,8 +299,12 @@ def test_lut_of_another_space_is_a_lut_error(space):
 
 
 # --- the strategy seam ---------------------------------------------------------------------------
-def test_registry_holds_fbnet_and_random():
-    assert {"fbnet", "random"} <= set(STRATEGIES)
+def test_registry_holds_every_strategy():
+    assert {"fbnet", "random", "evolution", "tpe", "nsga2"} <= set(STRATEGIES)
+
+
+STRATEGY_FLAGS = {"fbnet": ["--top-k", "1", "--warmup-epochs", "0"], "evolution": ["--trials", "2", "--population", "2"],
+                  "nsga2": ["--trials", "2", "--population", "2"]}
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -310,10 +316,13 @@ def test_every_strategy_meets_the_budget(name, space, predictor, digits, lut_fil
     args = build_parser().parse_args([
         "search", "--strategy", name, "--space", "tiny", "--lut", str(lut_file), "--data", "digits",
         "--out", str(tmp_path / name), "--epochs", "1", "--max-batches", "2", "--batch-size", "32",
-        "--samples", "2", "--top-k", "1", "--warmup-epochs", "0",
+        *STRATEGY_FLAGS.get(name, ["--trials", "2"]),
     ])
     budget = resolve_budget(parse_budget("30%"), predictor)
-    result = STRATEGIES[name].from_args(args).search(problem(space, predictor, digits, tmp_path / name, budget))
+    strategy = STRATEGIES[name].from_args(args)
+    p = problem(space, predictor, digits, tmp_path / name, budget)
+    evaluator = make_evaluator("scratch", p, epochs=1, batch_size=32, max_batches=2) if strategy.uses_evaluator else None
+    result = run_search(p, strategy, evaluator, LoopConfig(trials=getattr(args, "trials", 20)))
     assert result.strategy == name and result.arch.space == "tiny"
     assert predictor.latency_ms(result.arch) <= budget and result.predicted_ms <= budget
     assert load_arch(tmp_path / name / "arch.json") == result.arch
@@ -336,13 +345,17 @@ def test_cli_resume_of_a_finished_search_and_changed_settings(lut_file, tmp_path
 
 def test_random_strategy_meets_the_budget_and_resumes(space, predictor, digits, tmp_path):
     budget = resolve_budget(parse_budget("40%"), predictor)
-    strategy = RandomStrategy(RandomConfig(samples=2, epochs=1, batch_size=32, max_batches=2))
-    part = strategy.search(problem(space, predictor, digits, tmp_path / "r", budget), stop_after=1)
-    assert len(part.candidates) == 1
-    result = strategy.search(problem(space, predictor, digits, tmp_path / "r", budget, resume=True))
-    assert len(result.candidates) == 2 and result.candidates[0] == part.candidates[0]
+    p = problem(space, predictor, digits, tmp_path / "r", budget)
+    evaluator = make_evaluator("scratch", p, epochs=1, batch_size=32, max_batches=2)
+    part = run_search(p, RandomStrategy(), evaluator, LoopConfig(trials=2), stop_after=1)
+    first = [t for t in read_history(tmp_path / "r" / "trials.jsonl") if t.state != "infeasible"]
+    assert len(first) == 1 and not part.finished
+    result = run_search(problem(space, predictor, digits, tmp_path / "r", budget, resume=True), RandomStrategy(),
+                        evaluator, LoopConfig(trials=2))
+    evaluated = [t for t in read_history(tmp_path / "r" / "trials.jsonl") if t.state != "infeasible"]
+    assert len(evaluated) == 2 and evaluated[0] == first[0]
     assert result.predicted_ms <= budget
-    assert result.arch == max(result.candidates, key=lambda c: c.score).arch
+    assert result.arch == max(evaluated, key=lambda t: t.top1).arch
 
 
 def test_search_predicts_the_head_of_the_data_and_refuses_a_table_without_it(lut_file, tmp_path, capsys):
@@ -363,17 +376,17 @@ class ScoreByMacs(Evaluator):
     def __init__(self, predictor):
         self.predictor, self.calls = predictor, []
 
-    def evaluate(self, arch):
+    def score(self, arch, seed):
         self.calls.append(arch.hash)
         return 100.0 * self.predictor.latency_ms(arch)
 
 
 def test_finalists_are_the_argmax_and_samples_and_the_best_is_returned(space, predictor, digits, tmp_path):
     budget = resolve_budget(parse_budget("50%"), predictor)
-    plain = FBNetStrategy(FBNetConfig(epochs=1, **FAST)).search(problem(space, predictor, digits, tmp_path / "a", budget))
+    plain = run_search(problem(space, predictor, digits, tmp_path / "a", budget), FBNetStrategy(FBNetConfig(epochs=1, **FAST)))
     scorer = ScoreByMacs(predictor)
     cfg = FBNetConfig(epochs=1, finalists=3, **FAST)
-    result = FBNetStrategy(cfg, evaluator=scorer).search(problem(space, predictor, digits, tmp_path / "b", budget))
+    result = run_search(problem(space, predictor, digits, tmp_path / "b", budget), FBNetStrategy(cfg, evaluator=scorer))
     finalists = result.details["finalists"]
     assert [f["note"] for f in finalists] == ["argmax", "sample", "sample"]
     assert finalists[0]["hash"] == plain.arch.hash  # the same supernet run: the argmax is the plain result
@@ -385,7 +398,7 @@ def test_finalists_are_the_argmax_and_samples_and_the_best_is_returned(space, pr
 
     # resuming the finished search with more finalists trains only the new one
     more = FBNetStrategy(FBNetConfig(epochs=1, finalists=4, **FAST), evaluator=ScoreByMacs(predictor))
-    again = more.search(problem(space, predictor, digits, tmp_path / "b", budget, resume=True))
+    again = run_search(problem(space, predictor, digits, tmp_path / "b", budget, resume=True), more)
     assert [f["hash"] for f in again.details["finalists"][:3]] == [f["hash"] for f in finalists]
     assert more.evaluator.calls == [again.details["finalists"][3]["hash"]]
 

@@ -7,7 +7,6 @@ import pytest
 
 from hwnas.errors import ProfileError
 from hwnas.profilers.statistics import (
-    LoadGuard,
     Stats,
     StatsConfig,
     measure_adaptive,
@@ -140,20 +139,3 @@ def test_bad_settings_are_refused(bad):
 def test_quick_settings_are_valid_and_small():
     quick = StatsConfig.quick()
     assert quick.max_repeats <= 20 and quick.max_time_s <= 0.1
-
-
-def test_load_guard_ratio_against_the_lowest_baseline():
-    levels = iter([1.0] * 16 + [2.0] * 16 + [0.8] * 16 + [1.0] * 16)
-    guard = LoadGuard(lambda: next(levels), calls=15, threshold=1.25)
-    assert guard.ratio() == 1.0
-    r = guard.ratio()
-    assert r == 2.0 and guard.busy(r)
-    assert guard.ratio() == 1.0 and guard.baseline == 0.8
-    assert guard.ratio() == pytest.approx(1.25) and not guard.busy(guard.last_ratio)
-
-
-def test_load_guard_settings_are_checked():
-    with pytest.raises(ProfileError):
-        LoadGuard(lambda: 1.0, calls=0)
-    with pytest.raises(ProfileError):
-        LoadGuard(lambda: 1.0, threshold=1.0)

@@ -1,13 +1,16 @@
-"""`hwnas arch sample|summary|show` and `hwnas presets`."""
+"""`hwnas arch sample|summary|show|import` and `hwnas presets`."""
 
 from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 from ..arch import resolve_arch, save_arch
 from ..arch import Arch
+from ..errors import ArchError
 from ..models import arch_model, space_of
+from ..ofa_config import load_ofa_config
 from ..presets import PRESETS, get_preset
 from ..spaces import get_space
 from ..summary import summarize
@@ -21,6 +24,7 @@ def register(subparsers) -> None:
     sample.add_argument("--space", required=True)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="write the JSON here (default: print it)")
+    sample.add_argument("--force", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=cmd_sample)
 
     summary = sub.add_parser("summary", help="params, MACs and activations of an architecture")
@@ -33,6 +37,14 @@ def register(subparsers) -> None:
     show.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     show.set_defaults(func=cmd_show)
 
+    imp = sub.add_parser("import", help="an architecture of ours from a Once-for-All net.config")
+    imp.add_argument("file", metavar="FILE", help="the JSON that OFA's get_active_subnet().config (net.config) holds")
+    imp.add_argument("--format", required=True, choices=["ofa"],
+                     help="ofa: an OFA MobileNetV3 w1.2 subnet, imported into space mobilenetv3_w12")
+    imp.add_argument("--out", required=True, help="architecture JSON to write")
+    imp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    imp.set_defaults(func=cmd_import)
+
     presets = subparsers.add_parser("presets", help="list the built-in published architectures")
     presets.set_defaults(func=cmd_presets)
 
@@ -41,6 +53,8 @@ def cmd_sample(args) -> int:
     space = get_space(args.space)
     arch = Arch.create(space, space.sample(random.Random(args.seed)))
     if args.out:
+        if Path(args.out).exists() and not args.force:
+            raise ArchError(f"{args.out} exists; pass --force to replace it or choose another --out")
         save_arch(arch, args.out)
         print(f"wrote {args.out} ({arch.space}, hash {arch.hash})")
     else:
@@ -67,6 +81,19 @@ def cmd_show(args) -> int:
     arch = resolve_arch(args.arch)
     space = space_of(arch)
     print(json.dumps({"space": arch.space, "hash": arch.hash, "arch_def": arch.arch_def(space)}, indent=2))
+    return 0
+
+
+def cmd_import(args) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ArchError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    arch, classes = load_ofa_config(args.file)
+    save_arch(arch, out)
+    depths = ", ".join(arch.choice_map[f"s{i}.depth"] for i in range(1, 6))
+    note = "" if classes == 1000 else (f"; its classifier has {classes} classes: predict it with --num-classes {classes} "
+                                       "on a table that holds that head (OFA's published tables hold the 1000-class one)")
+    print(f"wrote {out} ({arch.space}, hash {arch.hash}, stage depths {depths}{note})")
     return 0
 
 

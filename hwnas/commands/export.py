@@ -14,7 +14,9 @@ from ..errors import ExportError
 from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_onnx
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
 from ..export.report import REPORT_NAME, build_report, latency_prediction, latency_section, write_report
-from ..jsonio import atomic_write_bytes
+from ..jsonio import atomic_write_bytes, sha256_file
+from ..locks import hold_all
+from ..runs import check_writable
 
 DYNAMIC_PARITY_BATCHES = (1, 3)
 DEFAULT_MAX_BATCH = 16
@@ -43,10 +45,16 @@ def register(subparsers) -> None:
                    help="also measure the exported model on this table's backend and compare with the prediction")
     p.add_argument("--report", metavar="PATH", default=None, help=f"report path (default: {REPORT_NAME} beside the ONNX file)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files (atomically; the report records each replaced file's sha256)")
     trt = p.add_argument_group("TensorRT (needs the tensorrt package and an NVIDIA GPU)")
     trt.add_argument("--tensorrt", metavar="FILE", default=None, help="also build a serialized TensorRT engine")
     trt.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
-    trt.add_argument("--int8", action="store_true", help="int8 with entropy calibration (needs --calib-data)")
+    trt.add_argument("--int8", action="store_true",
+                     help="int8 by explicit quantization: Q/DQ nodes calibrated on real images (needs --calib-data)")
+    trt.add_argument("--int8-mode", choices=("qdq", "legacy"), default=None,
+                     help="qdq (default; TensorRT 10 and 11) or legacy: the implicit IInt8EntropyCalibrator2, "
+                          "deprecated since TensorRT 10.1, only where the installed TensorRT still has it")
     trt.add_argument("--calib-data", metavar="DIR", default=None, help="images for int8 calibration (ImageFolder-style)")
     trt.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT, help=f"calibration images (default {DEFAULT_CALIB_COUNT})")
     trt.add_argument("--max-batch", type=int, default=None,
@@ -59,11 +67,14 @@ def _check_options(args) -> None:
     """Cross-option rules argparse cannot express; one-line errors before any work."""
     if not args.tensorrt:
         given = [flag for flag, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib-data", args.calib_data),
-                                       ("--max-batch", args.max_batch), ("--workspace-mb", args.workspace_mb)) if on]
+                                       ("--max-batch", args.max_batch), ("--workspace-mb", args.workspace_mb),
+                                       ("--int8-mode", args.int8_mode)) if on]
         if given:
             raise ExportError(f"{given[0]} applies to a TensorRT engine; add --tensorrt FILE")
     if args.int8 and not args.calib_data:
         raise ExportError("--int8 needs calibration images: add --calib-data DIR (an ImageFolder-style folder)")
+    if args.int8_mode and not args.int8:
+        raise ExportError("--int8-mode applies to --int8 engines; add --int8 or drop --int8-mode")
     if args.calib_data and not args.int8:
         raise ExportError("--calib-data is used by --int8 only; add --int8 or drop --calib-data")
     if args.max_batch is not None and not args.dynamic_batch:
@@ -72,9 +83,35 @@ def _check_options(args) -> None:
         raise ExportError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.workspace_mb is not None and args.workspace_mb < 1:
         raise ExportError(f"--workspace-mb must be >= 1, got {args.workspace_mb}")
-    outputs = [Path(p).resolve() for p in (args.onnx, args.tensorrt, _report_path(args)) if p]
+    outputs = [Path(p).resolve() for p in _outputs(args)]
     if len(set(outputs)) != len(outputs):
         raise ExportError("--onnx, --tensorrt and the report must be different files")
+    _check_outputs(args)
+
+
+def _check_outputs(args) -> None:
+    """No output is a directory, none exists without --force, every folder is writable."""
+    for path in _outputs(args):
+        if Path(path).is_dir():
+            raise ExportError(f"output {path} is a directory; give a file path")
+        if Path(path).exists() and not args.force:
+            raise ExportError(f"{path} exists; pass --force to replace it (atomically, its sha256 recorded in the report) "
+                              "or choose another path")
+    for flag, path in (("--onnx", args.onnx), ("--tensorrt", args.tensorrt), ("--report", _report_path(args))):
+        if path:
+            check_writable(path, flag)
+
+
+def _outputs(args) -> list[str]:
+    return [str(p) for p in (args.onnx, args.tensorrt, _report_path(args)) if p]
+
+
+def _replaced(args) -> dict | None:
+    """{output kind: {path, sha256}} of the files --force is about to replace (None when none)."""
+    kinds = {"onnx": args.onnx, "tensorrt": args.tensorrt, "report": str(_report_path(args))}
+    found = {kind: {"path": str(path), "sha256": sha256_file(path)} for kind, path in kinds.items()
+             if path and Path(path).is_file()}
+    return found or None
 
 
 def _exporter_and_opset(args, table) -> tuple[str, int]:
@@ -94,10 +131,16 @@ def _report_path(args) -> Path:
 
 
 def cmd_export(args) -> int:
+    _check_options(args)
+    with hold_all(_outputs(args), "export output"):
+        _check_outputs(args)  # again under the lock: another export may have written them meanwhile
+        return _export(args)
+
+
+def _export(args) -> int:
     from ..export.model import prepare_model
     from ..latency_tables.table import LatencyTable
 
-    _check_options(args)
     batch = None if args.dynamic_batch else (1 if args.batch is None else args.batch)
     table = LatencyTable.load(args.lut) if args.lut else None
     exporter, opset = _exporter_and_opset(args, table)
@@ -106,7 +149,7 @@ def cmd_export(args) -> int:
     if args.tensorrt:
         from ..export import tensorrt_engine
 
-        tensorrt_engine.check_available()
+        trt = tensorrt_engine.check_available()
     source = prepare_model(args.arch, weights=args.weights, resolution=args.resolution)
     prediction = None
     if table is not None:
@@ -118,11 +161,14 @@ def cmd_export(args) -> int:
         engine_spec = tensorrt_engine.EngineSpec(
             resolution=source.resolution, batch=onnx_spec.batch, max_batch=args.max_batch or DEFAULT_MAX_BATCH,
             fp16=args.fp16, int8=args.int8, workspace_mb=args.workspace_mb or tensorrt_engine.DEFAULT_WORKSPACE_MB,
+            int8_mode=args.int8_mode or "qdq",
         )
+        tensorrt_engine.plan_build(trt, engine_spec)  # a precision this TensorRT cannot build fails here
         if args.int8:
             from ..export.calibration import ImageBatches
 
-            calibration = ImageBatches(args.calib_data, source.resolution, engine_spec.calibration_batch, args.calib_count)
+            calibration = ImageBatches(args.calib_data, source.resolution, engine_spec.calibration_batch, args.calib_count,
+                                       preprocessing=source.preprocessing)
 
     onnx_bytes = export_onnx(source, onnx_spec)
     batches = DYNAMIC_PARITY_BATCHES if onnx_spec.dynamic_batch else (onnx_spec.batch,)
@@ -149,6 +195,7 @@ def cmd_export(args) -> int:
         latency = latency_section(args.lut, table, prediction, source.model, source.resolution, onnx_spec.batch,
                                   onnx_bytes)
 
+    replaced = _replaced(args) if args.force else None
     atomic_write_bytes(args.onnx, onnx_bytes)
     if engine is not None:
         atomic_write_bytes(args.tensorrt, engine)
@@ -158,7 +205,7 @@ def cmd_export(args) -> int:
         parity={k: v.to_dict() for k, v in parity.items()},
         output_shape=[onnx_spec.input_shape(source.resolution)[0], source.num_classes],
         engine_spec=engine_spec, engine_path=args.tensorrt, engine_bytes=len(engine) if engine is not None else None,
-        latency=latency,
+        latency=latency, replaced=replaced,
     )
     write_report(report_path, report)
 
@@ -176,10 +223,14 @@ def cmd_export(args) -> int:
     if latency:
         stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
-              f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}), error {latency['error_pct']:+.1f}%")
+              f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}, at the table's speed), error "
+              f"{latency['error_pct']:+.1f}%; as timed now {latency['absolute_ms']:.2f} ms (the machine runs "
+              f"{latency['speed_vs_table']:.3f}x its time at profiling)")
     if engine is not None:
         print(f"  wrote {args.tensorrt} ({_mb(len(engine))}, {engine_spec.precision})")
     print(f"  wrote {report_path}")
+    for kind, old in (replaced or {}).items():
+        print(f"  replaced {old['path']} (was sha256 {old['sha256'][:12]}...; recorded in the report)")
     return 0
 
 

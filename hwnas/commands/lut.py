@@ -1,4 +1,4 @@
-"""`hwnas lut show FILE` and `hwnas lut merge A B ... --out C`."""
+"""`hwnas lut show FILE`, `hwnas lut merge A B ... --out C` and `hwnas lut import FILE... --format F --out T`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 from ..errors import LutError
+from ..jsonio import sha256_file
+from ..latency_tables.published import FORMATS, combine, import_published, is_published, table_name
+from ..locks import hold
+from ..runs import check_writable
 from ..latency_tables.table import LatencyTable
 
 
@@ -25,6 +29,19 @@ def register(subparsers) -> None:
     merge.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     merge.set_defaults(func=cmd_merge)
 
+    imp = sub.add_parser("import", help="convert published latency tables (Once-for-All, ProxylessNAS) into hwnas tables")
+    imp.add_argument("files", metavar="FILE", nargs="+", help="the published YAML tables, one per resolution")
+    imp.add_argument("--format", required=True, choices=sorted(FORMATS),
+                     help="ofa: Once-for-All's MobileNetV3 w1.2 tables (space mobilenetv3_w12); proxylessnas: "
+                          "ProxylessNAS's mobile_trim.yaml (space proxylessnas)")
+    imp.add_argument("--out", required=True,
+                     help="TABLE.json for one table, or a directory (existing, or ending in /) for one table per file")
+    imp.add_argument("--device", default=None,
+                     help="the device the tables were measured on (default: known from the file's name or folder, "
+                          "e.g. note10/ -> Samsung Galaxy Note10, mobile_trim.yaml -> Google Pixel 1)")
+    imp.add_argument("--force", action="store_true", help="overwrite existing output tables")
+    imp.set_defaults(func=cmd_import)
+
 
 def summarize(table: LatencyTable, top: int = 10) -> dict:
     """What `lut show` prints: where and how the table was measured, and its slowest ops."""
@@ -38,6 +55,8 @@ def summarize(table: LatencyTable, top: int = 10) -> dict:
         "backend": table.backend,
         "backend_options": table.backend_options,
         "device": {
+            "name": table.device.get("name"),
+            "source": table.device.get("source"),
             "cpu": cpu.get("model"),
             "cpus": cpu.get("cpus_available"),
             "threads_used": cpu.get("threads_used"),
@@ -74,18 +93,24 @@ def cmd_show(args) -> int:
     dev = doc["device"]
     options = ", ".join(f"{k}={v}" for k, v in sorted(doc["backend_options"].items()))
     print(f"{args.table}")
-    print(f"  device      {dev['cpu']} ({dev['cpus']} cpus available, {dev['threads_used']} threads used)"
-          + (f"; GPU {dev['gpu']} driver {dev['driver']}" if dev["gpu"] else ""))
-    libs = ", ".join(f"{k} {v}" for k, v in dev["libraries"].items() if v)
-    print(f"  libraries   {libs}")
+    if table.device.get("published"):
+        print(f"  device      {dev['name']} (published: {dev['source']})")
+    else:
+        print(f"  device      {dev['cpu']} ({dev['cpus']} cpus available, {dev['threads_used']} threads used)"
+              + (f"; GPU {dev['gpu']} driver {dev['driver']}" if dev["gpu"] else ""))
+        libs = ", ".join(f"{k} {v}" for k, v in dev["libraries"].items() if v)
+        print(f"  libraries   {libs}")
     print(f"  backend     {doc['backend']} ({options})")
     print(f"  inputs      batch {doc['batch']}, {doc['dtype']}")
     print(f"  spaces      {', '.join(doc['spaces']) or '-'} at {', '.join(map(str, doc['resolutions'])) or '-'} px")
     overhead = f"{doc['overhead_ms']:.4f} ms per call" if doc["overhead_ms"] is not None else "not measured"
     print(f"  entries     {doc['entries']} (overhead {overhead}; created {doc['created']})")
     q = doc["quality"]
-    print(f"  quality     {q['above_target_ci']} above the target CI, {q['remeasured_under_load']} re-measured "
-          f"under load, {q['rounds_dropped']} disturbed rounds dropped")
+    if table.device.get("published"):
+        print("  statistic   published mean: p10/p50/p90 all hold it (no quantiles were published); memory unknown")
+    else:
+        print(f"  quality     {q['above_target_ci']} above the target CI, {q['remeasured_under_load']} re-measured "
+              f"under load, {q['rounds_dropped']} disturbed rounds dropped")
     if doc["calibration"]:
         print(f"  calibrated  at {', '.join(doc['calibration'])} px")
     if doc["slowest"]:
@@ -99,15 +124,49 @@ def cmd_merge(args) -> int:
     if len(args.tables) < 2:
         raise LutError("merge needs at least two tables")
     out = Path(args.out)
+    if out.is_dir():
+        raise LutError(f"--out {out} is a directory; give a file path")
     if out.exists() and not args.force:
         raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    tables = [LatencyTable.load(path) for path in args.tables]
+    check_writable(out)
+    tables = [LatencyTable.load(path) for path in args.tables]  # each checked, values included
     merged = tables[0]
     for path, table in zip(args.tables[1:], tables[1:]):
         try:
-            merged = merged.merge(table)
+            # published tables of two resolutions may time one op differently: refuse, not overwrite
+            merged = combine([merged, table]) if is_published(merged) and is_published(table) else merged.merge(table)
         except LutError as exc:
             raise LutError(f"cannot merge {path} into {args.tables[0]}: {exc}") from None
-    merged.save(out)
-    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})")
+    LatencyTable.from_dict(merged.to_dict(), source="the merged table")  # what is written reads back
+    with hold(out, "latency table"):
+        if out.exists() and not args.force:  # written by another process since the check above
+            raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
+        replaced = sha256_file(out) if out.is_file() else None
+        merged.save(out)
+    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})"
+          + (f"; replaced a file of sha256 {replaced}" if replaced else ""))
+    return 0
+
+
+def cmd_import(args) -> int:
+    out = Path(args.out)
+    to_dir = out.is_dir() or args.out.endswith(("/", "\\"))
+    results = import_published(args.files, args.format, args.device)
+    for table, report in results:
+        print(f"{report.file}: {report.resolution}px, {report.rows} rows, {report.mapped} mapped onto the "
+              f"{report.ops} ops of {table.spaces[0]}, {len(report.unmapped)} unmapped")
+        for key, why in report.unmapped:
+            print(f"  unmapped {key}: {why}")
+    tables = [table for table, _ in results]
+    try:
+        targets = [(out / table_name(t), t) for t in tables] if to_dir else [(out, combine(tables))]
+    except LutError as exc:
+        raise LutError(f"{exc}: give --out a directory") from None
+    existing = [str(path) for path, _ in targets if path.exists()]
+    if existing and not args.force:
+        raise LutError(f"{existing[0]} exists; pass --force to overwrite it or choose another --out")
+    for path, table in targets:
+        table.save(path)
+        print(f"wrote {path}: {len(table)} entries, {table.spaces[0]} at {', '.join(map(str, table.resolutions))} px, "
+              f"measured on {table.device['name']} (backend {table.backend})")
     return 0

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from ..errors import ProfileError
+from ..locks import hold
 from ..profilers import PROFILERS, available_backends, backend_options, get_profiler
 from ..profilers.session import default_table_name, profile_space
+from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
 from ..spaces import get_space
 
@@ -28,8 +30,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "profile",
         help="measure every unique op of a space on a backend into a latency table",
-        description="Measure every unique op (stem, blocks, heads) of a space into a latency table. "
-                    "The table is checkpointed after every op; --resume continues an interrupted run.",
+        description="Measure every unique op (stem, blocks, heads) of a space into a latency table, in interleaved "
+                    "rounds against a reference network so that the machine's drift cancels out. The table is "
+                    "checkpointed as rounds finish; --resume continues an interrupted run.",
     )
     p.add_argument("--space", required=True)
     p.add_argument("--backend", required=True, help=f"one of: {', '.join(PROFILERS)} (see `hwnas backends`)")
@@ -53,15 +56,18 @@ def register(subparsers) -> None:
     backend.add_argument("--keep-denormals", dest="flush_denormal", action="store_false", default=None,
                          help="torch-cpu: do not flush denormal floats to zero while measuring (they make eager "
                               "timings depend on the random weights, up to 4x)")
-    stats = p.add_argument_group("statistics")
-    stats.add_argument("--quick", action="store_true",
-                       help="few repeats and a 0.1 s cap per op: smoke runs and tests, not a table to ship")
-    stats.add_argument("--min-repeats", type=int, default=None)
-    stats.add_argument("--max-repeats", type=int, default=None)
-    stats.add_argument("--target-ci", type=float, default=None,
-                       help="stop when the 95%% CI half-width of the median is below this fraction (default 0.02)")
-    stats.add_argument("--max-time-per-op", type=float, default=None, help="seconds of timing per op (default 1.0)")
-    p.add_argument("--no-load-guard", action="store_true", help="do not re-measure ops timed while the machine was busy")
+    timing = p.add_argument_group("timing (interleaved rounds; see hwnas/profilers/interleaved.py)")
+    timing.add_argument("--quick", action="store_true",
+                        help="2 short rounds: smoke runs and tests, not a table to ship")
+    timing.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds per op, each in a new random order (default 5)")
+    timing.add_argument("--max-calls", type=int, default=None, help="timed calls per op and round at most (default 25)")
+    timing.add_argument("--drift-limit", type=float, default=None,
+                        help="re-time a segment when the reference network changed by more than this fraction "
+                             "around it (default 0.10)")
+    timing.add_argument("--chunk-size", type=int, default=None,
+                        help="ops prepared (sessions open) at a time (default 64; fewer use less memory)")
+    timing.add_argument("--seed", type=int, default=0, help="seed of the round orders")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_profile)
 
@@ -70,19 +76,15 @@ def register(subparsers) -> None:
     b.set_defaults(func=cmd_backends)
 
 
-def stats_config(args) -> StatsConfig:
-    """StatsConfig from --quick and the explicit overrides."""
-    base = StatsConfig.quick() if args.quick else StatsConfig()
-    overrides = {
-        "min_repeats": args.min_repeats,
-        "max_repeats": args.max_repeats,
-        "target_rel_ci": args.target_ci,
-        "max_time_s": args.max_time_per_op,
-    }
+def rounds_config(args) -> RoundsConfig:
+    """RoundsConfig from --quick and the explicit overrides."""
+    base = RoundsConfig.quick() if args.quick else RoundsConfig()
+    overrides = {"rounds": args.rounds, "max_calls": args.max_calls, "drift_limit": args.drift_limit,
+                 "chunk_size": args.chunk_size}
     values = {**base.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
-    if args.min_repeats is not None and args.max_repeats is None:
-        values["max_repeats"] = max(values["max_repeats"], values["min_repeats"])
-    return StatsConfig(**values)
+    if args.max_calls is not None:
+        values["min_calls"] = min(values["min_calls"], args.max_calls)
+    return RoundsConfig(**values)
 
 
 def _options(args) -> dict:
@@ -102,17 +104,22 @@ def cmd_profile(args) -> int:
     if args.batch < 1:
         raise ProfileError(f"--batch must be >= 1, got {args.batch}")
     space = get_space(args.space, resolution=args.resolution, num_classes=args.num_classes)
-    stats = stats_config(args)
+    rounds = rounds_config(args)
+    stats = StatsConfig.quick() if args.quick else StatsConfig()  # the backend's per-call overhead
     options = _options(args)
     with get_profiler(args.backend, stats=stats, **options) as profiler:
         out = Path(args.out)
         if out.is_dir() or args.out.endswith(("/", "\\")):
             out = out / default_table_name(profiler, profiler.fingerprint())
-        report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
-                               progress=not args.no_progress, load_guard=not args.no_load_guard)
-    note = f", {report.remeasured} re-measured under load" if report.remeasured else ""
+        with hold(out, "latency table"):  # a second `profile` onto this table is refused, not interleaved
+            report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
+                                   progress=not args.no_progress, rounds=rounds, seed=args.seed)
+    note = f", {report.remeasured} re-timed for drift" if report.remeasured else ""
     print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
           f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{note})")
+    if report.drift is not None:
+        print(f"  reference network {report.reference_ms:.3f} ms at the table's speed; the machine's speed moved "
+              f"{(report.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
     return 0
 
 

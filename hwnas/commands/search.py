@@ -1,40 +1,123 @@
-"""`hwnas search`: find an architecture under a latency budget with a registered strategy."""
+"""`hwnas search`: find an architecture under budgets with a registered strategy and evaluator."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..data import load_data, peek_num_classes
+from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
+from ..locks import hold
 from ..runs import refuse_nonempty
-from ..search import STRATEGIES, SearchProblem, get_strategy, parse_budget, resolve_budget
+from ..search import EVALUATORS, STRATEGIES, LoopConfig, SearchProblem, get_strategy, parse_budget, resolve_budget
+from ..search.evaluators import make_evaluator
+from ..search.loop import run_search
+from ..search.verify import Verification, verify_result
+from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
 from ..spaces import get_space
 from .common import add_data_arguments
+
+S = argparse.SUPPRESS
+#: evaluator flags (dests) each evaluator uses
+EVALUATOR_OPTIONS = {"scratch": {"holdout"},
+                     "shared": {"holdout", "supernet", "calib_batches", "calib_batch_size", "score_batches"}}
+#: dest -> flag of every option whose use depends on the strategy or evaluator; filled by register
+OPTIONAL: dict[str, str] = {}
+#: strategy name -> the dests of its own flags
+OWN: dict[str, set[str]] = {}
+
+
+def _optional(group, flag: str, **kwargs) -> None:
+    action = group.add_argument(flag, default=S, **kwargs)
+    OPTIONAL[action.dest] = flag
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "search", help="search an architecture under a latency budget",
-        description="Search a space for an accurate architecture whose LUT-predicted latency meets the budget. "
-                    "Writes RUN_DIR/arch.json (the result), result.json, log.jsonl, plots and a checkpoint.",
+        "search", help="search an architecture under latency, memory and parameter budgets",
+        description="Search a space for an accurate architecture whose predicted latency (and memory, parameters) "
+                    "meet the budgets. Writes RUN_DIR/arch.json (the result) and result.json; trial strategies "
+                    "also trials.jsonl (every trial) and, with several objectives, pareto.json and pareto.png. "
+                    "A flag the chosen strategy or evaluator does not use is refused.",
     )
-    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
+    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES),
+                   help="fbnet: differentiable supernet; random, evolution (aging), tpe, nsga2 (Optuna): samplers "
+                        "over candidates scored by --evaluator")
     p.add_argument("--space", required=True)
     p.add_argument("--lut", required=True, metavar="FILE", help="latency table of the target device (hwnas profile)")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
     p.add_argument("--latency-budget", default=None, metavar="BUDGET",
                    help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not measure the result end to end on this machine against the budget (by default, "
+                        "when the table's backend runs here, it is measured and repaired if over the budget)")
     add_data_arguments(p)
+    loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2)")
+    _optional(loop, "--trials", type=int, help="evaluated candidates (default 20; those rejected over a budget do "
+                                               "not count); a resume may raise it")
+    _optional(loop, "--time-limit", type=float, metavar="S", help="seconds of run time after which no trial starts")
+    _optional(loop, "--evaluator", choices=EVALUATORS,
+              help="scratch: train each candidate --epochs (default); shared: score it with the weights of a SPOS "
+                   "supernet trained once for --epochs (see --supernet)")
+    _optional(loop, "--objectives", help="acc (default), acc,latency or acc,latency,memory: several write the "
+                                         "Pareto front (pareto.json, pareto.png); the result is its most accurate "
+                                         "member within the budgets")
+    _optional(loop, "--memory-budget", help="peak activation memory, e.g. 2MB, 512KiB (predicted from the LUT)")
+    _optional(loop, "--params-budget", help="parameters, e.g. 1.5M, 300k")
+    _optional(loop, "--budget-mode", choices=BUDGET_MODES,
+              help="reject (default): a candidate over a budget is not evaluated; penalise: it is, and its "
+                   "objective is scaled by (value/budget)^-penalty (MnasNet)")
+    _optional(loop, "--penalty", type=float, help="exponent of the penalise mode (default 1.0)")
+    _optional(loop, "--population", type=int, help="evolution (default 100) and nsga2 (default 50): population size")
+    ev = p.add_argument_group("evaluators")
+    _optional(ev, "--holdout", type=float, help="share of the training set candidates are scored on (default 0.2)")
+    _optional(ev, "--supernet", metavar="FILE", help="shared: the SPOS supernet checkpoint; trained there when "
+                                                     "absent, reused (and resumed) when present with the same "
+                                                     "settings (default RUN_DIR/spos_supernet.pt)")
+    _optional(ev, "--calib-batches", type=int, help="shared: batches that recalibrate batch norm per candidate "
+                                                    "(SPOS: 200, the default)")
+    _optional(ev, "--calib-batch-size", type=int, help="shared: their size (SPOS: 128, the default)")
+    _optional(ev, "--score-batches", type=int, help="shared: cap on held-out batches of 256 per score")
     for name, cls in sorted(STRATEGIES.items()):
-        cls.add_arguments(p.add_argument_group(f"{name} strategy"))
+        group = p.add_argument_group(f"{name} strategy")
+        before = len(group._group_actions)
+        cls.add_arguments(group)
+        OWN[name] = set()
+        for action in group._group_actions[before:]:
+            OPTIONAL[action.dest] = action.option_strings[0]
+            OWN[name].add(action.dest)
     p.set_defaults(func=cmd_search)
 
 
+def refuse_unused(args: argparse.Namespace) -> None:
+    """A flag the strategy (or its evaluator) does not use is an error, not silently dropped."""
+    cls = get_strategy(args.strategy)
+    accepted = OWN[cls.name] | set(cls.shared_options)
+    if cls.uses_evaluator:
+        accepted |= EVALUATOR_OPTIONS[getattr(args, "evaluator", "scratch")]
+    for dest in sorted(set(vars(args)) & set(OPTIONAL)):
+        if dest not in accepted:
+            users = sorted(n for n, c in STRATEGIES.items() if dest in OWN[n] | set(c.shared_options))
+            where = f"strategies {', '.join(users)}" if users else "--evaluator " + " / ".join(
+                e for e, opts in EVALUATOR_OPTIONS.items() if dest in opts)
+            raise HwnasError(f"{OPTIONAL[dest]} is not used by --strategy {cls.name}"
+                             + (f" with --evaluator {getattr(args, 'evaluator', 'scratch')}" if cls.uses_evaluator else "")
+                             + f" (it is for {where}); drop it")
+
+
 def cmd_search(args) -> int:
+    refuse_unused(args)
+    if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
+        raise HwnasError("--penalty is used by --budget-mode penalise only; add it or drop --penalty")
     strategy_cls = get_strategy(args.strategy)
     spec = parse_budget(args.latency_budget) if args.latency_budget is not None else None
+    memory = parse_memory_budget(args.memory_budget) if hasattr(args, "memory_budget") else None
+    params = parse_params_budget(args.params_budget) if hasattr(args, "params_budget") else None
+    objectives = parse_objectives(args.objectives) if hasattr(args, "objectives") else ("acc",)
+    loop = LoopConfig(trials=getattr(args, "trials", 20), time_limit_s=getattr(args, "time_limit", None))
     table = LatencyTable.load(args.lut)
     num_classes = peek_num_classes(args.data)
     if num_classes is None:
@@ -47,21 +130,66 @@ def cmd_search(args) -> int:
     refuse_nonempty(args.out, args.resume)
     data = load_data(args.data, args.train_resolution, args.seed, args.data_root)
     progress = not args.no_progress
-    if progress:
-        budget_text = f"budget {budget:.4g} ms" if budget is not None else "no budget"
-        print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
     problem = SearchProblem(space, predictor, budget, data, Path(args.out), args.seed, args.resume, progress,
-                            lut_source=str(args.lut))
-    result = strategy.search(problem)
+                            lut_source=str(args.lut), memory_budget=memory, params_budget=params,
+                            budget_mode=getattr(args, "budget_mode", "reject"), penalty=getattr(args, "penalty", 1.0),
+                            objectives=objectives)
+    evaluator = None
+    if strategy_cls.uses_evaluator:
+        evaluator = make_evaluator(
+            getattr(args, "evaluator", "scratch"), problem, epochs=args.epochs, batch_size=args.batch_size,
+            max_batches=args.max_batches, holdout=getattr(args, "holdout", 0.2), supernet=getattr(args, "supernet", None),
+            calib_batches=getattr(args, "calib_batches", 200), calib_batch_size=getattr(args, "calib_batch_size", 128),
+            score_batches=getattr(args, "score_batches", None))
+    if progress:
+        budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
+        print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
+    with hold(args.out, "run directory"):  # a second search into this --out is refused at once
+        refuse_nonempty(args.out, args.resume)  # again, under the lock
+        result = run_search(problem, strategy, evaluator, loop)
+        print_result(result, args, budget)
+        if result.finished and not args.no_verify:
+            print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
+    return 0
+
+
+def print_verification(verification: Verification, budget: float | None) -> None:
+    if verification.skipped:
+        print(f"on-device check skipped: {verification.skipped}")
+        return
+    first, final = verification.attempts[0], verification.final
+    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
+            f"({first['absolute_ms']:.4g} ms as timed now, the machine at {first['speed']:.3f}x its time at profiling)")
+    if budget is not None:
+        text += f", {first['measured_ms'] / budget:.3f}x the budget"
+    print(text)
+    if verification.repaired:
+        print(f"over the budget: repaired with measured feedback in {len(verification.attempts) - 1} round(s) to "
+              f"{verification.arch.hash}, measured {final['measured_ms']:.4g} ms "
+              f"({final['measured_ms'] / budget:.3f}x the budget); arch.json holds it, result.json 'verify' both")
+    if verification.note:
+        print(verification.note)
+
+
+def print_result(result, args, budget) -> None:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
-    finalists = result.details.get("finalists")
+    details = result.details
+    if "trial_states" in details:
+        states, best = details["trial_states"], details["best_trial"]
+        print(f"best of {details['trials']} evaluated trials: trial {best['number']}, top-1 {best['metrics']['top1']:.2f}% "
+              f"on the held-out split ({details['evaluator']['evaluator']} evaluator); {states['failed']} failed, "
+              f"{states['infeasible']} rejected over a budget (see trials.jsonl, `hwnas runs show {args.out}`)")
+        if len(details["objectives"]) > 1:
+            print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
+                  f"{Path(args.out) / 'pareto.png'}")
+    finalists = details.get("finalists")
     if finalists:
         picked = next(f for f in finalists if f["hash"] == result.arch.hash)
         print(f"best of {len(finalists)} finalists after short training: the {picked['note']} architecture, "
               f"top-1 {picked['score']:.1f}% on the architecture split (see finalists.json)")
-    which = f"the {result.details.get('picked', 'argmax')} architecture"
+    which = f"the {details.get('picked', 'argmax')} architecture"
     if result.repaired:
         print(f"{which} exceeded the budget and was repaired with {len(result.budget_steps)} "
               f"LUT-guided downgrade(s) (see result.json)")
@@ -70,4 +198,3 @@ def cmd_search(args) -> int:
               f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps it as sampled)")
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
           f"--data {args.data} --epochs N --out RUN_DIR`")
-    return 0

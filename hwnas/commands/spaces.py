@@ -35,9 +35,9 @@ def cmd_spaces(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'space':<12} {'decisions':>9} {'log10(#archs)':>13}  description")
+    print(f"{'space':<16} {'decisions':>9} {'log10(#archs)':>13}  description")
     for r in rows:
-        print(f"{r['name']:<12} {r['decisions']:>9} {r['log10_size']:>13.2f}  {r['description']}")
+        print(f"{r['name']:<16} {r['decisions']:>9} {r['log10_size']:>13.2f}  {r['description']}")
     return 0
 
 

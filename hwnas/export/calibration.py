@@ -1,7 +1,8 @@
 """Real images for int8 calibration: an ImageFolder-style directory -> normalised NCHW batches.
 
-Preprocessing is the evaluation transform: shorter side resized to the resolution (bilinear),
-centre crop, [0, 1] scaling, ImageNet mean/std. `deploy/classify.py` does the same in numpy.
+Preprocessing is the model's contract (hwnas.preprocessing, read from its weights): resize
+('stretch' to R x R as in training, or 'crop': shorter side to R and a centre crop; bilinear),
+[0, 1] scaling, the training data's mean/std. `deploy/classify.py` does the same in numpy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .onnx_export import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocessing import IMAGENET, Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 
@@ -29,16 +30,19 @@ def list_images(root: str | Path) -> list[Path]:
     return paths
 
 
-def load_image(path: str | Path, resolution: int) -> np.ndarray:
-    """One image as a normalised float32 CHW array of `resolution` x `resolution`."""
+def load_image(path: str | Path, resolution: int, prep: Preprocessing = IMAGENET) -> np.ndarray:
+    """One image as a normalised float32 CHW array of `resolution` x `resolution`, as `prep` says."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
             w, h = img.size
-            scale = resolution / min(w, h)
-            size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+            if prep.resize == "stretch":
+                size = (resolution, resolution)
+            else:
+                scale = resolution / min(w, h)
+                size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
             if size != (w, h):
                 img = img.resize(size, Image.BILINEAR)
             left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
@@ -46,7 +50,7 @@ def load_image(path: str | Path, resolution: int) -> np.ndarray:
             pixels = np.asarray(img, dtype=np.float32) / 255.0
     except OSError as exc:
         raise DataError(f"cannot read image {path} ({exc}); remove it from the folder") from None
-    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    pixels = (pixels - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
@@ -56,7 +60,8 @@ class ImageBatches:
     The final partial batch is dropped: a TensorRT calibrator's batch size is fixed.
     """
 
-    def __init__(self, root: str | Path, resolution: int, batch_size: int, count: int = 512, seed: int = 0):
+    def __init__(self, root: str | Path, resolution: int, batch_size: int, count: int = 512, seed: int = 0,
+                 preprocessing: Preprocessing = IMAGENET):
         if batch_size < 1 or count < 1:
             raise DataError(f"calibration needs batch size and image count >= 1, got {batch_size} and {count}")
         paths = list_images(root)
@@ -69,6 +74,7 @@ class ImageBatches:
         self.paths = paths[:usable]
         self.resolution = resolution
         self.batch_size = batch_size
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.paths) // self.batch_size
@@ -76,4 +82,4 @@ class ImageBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self.paths), self.batch_size):
             chunk = self.paths[start:start + self.batch_size]
-            yield np.stack([load_image(p, self.resolution) for p in chunk])
+            yield np.stack([load_image(p, self.resolution, self.preprocessing) for p in chunk])

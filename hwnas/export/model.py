@@ -6,7 +6,6 @@ plain ONNX ops (static padding, no custom autograd activations).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,9 @@ from torch import nn
 
 from ..arch import Arch, resolve_arch
 from ..errors import ExportError
+from ..jsonio import sha256_file
 from ..models import arch_model, space_of
+from ..preprocessing import IMAGENET, Preprocessing
 from ..weights import check_weights_match, load_weights
 
 
@@ -43,6 +44,8 @@ class ExportModel:
     num_classes: int
     resolution: int
     weights: WeightsInfo | None
+    #: the inputs the network expects: its training data's (untrained: ImageNet statistics)
+    preprocessing: Preprocessing = IMAGENET
 
     @property
     def params(self) -> int:
@@ -53,7 +56,7 @@ def prepare_model(ref: str, weights: str | None = None, resolution: int | None =
     """Resolve ARCH, load and check the weights (if any), build the model in eval mode.
 
     The resolution defaults to the weights' training resolution, else the space's default; it
-    is validated by the space (a multiple of 32, at least the space's minimum).
+    is validated by the space (a multiple of its resolution step, 32 for most, at least its minimum).
     """
     arch = resolve_arch(ref)
     payload = None
@@ -69,9 +72,10 @@ def prepare_model(ref: str, weights: str | None = None, resolution: int | None =
     info = None
     if payload:
         _load_state_dict(model, payload["state_dict"], weights, arch)
-        info = WeightsInfo(str(weights), _sha256(weights), int(payload["resolution"]), int(payload["num_classes"]))
+        info = WeightsInfo(str(weights), sha256_file(weights), int(payload["resolution"]), int(payload["num_classes"]))
     model.eval()
-    return ExportModel(ref, arch, model, space.num_classes, space.resolution, info)
+    prep = payload["preprocessing"] if payload else IMAGENET
+    return ExportModel(ref, arch, model, space.num_classes, space.resolution, info, prep)
 
 
 def _load_state_dict(model: nn.Module, state_dict: object, path: str, arch: Arch) -> None:
@@ -95,11 +99,3 @@ def _load_state_dict(model: nn.Module, state_dict: object, path: str, arch: Arch
             "the file is damaged or was written by another model; re-save it with `hwnas train`"
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

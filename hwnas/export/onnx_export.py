@@ -10,6 +10,7 @@ TorchScript exporter (deprecated since torch 2.9; opsets 9-20, `dynamic_axes`), 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
@@ -27,9 +28,6 @@ BATCH_DIM = "batch"
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = 18
 OPSET_RANGE = {"dynamo": (18, 23), "torchscript": (9, 20)}
-# the preprocessing the exported network expects (recorded in the ONNX metadata for deploy/)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -65,44 +63,52 @@ def export_onnx(source: ExportModel, spec: OnnxSpec) -> bytes:
     # a symbolic batch is traced at batch 2: torch.export specialises dimensions of size 0 and 1
     example_batch = 2 if spec.dynamic_batch else spec.batch
     example = torch.randn(example_batch, 3, source.resolution, source.resolution)
-    try:
-        with torch.no_grad():
-            if spec.exporter == "dynamo":
-                proto = _export_dynamo(source.model, example, spec)
-            else:
-                proto = _export_torchscript(source.model, example, spec)
-    except ExportError:
-        raise
-    except Exception as exc:  # the exporters raise many types; keep the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        other = "torchscript" if spec.exporter == "dynamo" else "dynamo"
-        raise ExportError(
-            f"torch.onnx ({spec.exporter}) could not export {source.ref}: {type(exc).__name__}: {first[:300]}; "
-            f"try --exporter {other}"
-        ) from None
+    proto = export_module(source.model, example, spec.exporter, spec.opset, dynamic_batch=spec.dynamic_batch,
+                          what=source.ref)
     _add_metadata(proto, source, spec)
     check_onnx(proto, spec, source)
     return proto.SerializeToString()
 
 
-def _export_dynamo(model, example: torch.Tensor, spec: OnnxSpec) -> onnx.ModelProto:
-    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1)},) if spec.dynamic_batch else None
+def export_module(module: torch.nn.Module, example: torch.Tensor, exporter: str = "dynamo", opset: int = DEFAULT_OPSET,
+                  dynamic_batch: bool = False, output_name: str = OUTPUT_NAME, what: str = "the model") -> onnx.ModelProto:
+    """The one torch -> ONNX call of hwnas (`hwnas export` and the ONNX Runtime and TensorRT
+    profilers): input `input`, one output, traced at `example`'s shape, the exporters' chatter muted."""
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # deprecation of torchscript (chosen on purpose), tracer warnings
+            if exporter == "dynamo":
+                return _export_dynamo(module, example, opset, dynamic_batch, output_name)
+            return _export_torchscript(module, example, opset, dynamic_batch, output_name)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporters raise many types; keep the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        raise ExportError(
+            f"torch.onnx ({exporter}) could not export {what}: {type(exc).__name__}: {first[:300]}; "
+            f"try --exporter {other}"
+        ) from None
+
+
+def _export_dynamo(model, example: torch.Tensor, opset: int, dynamic_batch: bool, output_name: str) -> onnx.ModelProto:
+    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1)},) if dynamic_batch else None
     program = torch.onnx.export(
-        model, (example,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes=dynamic_shapes, opset_version=spec.opset, optimize=True, verbose=False,
+        model, (example,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[output_name],
+        dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True, verbose=False,
     )
     return program.model_proto
 
 
-def _export_torchscript(model, example: torch.Tensor, spec: OnnxSpec) -> onnx.ModelProto:
-    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if spec.dynamic_batch else None
+def _export_torchscript(model, example: torch.Tensor, opset: int, dynamic_batch: bool, output_name: str) -> onnx.ModelProto:
+    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}} if dynamic_batch else None
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # chosen on purpose with --exporter torchscript
-        torch.onnx.export(
-            model, (example,), buffer, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes, opset_version=spec.opset, do_constant_folding=True,
-        )
+    torch.onnx.export(
+        model, (example,), buffer, dynamo=False, input_names=[INPUT_NAME], output_names=[output_name],
+        dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -114,8 +120,7 @@ def _add_metadata(proto: onnx.ModelProto, source: ExportModel, spec: OnnxSpec) -
         "hwnas.space": source.arch.space,
         "hwnas.resolution": str(source.resolution),
         "hwnas.num_classes": str(source.num_classes),
-        "hwnas.mean": json.dumps(list(IMAGENET_MEAN)),
-        "hwnas.std": json.dumps(list(IMAGENET_STD)),
+        **source.preprocessing.metadata(),  # hwnas.mean, hwnas.std, hwnas.resize, hwnas.interpolation
         "hwnas.weights_sha256": source.weights.sha256 if source.weights else "untrained",
         "hwnas.exporter": spec.exporter,
     }

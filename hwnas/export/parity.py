@@ -1,7 +1,7 @@
 """Run an exported model and compare its outputs with a reference on the same inputs.
 
-`OnnxRuntimeRunner` follows Polygraphy's runner pattern (activate / infer / deactivate, a
-context manager) and imports neither torch nor hwnas' model code.
+`OnnxRuntimeRunner` is a hwnas.runner.Runner (activate / infer / deactivate, a context manager,
+the protocol the profilers' runners share) and imports neither torch nor hwnas' model code.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ExportError
+from ..runner import Runner
 
 # diff / max|reference output| allowed between two fp32 CPU runs (torch vs ONNX Runtime)
 FP32_TOLERANCE = 1e-4
 PARITY_SEED = 0
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
     """An ONNX Runtime session over model bytes; `infer(x) -> first output`."""
 
     def __init__(self, model: bytes, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
@@ -47,12 +48,6 @@ class OnnxRuntimeRunner:
 
     def deactivate(self) -> None:
         self._session = None
-
-    def __enter__(self) -> "OnnxRuntimeRunner":
-        return self.activate()
-
-    def __exit__(self, *exc) -> None:
-        self.deactivate()
 
 
 @dataclass(frozen=True)

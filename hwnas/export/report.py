@@ -72,23 +72,36 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
     """Predicted vs measured latency of the exported model on the LUT's backend.
 
     ONNX Runtime backends time the exported ONNX bytes themselves; PyTorch backends time the
-    model they were exported from. The prediction is the calibrated one searches use.
+    model they were exported from. The model is timed in interleaved rounds with the table's
+    reference network (hwnas.latency_tables.validation), so that `measured_ms` is at the speed
+    the table was profiled at, as the prediction is; `absolute_ms` is as timed now. The
+    prediction is the calibrated one searches use.
     """
     import tempfile
 
+    import numpy as np
+
     from ..latency_tables.loading import open_profiler
+    from ..latency_tables.validation import END_TO_END
+    from ..profilers.interleaved import time_rounds
+    from ..reference import reference_model, reference_ms
 
     shape = (batch, 3, resolution, resolution)
-    with open_profiler(table) as profiler:
-        if hasattr(profiler, "measure_onnx"):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "model.onnx")
-                with open(path, "wb") as f:
-                    f.write(onnx_bytes)
-                measured, what = profiler.measure_onnx(path, shape), "exported ONNX model"
+    r0 = reference_ms(table.reference)
+    ref_model, ref_shape = reference_model(table.reference, table.batch)
+    with open_profiler(table) as profiler, tempfile.TemporaryDirectory() as tmp:
+        if hasattr(profiler, "prepare_onnx"):
+            path = os.path.join(tmp, "model.onnx")
+            with open(path, "wb") as f:
+                f.write(onnx_bytes)
+            runner, what = profiler.prepare_onnx(path, shape), "exported ONNX model"
         else:
-            measured, what = profiler.measure(model, shape), "PyTorch model"
-    error = (prediction.latency_ms - measured.p50_ms) / measured.p50_ms * 100.0
+            runner, what = profiler.prepare(model, shape), "PyTorch model"
+        with runner, profiler.prepare(ref_model, ref_shape) as reference:
+            (rounds,) = time_rounds({"model": runner.time_call}, reference.time_call, END_TO_END).values()
+    measured = float(np.median([r.normalised(r0) for r in rounds]))
+    speed = float(np.median([r.reference_ms for r in rounds])) / r0
+    error = (prediction.latency_ms - measured) / measured * 100.0
     return {
         "num_classes": int(model.num_classes),
         "lut": str(lut_path),
@@ -98,25 +111,28 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
         "predicted_ms": prediction.latency_ms,
         "raw_sum_ms": prediction.raw_sum_ms,
         "stated_error_pct": prediction.error_pct,
-        "measured_ms": measured.p50_ms,
-        "measured_p10_ms": measured.p10_ms,
-        "measured_p90_ms": measured.p90_ms,
-        "measured_count": measured.count,
+        "coverage_note": prediction.coverage_note,
+        "measured_ms": measured,
+        "absolute_ms": float(np.median([r.time_ms for r in rounds])),
+        "speed_vs_table": speed,
+        "rounds": len(rounds),
         "error_pct": error,
     }
 
 
 def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,
                  engine_spec=None, engine_path=None, engine_bytes: int | None = None,
-                 latency: dict | None = None) -> dict:
-    """Assemble the report document (plain JSON types only)."""
+                 latency: dict | None = None, replaced: dict | None = None) -> dict:
+    """Assemble the report document (plain JSON types only). `replaced`: the files --force replaced
+    ({kind: {path, sha256}}), so an overwrite can be traced."""
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "arch": {"ref": source.ref, "space": source.arch.space, "hash": source.arch.hash, "definition": source.arch.to_dict()},
         "weights": source.weights.to_dict() if source.weights else None,
-        "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params},
+        "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params,
+                  "preprocessing": source.preprocessing.to_dict()},
         "onnx": {
             "path": str(onnx_path),
             "exporter": onnx_spec.exporter,
@@ -128,6 +144,7 @@ def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict,
         "parity": parity,
         "sizes": {"onnx_bytes": onnx_bytes, "engine_bytes": engine_bytes},
         "latency": latency,
+        "replaced": replaced,
         "versions": versions(),
         "device": device_fingerprint(),
     }

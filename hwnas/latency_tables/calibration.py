@@ -1,16 +1,28 @@
 """Corrections from the LUT's additive sum to end-to-end latency, fitted on measurements.
 
-Models (all fitted to minimise relative error, since latencies span an order of magnitude):
-  scale   measured = a * raw_sum
-  linear  measured = a * raw_sum + b
-  ops     measured = a * raw_sum + c * n_ops + b   (n_ops: stem + blocks + head; a per-op term
-          for what the backend does between ops, which the sum of isolated ops misses)
-  types   measured = sum over op categories t of a_t * raw_sum_t   (a scale per kind of op:
-          e.g. memory-bound e1 blocks and compute-bound e6 blocks are off by different factors
-          in isolation; categories are made by `op_category`; the `fixed` category, stem and
-          head, is in every network and so also absorbs a constant)
+Models (fitted to minimise relative error, since latencies span an order of magnitude):
+  raw        measured = raw_sum   (no correction: always a candidate, so a fit that does not
+             beat the plain sum on held-out samples is never chosen)
+  scale      measured = a * raw_sum
+  linear     measured = a * raw_sum + b
+  ops        measured = a * raw_sum + c * n_ops + b   (n_ops: stem + blocks + head; a per-op
+             term for what the backend does between ops, which the sum of isolated ops misses)
+  types      measured = sum over op categories t of a_t * raw_sum_t   (a scale per kind of op:
+             memory-bound e1 blocks and compute-bound e6 blocks are off by different factors in
+             isolation; categories by `op_category`; the `fixed` category, stem and head, is in
+             every network and so also absorbs a constant)
+  types_ops  types plus c * n_ops
 
-`hwnas calibrate` fits every model and keeps the one with the lowest cross-validated error.
+Parameters cannot run away: scales are bounded to [0.25, 4], the intercept and the per-op term
+to half the smallest measured network and half the median op, and the per-type scales are
+pulled toward one common scale by a ridge term whose strength (`SHRINKAGE`) is chosen by
+cross-validation like the model itself. A type seen in few samples then stays near the common
+scale instead of extrapolating (an all-e1 network was predicted 59% slow by an unshrunk fit).
+
+Model selection: leave-one-out predictions of every model, scored by the mean of the MAPE on
+the uniform and on the lopsided calibration samples (see hwnas.latency_tables.sampling), so
+that the corners searches end on weigh as much as the bulk. `error_pct` is the larger of the
+two groups' cross-validated MAPE.
 
 A table holds one calibration per input resolution (`table.calibration["224"]`): a
 correction fitted at one resolution is not assumed to hold at another. `error_pct` is the
@@ -29,8 +41,12 @@ import numpy as np
 
 from ..errors import LutError
 
-MODELS = ("scale", "linear", "ops", "types")
-MIN_SAMPLES = {"scale": 2, "linear": 3, "ops": 4, "types": 8}
+MODELS = ("raw", "scale", "linear", "ops", "types", "types_ops")
+MIN_SAMPLES = {"raw": 1, "scale": 2, "linear": 3, "ops": 4, "types": 8, "types_ops": 9}
+#: ridge strengths toward one common scale tried for the per-type models (0: none)
+SHRINKAGE = (0.0, 0.03, 0.3, 3.0)
+#: a correction outside these bounds is a broken table or a broken measurement, not a correction
+SCALE_BOUNDS = (0.25, 4.0)
 
 
 def op_category(op) -> str:
@@ -46,6 +62,10 @@ def op_category(op) -> str:
     return kind
 
 
+#: how far outside the calibration's range an architecture may lie before its error is widened
+COVERAGE_MARGIN = {"raw": 0.10, "share": 0.05}
+
+
 @dataclass(frozen=True)
 class Calibration:
     model: str
@@ -58,6 +78,9 @@ class Calibration:
     type_scales: tuple[tuple[str, float], ...] = ()
     validated_error_pct: float | None = None  # MAPE on held-out architectures (hwnas validate)
     validated_n: int = 0
+    shrinkage: float = 0.0
+    group_error_pct: tuple[tuple[str, float], ...] = ()  # cross-validated MAPE per sample group
+    coverage: dict | None = None  # ranges of the calibration samples (see `coverage_issue`)
 
     @property
     def stated_error_pct(self) -> float:
@@ -69,19 +92,41 @@ class Calibration:
         return {k: v for k, v in self.to_dict().items() if k not in ("validated_error_pct", "validated_n")}
 
     def scale_of(self, category: str) -> float:
-        """Multiplier of an op's LUT latency (per category for `types`, else `a`)."""
+        """Multiplier of an op's LUT latency (per category for the types models, else `a`)."""
         for name, value in self.type_scales:
             if name == category:
                 return value
         return self.a
 
     def apply(self, raw_ms: float, n_ops: float = 0.0) -> float:
-        """For the models without per-type scales; `types` needs per-op scaling (`scale_of`)."""
+        """For the models without per-type scales; the types models need per-op scaling (`scale_of`)."""
         return self.a * raw_ms + self.c * n_ops + self.b
+
+    def coverage_issue(self, raw_ms: float, type_sums: dict[str, float]) -> str | None:
+        """Why an architecture lies outside what the calibration sampled (its raw sum, or the
+        share of its latency in one kind of op), or None when it lies inside."""
+        if not self.coverage:
+            return None
+        lo, hi = self.coverage["raw_ms"]
+        margin = COVERAGE_MARGIN["raw"]
+        if raw_ms < lo * (1 - margin) or raw_ms > hi * (1 + margin):
+            return f"raw sum {raw_ms:.3g} ms outside the calibrated {lo:.3g}-{hi:.3g} ms"
+        total = sum(type_sums.values()) or 1.0
+        for name in sorted(set(type_sums) | set(self.coverage.get("shares", {}))):
+            share = type_sums.get(name, 0.0) / total
+            low, high = self.coverage.get("shares", {}).get(name, (0.0, 0.0))
+            if share < low - COVERAGE_MARGIN["share"] or share > high + COVERAGE_MARGIN["share"]:
+                return f"{name} ops make {share:.0%} of it, calibrated {low:.0%}-{high:.0%}"
+        return None
+
+    def widened_error_pct(self) -> float:
+        """The error stated outside the calibration's coverage: twice the usual one."""
+        return 2.0 * self.stated_error_pct
 
     def to_dict(self) -> dict:
         doc = asdict(self)
         doc["type_scales"] = dict(self.type_scales)
+        doc["group_error_pct"] = dict(self.group_error_pct)
         return doc
 
     @classmethod
@@ -91,69 +136,170 @@ class Calibration:
             return cls(**{k: data[k] for k in ("model", "a", "b", "error_pct", "n_samples", "resolution")},
                        c=float(data.get("c", 0.0)),
                        validated_error_pct=validation.get("mape_pct"), validated_n=int(validation.get("n_archs", 0)),
-                       type_scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("type_scales") or {}).items())))
-        except (KeyError, TypeError) as exc:
+                       type_scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("type_scales") or {}).items())),
+                       shrinkage=float(data.get("shrinkage", 0.0)),
+                       group_error_pct=tuple(sorted((str(k), float(v))
+                                                    for k, v in (data.get("group_error_pct") or {}).items())),
+                       coverage=data.get("coverage"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LutError(f"malformed calibration in table ({exc}); re-run `hwnas calibrate`") from None
 
 
-def _fit(model: str, raw: np.ndarray, n_ops: np.ndarray, sums: np.ndarray, names: list[str],
-         measured: np.ndarray) -> tuple[float, float, float, tuple]:
-    """(a, b, c, type scales) by least squares on relative residuals (residual / measured)."""
+@dataclass(frozen=True)
+class CalibrationData:
+    """What a calibration is fitted on: per architecture the raw sum, the op count, the raw
+    latency per op category, the measured latency and the sample's group."""
+
+    raw: np.ndarray
+    measured: np.ndarray
+    n_ops: np.ndarray
+    sums: np.ndarray          # (architectures, categories)
+    names: tuple[str, ...]    # the categories
+    groups: tuple[str, ...]   # "uniform" or "lopsided" per architecture
+
+    @classmethod
+    def create(cls, raw, measured, n_ops=None, type_sums=None, groups=None) -> "CalibrationData":
+        raw = np.asarray(raw, dtype=np.float64)
+        measured = np.asarray(measured, dtype=np.float64)
+        ops = np.zeros_like(raw) if n_ops is None else np.asarray(n_ops, dtype=np.float64)
+        names = tuple(sorted({k for d in type_sums or () for k in d}))
+        sums = (np.array([[d.get(k, 0.0) for k in names] for d in type_sums]) if type_sums
+                else np.zeros((raw.size, 0)))
+        groups = tuple(groups) if groups is not None else ("uniform",) * raw.size
+        if raw.shape != measured.shape or raw.shape != ops.shape or len(groups) != raw.size or len(sums) != raw.size:
+            raise LutError("calibration data: raw sums, measurements, op counts and groups differ in length")
+        if not (np.isfinite(raw).all() and np.isfinite(measured).all()) or (raw <= 0).any() or (measured <= 0).any():
+            raise LutError("calibration needs positive, finite latencies")
+        return cls(raw, measured, ops, sums, names, groups)
+
+    def subset(self, keep: np.ndarray) -> "CalibrationData":
+        return CalibrationData(self.raw[keep], self.measured[keep], self.n_ops[keep], self.sums[keep], self.names,
+                               tuple(g for g, k in zip(self.groups, keep) if k))
+
+    def min_samples(self, model: str) -> int:
+        extra = len(self.names) + (2 if model == "types_ops" else 1) if model.startswith("types") else 0
+        return max(MIN_SAMPLES[model], extra)
+
+
+def _bounded_fit(design: np.ndarray, target: np.ndarray, lower, upper) -> np.ndarray:
+    from scipy.optimize import lsq_linear
+
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    return lsq_linear(design, target, bounds=(lower, upper), method="bvls").x
+
+
+def _coef_bounds(data: CalibrationData) -> tuple[float, float]:
+    """(|b| bound, |c| bound): half the smallest measured network, half the median op."""
+    per_op = float(np.median(data.raw / np.maximum(data.n_ops, 1.0)))
+    return 0.5 * float(data.measured.min()), 0.5 * per_op
+
+
+def _fit(model: str, data: CalibrationData, shrinkage: float = 0.0) -> tuple[float, float, float, tuple]:
+    """(a, b, c, type scales) by bounded least squares on relative residuals (residual / measured)."""
+    raw, measured, ops = data.raw, data.measured, data.n_ops
+    w = 1.0 / measured
     ones = np.ones_like(measured)
+    lo, hi = SCALE_BOUNDS
+    b_max, c_max = _coef_bounds(data)
+    if model == "raw":
+        return 1.0, 0.0, 0.0, ()
     if model == "scale":
-        ratio = raw / measured
-        return float(ratio.sum() / (ratio**2).sum()), 0.0, 0.0, ()
+        (a,) = _bounded_fit((raw * w)[:, None], ones, [lo], [hi])
+        return float(a), 0.0, 0.0, ()
     if model == "linear":
-        (a, b), *_ = np.linalg.lstsq(np.stack([raw / measured, 1.0 / measured], axis=1), ones, rcond=None)
+        a, b = _bounded_fit(np.stack([raw * w, w], axis=1), ones, [lo, -b_max], [hi, b_max])
         return float(a), float(b), 0.0, ()
     if model == "ops":
-        design = np.stack([raw / measured, 1.0 / measured, n_ops / measured], axis=1)
-        (a, b, c), *_ = np.linalg.lstsq(design, ones, rcond=None)
+        a, b, c = _bounded_fit(np.stack([raw * w, w, ops * w], axis=1), ones, [lo, -b_max, -c_max], [hi, b_max, c_max])
         return float(a), float(b), float(c), ()
-    # no intercept: the `fixed` category (stem + head, in every network) plays that part
-    coef, *_ = np.linalg.lstsq(sums / measured[:, None], ones, rcond=None)
-    scales = tuple((name, float(v)) for name, v in zip(names, coef))
-    mean_scale = float(np.sum(coef * sums.sum(axis=0)) / max(sums.sum(), 1e-12))
-    return mean_scale, 0.0, 0.0, scales
+    # per-type scales, no intercept (the `fixed` category, in every network, plays that part),
+    # ridge rows pulling every scale toward the common scale a0
+    a0 = _fit("scale", data)[0]
+    k = len(data.names)
+    design = data.sums * w[:, None]
+    target = ones
+    lower, upper = [lo] * k, [hi] * k
+    if model == "types_ops":
+        design = np.concatenate([design, (ops * w)[:, None]], axis=1)
+        lower, upper = lower + [-c_max], upper + [c_max]
+    if shrinkage > 0:
+        ridge = np.zeros((k, design.shape[1]))
+        ridge[np.arange(k), np.arange(k)] = np.sqrt(shrinkage * raw.size)
+        design = np.concatenate([design, ridge])
+        target = np.concatenate([target, np.full(k, np.sqrt(shrinkage * raw.size) * a0)])
+    coef = _bounded_fit(design, target, lower, upper)
+    scales = tuple((name, float(v)) for name, v in zip(data.names, coef[:k]))
+    c = float(coef[k]) if model == "types_ops" else 0.0
+    mean_scale = float(np.sum(coef[:k] * data.sums.sum(axis=0)) / max(data.sums.sum(), 1e-12))
+    return mean_scale, 0.0, c, scales
 
 
-def _predict(model, coefs, raw, n_ops, sums) -> np.ndarray:
+def _predict(model, coefs, data: CalibrationData) -> np.ndarray:
     a, b, c, scales = coefs
-    if model == "types":
-        return sums @ np.array([v for _, v in scales]) + b
-    return a * raw + c * n_ops + b
+    if model.startswith("types"):
+        return data.sums @ np.array([v for _, v in scales]) + c * data.n_ops + b
+    return a * data.raw + c * data.n_ops + b
+
+
+def loo_predictions(model: str, data: CalibrationData, shrinkage: float = 0.0) -> np.ndarray:
+    """Leave-one-out prediction of every sample (the raw model needs no fit: its own prediction)."""
+    if model == "raw":
+        return data.raw.copy()
+    out = np.empty_like(data.measured)
+    for i in range(data.raw.size):
+        keep = np.arange(data.raw.size) != i
+        fold = _fit(model, data.subset(keep), shrinkage)
+        out[i] = _predict(model, fold, data.subset(~keep))[0]
+    return out
+
+
+def group_mape(predicted: np.ndarray, data: CalibrationData) -> dict[str, float]:
+    """MAPE (%) per sample group ("uniform", "lopsided") present in the data."""
+    rel = np.abs(predicted - data.measured) / data.measured
+    groups = np.array(data.groups)
+    return {g: float(rel[groups == g].mean() * 100.0) for g in sorted(set(data.groups))}
+
+
+def _score(per_group: dict[str, float]) -> float:
+    """Selection score: the groups' MAPEs weighed equally (corners count as much as the bulk)."""
+    return float(np.mean(list(per_group.values())))
+
+
+def _coverage(data: CalibrationData) -> dict:
+    """The range of raw sums and of each category's share of them seen in calibration."""
+    shares = data.sums / data.raw[:, None] if data.names else np.zeros((data.raw.size, 0))
+    return {"raw_ms": [float(data.raw.min()), float(data.raw.max())],
+            "n_ops": [float(data.n_ops.min()), float(data.n_ops.max())],
+            "shares": {n: [float(shares[:, i].min()), float(shares[:, i].max())] for i, n in enumerate(data.names)}}
 
 
 def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float], resolution: int,
                     model: str = "scale", n_ops: Sequence[float] | None = None,
-                    type_sums: Sequence[dict[str, float]] | None = None) -> Calibration:
+                    type_sums: Sequence[dict[str, float]] | None = None, groups: Sequence[str] | None = None,
+                    shrinkage: float | None = None) -> Calibration:
     """Fit `model` on (raw sum, measured) pairs (plus op counts, or per-category sums of LUT
-    latency for `types`); error_pct is the leave-one-out MAPE."""
-    raw = np.asarray(raw_ms, dtype=np.float64)
-    measured = np.asarray(measured_ms, dtype=np.float64)
-    ops = np.zeros_like(raw) if n_ops is None else np.asarray(n_ops, dtype=np.float64)
+    latency for the types models); error_pct is the worst group's leave-one-out MAPE. For the
+    types models `shrinkage=None` picks the ridge strength from `SHRINKAGE` by the same LOO."""
     if model not in MODELS:
         raise LutError(f"unknown calibration model {model!r}; choose one of: {', '.join(MODELS)}")
-    if model == "ops" and n_ops is None:
-        raise LutError("the 'ops' calibration model needs the op count of every architecture")
-    if model == "types" and type_sums is None:
-        raise LutError("the 'types' calibration model needs per-category latency sums of every architecture")
-    names = sorted({k for d in type_sums or () for k in d})
-    sums = np.array([[d.get(k, 0.0) for k in names] for d in type_sums]) if type_sums else np.zeros((raw.size, 0))
-    min_samples = max(MIN_SAMPLES[model], len(names) + 1 if model == "types" else 0)
-    if raw.shape != measured.shape or raw.shape != ops.shape or raw.size < min_samples:
-        raise LutError(f"calibration model {model!r} needs at least {min_samples} (raw, measured) pairs, got {raw.size}")
-    if (raw <= 0).any() or (measured <= 0).any():
-        raise LutError("calibration needs positive latencies")
-    coefs = _fit(model, raw, ops, sums, names, measured)
-    errors = []
-    for i in range(raw.size):
-        keep = np.arange(raw.size) != i
-        fold = _fit(model, raw[keep], ops[keep], sums[keep], names, measured[keep])
-        predicted = _predict(model, fold, raw[i:i + 1], ops[i:i + 1], sums[i:i + 1])[0]
-        errors.append(abs(predicted - measured[i]) / measured[i])
-    a, b, c, scales = coefs
-    return Calibration(model, a, b, float(np.mean(errors) * 100.0), int(raw.size), int(resolution), c, scales)
+    if model in ("ops", "types_ops") and n_ops is None:
+        raise LutError(f"the {model!r} calibration model needs the op count of every architecture")
+    if model.startswith("types") and type_sums is None:
+        raise LutError(f"the {model!r} calibration model needs per-category latency sums of every architecture")
+    data = CalibrationData.create(raw_ms, measured_ms, n_ops, type_sums, groups)
+    if data.raw.size < data.min_samples(model):
+        raise LutError(f"calibration model {model!r} needs at least {data.min_samples(model)} (raw, measured) pairs, "
+                       f"got {data.raw.size}")
+    grid = SHRINKAGE if model.startswith("types") and shrinkage is None else (shrinkage or 0.0,)
+    scored = []
+    for strength in grid:
+        per_group = group_mape(loo_predictions(model, data, strength), data)
+        scored.append((_score(per_group), strength, per_group))
+    _, strength, per_group = min(scored, key=lambda t: t[0])
+    a, b, c, scales = _fit(model, data, strength)
+    return Calibration(model, a, b, max(per_group.values()), int(data.raw.size), int(resolution), c, scales,
+                       shrinkage=strength, group_error_pct=tuple(sorted(per_group.items())),
+                       coverage=_coverage(data))
 
 
 def calibration_for(table_calibration: dict | None, resolution: int) -> Calibration | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import BackendError, LutError
 from ..spaces import SearchSpace, get_space
+from .published import is_published, refusal
 from .table import LatencyTable, device_identity
 
 
@@ -26,6 +27,8 @@ def open_profiler(table: LatencyTable):
     """A profiler with the table's backend and options, on the device the table was made on."""
     from ..profilers import PROFILERS, backend_options, get_profiler
 
+    if is_published(table):
+        raise BackendError(refusal(table))
     accepted = set(backend_options(table.backend)) if table.backend in PROFILERS else set()
     profiler = get_profiler(table.backend, **{k: v for k, v in table.backend_options.items() if k in accepted})
     try:

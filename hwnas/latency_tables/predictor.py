@@ -30,6 +30,7 @@ class Prediction:
     error_pct: float | None
     params: int
     peak_activation_bytes: int
+    coverage_note: str | None = None  # why error_pct is widened: the architecture is unlike the calibration's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,15 +107,22 @@ class LatencyPredictor:
         return self._calibrated(self.space.ops(arch.arch_def(self.space)))
 
     def predict(self, arch: Arch) -> Prediction:
+        """Calibrated latency with its stated error, widened (and the reason given) for an
+        architecture outside the range of raw sums or op mixes the calibration sampled."""
         ops = self.space.ops(arch.arch_def(self.space))
         raw = sum(self.op_latency_ms(op) for op in ops)
         params, peak = self._memory(ops)
+        error, note = None, None
+        if self.calibration:
+            note = self.calibration.coverage_issue(raw, self.type_sums(arch))
+            error = self.calibration.widened_error_pct() if note else self.calibration.stated_error_pct
         return Prediction(
             latency_ms=self._calibrated(ops),
             raw_sum_ms=raw,
-            error_pct=self.calibration.stated_error_pct if self.calibration else None,
+            error_pct=error,
             params=params,
             peak_activation_bytes=peak,
+            coverage_note=note,
         )
 
     def _memory(self, ops) -> tuple[int, int]:

@@ -25,6 +25,13 @@ Schema (format "hwnas.lut", version 1), a JSON object:
                            with (hwnas.profilers.statistics.StatsConfig); informative only
     calibration            null, or {resolution: fitted correction with its error}
                            (see hwnas.latency_tables.calibration)
+    reference              null (older tables), or the reference network every latency of
+                           the table is expressed against, with its time `ms` (see
+                           hwnas.reference); entries are medians of interleaved rounds, each
+                           rescaled by the reference's time around it
+    rounds                 null, or the interleaved round settings the entries were timed with
+    pending                {op key: [round records]}: rounds of ops whose profile is not
+                           finished yet (a resumed profile continues them)
 
 An op key text is `KIND:SPEC|BUILD|BxCxHxW|DTYPE`, e.g.
 `block:ir_r1_k5_s2_e6_c32|relu-sigmoid-sin|1x24x56x56|float32`.
@@ -40,9 +47,12 @@ from typing import Iterable
 
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
+from ..ops import OpKind
+from ..schemas import first_error
 
 LUT_FORMAT = "hwnas.lut"
 LUT_VERSION = 1
+SCHEMA_FILE = "hwnas/schemas/lut.schema.json"
 
 # order of block-string options in a canonical key (timm accepts any order)
 _OPTION_ORDER = ("r", "k", "a", "p", "s", "e", "c", "se", "g", "gs", "d", "n")
@@ -83,7 +93,7 @@ def canonical_block(spec: str) -> str:
 class OpKey:
     """What a LUT row is keyed by: op kind and arguments, how it is built, input shape, dtype."""
 
-    kind: str
+    kind: OpKind
     spec: str
     build: str
     shape: tuple[int, int, int, int]
@@ -91,9 +101,11 @@ class OpKey:
 
     @classmethod
     def create(cls, kind: str, spec: str, build: str, shape: Iterable[int], dtype: str = "float32") -> "OpKey":
-        if kind not in ("stem", "block", "head"):
-            raise LutError(f"op kind must be stem, block or head, not {kind!r}")
-        spec = canonical_block(spec) if kind == "block" else spec
+        try:
+            kind = OpKind.parse(kind)
+        except ValueError as exc:
+            raise LutError(str(exc)) from None
+        spec = canonical_block(spec) if kind is OpKind.BLOCK else spec
         shape = tuple(int(v) for v in shape)
         if len(shape) != 4 or min(shape) < 1:
             raise LutError(f"op input shape must be 4 positive ints (B, C, H, W), got {shape}")
@@ -145,10 +157,20 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Measurement":
+        """Parse and check values: finite non-negative latencies, p10 <= p50 <= p90, count >= 1
+        (the full rules are in hwnas/schemas/lut.schema.json)."""
         names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise LutError(f"measurement must be an object, got {type(data).__name__}")
         missing = {"p10_ms", "p50_ms", "p90_ms", "mean_ms", "std_ms", "count"} - set(data)
         if missing:
             raise LutError(f"measurement lacks {sorted(missing)}")
+        problem = first_error(data, "lut", "measurement")
+        if problem:
+            raise LutError(problem)
+        if not data["p10_ms"] <= data["p50_ms"] <= data["p90_ms"]:
+            raise LutError(f"percentiles out of order: p10_ms {data['p10_ms']}, p50_ms {data['p50_ms']}, "
+                           f"p90_ms {data['p90_ms']} (p10 <= p50 <= p90 must hold)")
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -172,6 +194,9 @@ class LatencyTable:
     entries: dict[str, Measurement] = field(default_factory=dict)
     calibration: dict | None = None
     statistics: dict | None = None
+    reference: dict | None = None
+    rounds: dict | None = None
+    pending: dict = field(default_factory=dict)
 
     # --- lookups ------------------------------------------------------------------------
     def __contains__(self, key: OpKey | str) -> bool:
@@ -232,7 +257,7 @@ class LatencyTable:
         """A new table with both tables' entries (`other` wins on overlap); refuses mismatches."""
         self.check_compatible(other)
         merged = LatencyTable.from_dict(self.to_dict())
-        merged.entries.update(other.entries)
+        merged.entries.update(_rescaled_to(self.reference, other))
         for space in other.spaces:
             if space not in merged.spaces:
                 merged.spaces.append(space)
@@ -259,6 +284,9 @@ class LatencyTable:
             "entries": {k: m.to_dict() for k, m in sorted(self.entries.items())},
             "calibration": self.calibration,
             "statistics": self.statistics,
+            "reference": self.reference,
+            "rounds": self.rounds,
+            "pending": {k: self.pending[k] for k in sorted(self.pending)},
         }
 
     @classmethod
@@ -267,8 +295,19 @@ class LatencyTable:
             raise LutError(f"{source} is not an hwnas latency table (format {LUT_FORMAT!r}); make one with `hwnas profile`")
         if data.get("version") != LUT_VERSION:
             raise LutError(f"{source}: table version {data.get('version')!r} is not supported (expected {LUT_VERSION})")
+        remedy = ("delete that entry and re-measure it with `hwnas profile ... --out TABLE --resume`, or fix the value "
+                  f"(the format: {SCHEMA_FILE})")
+        problem = first_error(data, "lut")
+        if problem:
+            fix = remedy if problem.startswith("entries/") else f"the table is malformed: re-run `hwnas profile` or fix it (the format: {SCHEMA_FILE})"
+            raise LutError(f"{source}: {problem}; {fix}")
+        entries = {}
+        for key, value in data["entries"].items():
+            try:
+                entries[str(OpKey.parse(key))] = Measurement.from_dict(value)
+            except LutError as exc:
+                raise LutError(f"{source}: entries/{key}: {exc}; {remedy}") from None
         try:
-            entries = {str(OpKey.parse(k)): Measurement.from_dict(v) for k, v in data["entries"].items()}
             return cls(
                 backend=data["backend"],
                 backend_options=dict(data["backend_options"]),
@@ -282,6 +321,9 @@ class LatencyTable:
                 entries=entries,
                 calibration=data.get("calibration"),
                 statistics=data.get("statistics"),
+                reference=data.get("reference"),
+                rounds=data.get("rounds"),
+                pending=dict(data.get("pending") or {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise LutError(f"{source} is malformed ({type(exc).__name__}: {exc}); re-run `hwnas profile`") from None
@@ -298,6 +340,28 @@ class LatencyTable:
         except Exception as exc:
             raise LutError(str(exc)) from None
         return cls.from_dict(data, source=str(path))
+
+
+_LATENCY_FIELDS = ("p10_ms", "p50_ms", "p90_ms", "mean_ms", "std_ms")
+
+
+def _rescaled_to(reference: dict | None, other: "LatencyTable") -> dict[str, Measurement]:
+    """`other`'s entries expressed at the time of `reference` (both tables must share the
+    reference network; its time may differ between their profiles)."""
+    theirs = other.reference
+    if not reference or not theirs:
+        if reference or theirs:
+            raise LutError("one table has a reference network and the other has none; re-profile the older one")
+        return dict(other.entries)
+    same = ("space", "resolution", "num_classes", "choices")
+    if any(reference.get(k) != theirs.get(k) for k in same):
+        raise LutError("the tables were profiled against different reference networks; profile the second one "
+                       "with --resume on a copy of the first instead of merging")
+    if not reference.get("ms") or not theirs.get("ms"):
+        return dict(other.entries)
+    factor = float(reference["ms"]) / float(theirs["ms"])
+    return {k: Measurement(**{**m.to_dict(), **{f: getattr(m, f) * factor for f in _LATENCY_FIELDS}})
+            for k, m in other.entries.items()}
 
 
 def device_identity(device: dict) -> dict:

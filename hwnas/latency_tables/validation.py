@@ -1,139 +1,151 @@
 """End-to-end measurement of whole architectures, calibration fitting and the fidelity report.
 
-Whole networks are measured in interleaved rounds (every architecture once per round, the
-order shuffled each round), so that a burst of load on the machine spreads over all of them
-instead of poisoning one. The spread of an architecture's round medians is the backend's own
-run-to-run noise, reported next to the prediction error: a predictor cannot be trusted to be
-better than the measurements it is checked against.
+Whole networks are timed by the same interleaved-rounds loop as the table's ops
+(`hwnas.profilers.interleaved`), against the table's reference network, and expressed at the
+reference's time when the table was profiled (`measured_ms`). The table, its calibration and a
+validation made at different times then compare as if measured at one moment: the machine's
+drift cancels instead of landing in the fitted correction or in the reported error.
 
-A shared machine also changes speed as a whole between sessions (on this project's VM: 5% between
-a calibration and a validation run minutes apart). So every architecture measurement is preceded
-by one of a fixed reference op; calibration stores the reference's median, and the report
-states how much slower or faster the machine is now (`speed_vs_calibration`) and the calibrated
-figures with each measurement rescaled by the reference's speed (`calibrated_speed_adjusted`).
-The first is what a user meets; the second separates the predictor's error from the machine's.
+What a user meets at this very minute is the table's prediction times the machine's present
+speed; so every measurement also keeps the time as measured (`absolute_ms`) and the speed
+(`speed` = the reference's time now / at profiling), and every report states that drift.
+The spread of an architecture's normalised rounds is the backend's own run-to-run noise,
+reported next to the prediction error: a predictor cannot be checked to be better than that.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import kendalltau
 
 from ..arch import Arch
-from ..build import build_block, build_model
+from ..build import build_model
 from ..errors import LutError
+from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread, time_rounds
+from ..reference import reference_model, reference_ms
 from ..spaces import SearchSpace
-from .calibration import MIN_SAMPLES, MODELS, Calibration, fit_calibration
+from .calibration import MODELS, Calibration, CalibrationData, fit_calibration
 from .predictor import LatencyPredictor
+from .sampling import Sample
 from .table import LatencyTable
 
-#: the reference op timed before every architecture: a small block, the same for every space
-REFERENCE_BLOCK, REFERENCE_SHAPE = "ir_r1_k3_s1_e6_c32", (1, 32, 28, 28)
+#: end-to-end rounds: whole networks take milliseconds, a few calls per round suffice
+END_TO_END = RoundsConfig(rounds=5, min_calls=3, max_calls=10, call_budget_s=0.03, chunk_size=40)
 
 
 @dataclass(frozen=True)
 class EndToEnd:
-    """Whole-network latency of one architecture over several interleaved rounds."""
+    """Whole-network latency of one architecture over interleaved rounds."""
 
     arch: Arch
-    measured_ms: float
-    noise_cv: float
-    round_ms: tuple[float, ...]
-    reference_ms: tuple[float, ...] = ()  # the reference op, timed just before each round's measurement
+    measured_ms: float    # median of the rounds, each rescaled to the table's reference time
+    absolute_ms: float    # median of the rounds as timed (this session's speed)
+    noise_cv: float       # spread of the rescaled rounds
+    speed: float          # the reference's time during these rounds / at profiling (>1: slower now)
+    round_ms: tuple[float, ...] = ()
+    reference_ms: tuple[float, ...] = ()
 
-    def speed_adjusted_ms(self, reference_ms: float) -> float:
-        """Median over rounds of the latency rescaled to a machine whose reference op takes `reference_ms`."""
-        return float(np.median([m * reference_ms / r for m, r in zip(self.round_ms, self.reference_ms)]))
-
-
-def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], batch: int = 1, rounds: int = 3,
-                  seed: int = 0, progress: Callable[[int, int], None] | None = None) -> list[EndToEnd]:
-    """Median end-to-end latency and run-to-run CV of each architecture, interleaving rounds; the
-    reference op is timed before every measurement."""
-    if rounds < 1:
-        raise LutError("rounds must be >= 1")
-    models = [build_model(a.arch_def(space), space.build_config, space.num_classes).eval() for a in archs]
-    reference = build_block(REFERENCE_BLOCK, REFERENCE_SHAPE[1], space.build_config).eval()
-    shape = (batch, 3, space.resolution, space.resolution)
-    per_arch: list[list[float]] = [[] for _ in archs]
-    per_reference: list[list[float]] = [[] for _ in archs]
-    rng = random.Random(seed)
-    order = list(range(len(archs)))
-    done, total = 0, rounds * len(archs)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for i in order:
-            per_reference[i].append(profiler.measure(reference, REFERENCE_SHAPE).p50_ms)
-            per_arch[i].append(profiler.measure(models[i], shape).p50_ms)
-            done += 1
-            if progress:
-                progress(done, total)
-    results = []
-    for arch, values, refs in zip(archs, per_arch, per_reference):
-        arr = np.asarray(values)
-        cv = float(arr.std(ddof=1) / arr.mean()) if arr.size > 1 else 0.0
-        results.append(EndToEnd(arch, float(np.median(arr)), cv, tuple(float(v) for v in arr),
-                                tuple(float(v) for v in refs)))
-    return results
+    @classmethod
+    def from_rounds(cls, arch: Arch, rounds: Sequence[RoundRecord], r0: float) -> "EndToEnd":
+        normalised = [r.normalised(r0) for r in rounds]
+        return cls(arch, float(np.median(normalised)), float(np.median([r.time_ms for r in rounds])),
+                   round_spread(rounds, r0), float(np.median([r.reference_ms for r in rounds]) / r0),
+                   tuple(r.time_ms for r in rounds), tuple(r.reference_ms for r in rounds))
 
 
-def sample_archs(space: SearchSpace, count: int, seed: int, exclude: set[str] = frozenset()) -> list[Arch]:
-    """`count` distinct architectures whose hashes are not in `exclude`: half drawn uniformly, half
-    with a random preference per choice (Dirichlet weights), so that the set also holds the
-    lopsided architectures a search ends on (all e1 blocks, many skips, ...), which uniform
-    sampling almost never draws."""
-    rng = random.Random(seed)
-    names = sorted({c for d in space.decisions for c in d.choices})
-    archs: dict[str, Arch] = {}
-    attempts = 0
-    while len(archs) < count and attempts < count * 100:
-        attempts += 1
-        if len(archs) % 2 == 0:
-            choices = space.sample(rng)
-        else:
-            weight = {name: rng.gammavariate(0.5, 1.0) + 1e-9 for name in names}
-            choices = {d.name: rng.choices(d.choices, weights=[weight[c] for c in d.choices])[0] for d in space.decisions}
-        arch = Arch.create(space, choices)
-        if arch.hash not in exclude:
-            archs.setdefault(arch.hash, arch)
-    return list(archs.values())
+def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], table: LatencyTable,
+                  config: RoundsConfig = END_TO_END, seed: int = 0,
+                  records: Mapping[str, Sequence[RoundRecord]] | None = None,
+                  on_segment: Callable[[dict[str, list[RoundRecord]]], None] | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[EndToEnd]:
+    """End-to-end latency of each architecture on the table's backend, in interleaved rounds
+    against the table's reference network (prepared `config.chunk_size` at a time);
+    `records` holds rounds already timed (a resumed calibration), keyed by architecture hash."""
+    r0 = reference_ms(table.reference)
+    model, shape = reference_model(table.reference, table.batch)
+    results: dict[str, list[RoundRecord]] = {a.hash: list((records or {}).get(a.hash, ())) for a in archs}
+    input_shape = (table.batch, 3, space.resolution, space.resolution)
+    with profiler.prepare(model, shape) as reference:
+        todo = [a for a in archs if len(results[a.hash]) < config.rounds]
+        for start in range(0, len(todo), config.chunk_size):
+            chunk = todo[start:start + config.chunk_size]
+            runners = {}
+            try:
+                for arch in chunk:
+                    net = build_model(arch.arch_def(space), space.build_config, space.num_classes).eval()
+                    runners[arch.hash] = profiler.prepare(net, input_shape)
+
+                def checkpoint(done):
+                    results.update(done)
+                    if on_segment:
+                        on_segment(results)
+
+                done = time_rounds({h: r.time_call for h, r in runners.items()}, reference.time_call, config,
+                                   seed=seed + start, records={h: results[h] for h in runners},
+                                   on_segment=checkpoint, progress=progress)
+                results.update(done)
+            finally:
+                for runner in runners.values():
+                    runner.close()
+    return [EndToEnd.from_rounds(a, results[a.hash], r0) for a in archs]
 
 
-def fit_best_calibration(raw: Sequence[float], measured: Sequence[float], n_ops: Sequence[int],
-                         type_sums: Sequence[dict], resolution: int,
-                         models: Sequence[str] = MODELS) -> tuple[Calibration, dict[str, float]]:
-    """Fit each model that has enough samples and keep the lowest cross-validated error."""
-    n_types = len({k for d in type_sums for k in d})
-    enough = {m: len(raw) >= max(MIN_SAMPLES[m], n_types + 1 if m == "types" else 0) for m in models}
-    fitted = {m: fit_calibration(raw, measured, resolution, model=m, n_ops=n_ops, type_sums=type_sums)
-              for m in models if enough[m]}
+def calibration_data(predictor: LatencyPredictor, measurements: Sequence[EndToEnd],
+                     groups: Sequence[str] | None = None) -> CalibrationData:
+    """The raw sums, op counts, per-category sums and measurements a calibration is fitted on."""
+    return CalibrationData.create(
+        [predictor.raw_sum_ms(m.arch) for m in measurements], [m.measured_ms for m in measurements],
+        [predictor.n_ops(m.arch) for m in measurements], [predictor.type_sums(m.arch) for m in measurements], groups)
+
+
+def fit_best_calibration(data: CalibrationData, resolution: int,
+                         models: Sequence[str] = MODELS) -> tuple[Calibration, dict[str, Calibration]]:
+    """Fit each model that has enough samples; keep the one whose leave-one-out MAPE, uniform
+    and lopsided samples weighed equally, is lowest. `raw` (no correction) is always among
+    them, so a fit worse than the plain sum on held-out samples is never chosen."""
+    fitted = {}
+    for model in models:
+        if data.raw.size >= data.min_samples(model):
+            fitted[model] = fit_calibration(data.raw, data.measured, resolution, model=model, n_ops=data.n_ops,
+                                            type_sums=_type_sum_dicts(data), groups=data.groups)
     if not fitted:
-        raise LutError(f"calibration needs at least {min(MIN_SAMPLES.values())} measured architectures")
-    best = min(fitted.values(), key=lambda c: c.error_pct)
-    return best, {m: c.error_pct for m, c in fitted.items()}
+        raise LutError("calibration needs at least 2 measured architectures")
+    order = {m: i for i, m in enumerate(MODELS)}  # ties go to the simpler model
+
+    def score(c: Calibration) -> float:
+        return float(np.mean([v for _, v in c.group_error_pct])) if c.group_error_pct else c.error_pct
+
+    best = min(fitted.values(), key=lambda c: (round(score(c), 6), order[c.model]))
+    return best, fitted
 
 
-def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Sequence[EndToEnd]) -> Calibration:
+def _type_sum_dicts(data: CalibrationData) -> list[dict[str, float]]:
+    return [dict(zip(data.names, row)) for row in data.sums]
+
+
+def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Sequence[EndToEnd],
+                    samples: Sequence[Sample] | None = None) -> Calibration:
     """Fit a calibration from end-to-end measurements and store it (with its samples) in `table`."""
     predictor = LatencyPredictor(table, space)
-    raw = [predictor.raw_sum_ms(m.arch) for m in measurements]
-    n_ops = [predictor.n_ops(m.arch) for m in measurements]
-    type_sums = [predictor.type_sums(m.arch) for m in measurements]
-    measured = [m.measured_ms for m in measurements]
-    calibration, errors = fit_best_calibration(raw, measured, n_ops, type_sums, space.resolution)
+    groups = ["lopsided" if s.lopsided else "uniform" for s in samples] if samples else None
+    data = calibration_data(predictor, measurements, groups)
+    calibration, fitted = fit_best_calibration(data, space.resolution)
+    families = [s.family for s in samples] if samples else ["uniform"] * len(measurements)
     record = calibration.to_dict()
     record.update({
         "space": space.name,
-        "model_errors_pct": errors,
+        "num_classes": space.num_classes,
+        "model_errors_pct": {m: c.error_pct for m, c in fitted.items()},
+        "model_group_errors_pct": {m: dict(c.group_error_pct) for m, c in fitted.items()},
         "noise_cv_median": float(np.median([m.noise_cv for m in measurements])),
-        "reference_ms": _median_reference(measurements),
+        "speed_vs_table": float(np.median([m.speed for m in measurements])),
         "samples": [
-            {"arch": m.arch.hash, "raw_sum_ms": r, "n_ops": n, "measured_ms": m.measured_ms, "noise_cv": m.noise_cv}
-            for m, r, n in zip(measurements, raw, n_ops)
+            {"arch": m.arch.hash, "choices": m.arch.choice_map, "family": f, "raw_sum_ms": float(r), "n_ops": int(n), "measured_ms": m.measured_ms,
+             "absolute_ms": m.absolute_ms, "noise_cv": m.noise_cv, "speed": m.speed}
+            for m, f, r, n in zip(measurements, families, data.raw, data.n_ops)
         ],
     })
     table.calibration = dict(table.calibration or {})
@@ -151,12 +163,9 @@ def _share_within(errors: np.ndarray, bound: float) -> float:
     return float(np.mean(np.abs(errors) <= bound))
 
 
-def _median_reference(measurements: Sequence[EndToEnd]) -> float | None:
-    refs = [r for m in measurements for r in m.reference_ms]
-    return float(np.median(refs)) if refs else None
-
-
-def _errors(predicted: np.ndarray, measured: np.ndarray) -> dict:
+def prediction_errors(predicted: Sequence[float], measured: Sequence[float]) -> dict:
+    """MAPE, mean signed error, share within ±5% / ±10% and Kendall tau of predictions."""
+    predicted, measured = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     rel = (predicted - measured) / measured
     tau = kendalltau(predicted, measured).statistic if len(measured) > 1 else float("nan")
     return {
@@ -165,41 +174,60 @@ def _errors(predicted: np.ndarray, measured: np.ndarray) -> dict:
         "within_5pct": _share_within(rel, 0.05),
         "within_10pct": _share_within(rel, 0.10),
         "kendall_tau": float(tau),
+        "n": int(len(measured)),
     }
 
 
-def fidelity_report(predictor: LatencyPredictor, measurements: Sequence[EndToEnd], labels: Sequence[str] | None = None) -> dict:
-    """The validation report: per architecture and overall, raw and calibrated."""
+def fidelity_report(predictor: LatencyPredictor, measurements: Sequence[EndToEnd], labels: Sequence[str] | None = None,
+                    groups: Sequence[str] | None = None) -> dict:
+    """The validation report: per architecture and overall (and per group), raw and calibrated,
+    at the table's speed; the same calibrated figures against the times as measured now; the
+    machine's drift; and how often the stated error covered the measured one."""
     rows = []
     for i, m in enumerate(measurements):
-        raw = predictor.raw_sum_ms(m.arch)
-        calibrated = predictor.latency_ms(m.arch)
+        prediction = predictor.predict(m.arch)
         rows.append({
             "arch": m.arch.hash,
             "label": labels[i] if labels else m.arch.hash,
+            "group": groups[i] if groups else "uniform",
             "choices": m.arch.choice_map,
-            "raw_sum_ms": raw,
-            "calibrated_ms": calibrated,
+            "raw_sum_ms": prediction.raw_sum_ms,
+            "calibrated_ms": prediction.latency_ms,
+            "stated_error_pct": prediction.error_pct,
+            "coverage_note": prediction.coverage_note,
             "measured_ms": m.measured_ms,
+            "absolute_ms": m.absolute_ms,
+            "speed": m.speed,
             "noise_cv": m.noise_cv,
             "round_ms": list(m.round_ms),
+            "reference_ms": list(m.reference_ms),
         })
-    measured = np.array([r["measured_ms"] for r in rows])
     summary = {"n_archs": len(rows), "noise_cv_median": float(np.median([r["noise_cv"] for r in rows])),
-               "noise_cv_max": float(np.max([r["noise_cv"] for r in rows]))}
-    for name in ("raw", "calibrated"):
-        predicted = np.array([r["raw_sum_ms" if name == "raw" else "calibrated_ms"] for r in rows])
-        summary[name] = _errors(predicted, measured)
-    record = (predictor.table.calibration or {}).get(str(predictor.space.resolution)) or {}
-    calibrated_reference, now = record.get("reference_ms"), _median_reference(measurements)
-    summary["speed_vs_calibration"] = now / calibrated_reference if calibrated_reference and now else None
-    summary["calibrated_speed_adjusted"] = None
-    if summary["speed_vs_calibration"] is not None and all(m.reference_ms for m in measurements):
-        for row, m in zip(rows, measurements):
-            row["speed_adjusted_ms"] = m.speed_adjusted_ms(calibrated_reference)
-        adjusted = np.array([r["speed_adjusted_ms"] for r in rows])
-        summary["calibrated_speed_adjusted"] = _errors(np.array([r["calibrated_ms"] for r in rows]), adjusted)
-    summary["calibration"] = asdict(predictor.calibration) if predictor.calibration else None
+               "noise_cv_max": float(np.max([r["noise_cv"] for r in rows])),
+               "speed_vs_table": float(np.median([r["speed"] for r in rows])),
+               "speed_range": [float(min(r["speed"] for r in rows)), float(max(r["speed"] for r in rows))]}
+    measured = [r["measured_ms"] for r in rows]
+    for name, column in (("raw", "raw_sum_ms"), ("calibrated", "calibrated_ms")):
+        summary[name] = prediction_errors([r[column] for r in rows], measured)
+    summary["as_measured"] = prediction_errors([r["calibrated_ms"] * r["speed"] for r in rows],
+                                               [r["absolute_ms"] for r in rows])
+    summary["as_measured_unscaled"] = prediction_errors([r["calibrated_ms"] for r in rows],
+                                                        [r["absolute_ms"] for r in rows])
+    summary["groups"] = {}
+    for group in sorted({r["group"] for r in rows}):
+        members = [r for r in rows if r["group"] == group]
+        summary["groups"][group] = {
+            name: prediction_errors([r[column] for r in members], [r["measured_ms"] for r in members])
+            for name, column in (("raw", "raw_sum_ms"), ("calibrated", "calibrated_ms"))
+        }
+    stated = [r["stated_error_pct"] for r in rows if r["stated_error_pct"] is not None]
+    if stated:
+        errors = [abs(r["calibrated_ms"] - r["measured_ms"]) / r["measured_ms"] * 100 for r in rows]
+        summary["stated_error_pct"] = predictor.calibration.stated_error_pct
+        summary["stated_covers_mape"] = predictor.calibration.stated_error_pct >= summary["calibrated"]["mape_pct"]
+        summary["widened"] = sum(r["coverage_note"] is not None for r in rows)
+        summary["within_stated"] = float(np.mean([e <= s for e, s in zip(errors, stated)]))
+    summary["calibration"] = predictor.calibration.to_dict() if predictor.calibration else None
     summary["mape_over_noise"] = (
         summary["calibrated"]["mape_pct"] / (summary["noise_cv_median"] * 100) if summary["noise_cv_median"] > 0 else None
     )

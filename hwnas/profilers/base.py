@@ -2,7 +2,7 @@
 
 A backend implements `prepare(module, input_shape) -> Runner` (build a session or engine, make
 inputs) and the Runner's `time_call()` (one synchronous call, its duration in ms) and
-`memory()`. `Profiler.measure` is the same for every backend: prepare, the adaptive repeat
+`memory()`; Runner is hwnas.runner's, the protocol export's parity checks use too. `Profiler.measure` is the same for every backend: prepare, the adaptive repeat
 loop of `hwnas.profilers.statistics`, memory, release.
 """
 
@@ -14,29 +14,8 @@ from abc import ABC, abstractmethod
 from torch import nn
 
 from ..latency_tables.table import Measurement
-from .memory import MemoryInfo
+from ..runner import Runner
 from .statistics import StatsConfig, measure_adaptive
-
-
-class Runner(ABC):
-    """A module prepared on a backend at one input shape (a Polygraphy-style runner)."""
-
-    @abstractmethod
-    def time_call(self) -> float:
-        """Run the op once, synchronously; return the duration of the call in milliseconds."""
-
-    @abstractmethod
-    def memory(self) -> MemoryInfo:
-        """Parameter, input/output and peak bytes (call after timing: warm caches, tuned kernels)."""
-
-    def close(self) -> None:
-        """Release the session / engine / buffers."""
-
-    def __enter__(self) -> "Runner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Profiler(ABC):

@@ -22,20 +22,18 @@ ONNX Runtime falls back to the CPU silently (a log line) when a GPU provider fai
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, ExportError, MissingDependencyError
+from ..export.onnx_export import export_module
 from ..latency_tables.table import Measurement
 from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
@@ -63,21 +61,15 @@ def import_ort():
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, exporter: str = "torchscript") -> None:
-    """Export `module` at the example input's shape (static) to one ONNX file, quietly."""
+    """Export `module` at the example input's shape (static) to one ONNX file, with hwnas' one
+    exporter (hwnas.export.onnx_export.export_module) at this backend's opset for `exporter`."""
     if exporter not in EXPORTERS:
         raise BackendError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
-    kwargs = dict(input_names=["input"], output_names=["output"], opset_version=EXPORTERS[exporter])
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            if exporter == "torchscript":
-                torch.onnx.export(module, (example,), str(path), dynamo=False, do_constant_folding=True, **kwargs)
-            else:
-                torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False, **kwargs)
-    except Exception as exc:
-        other = "dynamo" if exporter == "torchscript" else "torchscript"
-        raise BackendError(f"ONNX export ({exporter}) failed: {type(exc).__name__}: {str(exc)[:200]}; "
-                           f"try --exporter {other}") from exc
+        proto = export_module(module, example, exporter, EXPORTERS[exporter], output_name="output", what="the op")
+    except ExportError as exc:
+        raise BackendError(f"ONNX export failed: {exc}") from None
+    Path(path).write_bytes(proto.SerializeToString())
 
 
 def identity_graph(path: str | Path, shape: tuple[int, ...]) -> None:
@@ -129,10 +121,12 @@ class OrtRunner(Runner):
         with torch.inference_mode():
             want = module(torch.from_numpy(x)).numpy()
         tol = profiler.verify_tolerance
-        if got.shape != want.shape or not np.allclose(got, want, rtol=tol, atol=tol):
+        # relative to the output's scale: deep random-weight networks reach logits in the thousands
+        scale = max(float(np.abs(want).max()), 1.0)
+        if got.shape != want.shape or float(np.abs(got - want).max()) > tol * scale:
             diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
             raise BackendError(f"{profiler.name}: the exported ONNX graph disagrees with the torch module "
-                               f"(max abs diff {diff:.3g}, shapes {got.shape} vs {want.shape})")
+                               f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
 
     def time_call(self) -> float:
         start = time.perf_counter_ns()
@@ -142,7 +136,12 @@ class OrtRunner(Runner):
         end = time.perf_counter_ns()
         return (end - start) / 1e6
 
-    def close(self) -> None:
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """A plain session run (timing uses the IOBinding of time_call)."""
+        name = self.session.get_inputs()[0].name
+        return self.session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def deactivate(self) -> None:
         self.session = self.binding = self.output = None
         self._keep.clear()
         self.path.unlink(missing_ok=True)
@@ -280,7 +279,11 @@ class OrtProfiler(Profiler):
 
     def measure_onnx(self, path: str | Path, input_shape) -> Measurement:
         """Latency of an existing ONNX file (e.g. the exported model) with this backend's settings."""
-        return self.measure_runner(OrtFileRunner(self, Path(path), input_shape))
+        return self.measure_runner(self.prepare_onnx(path, input_shape))
+
+    def prepare_onnx(self, path: str | Path, input_shape) -> Runner:
+        """A runner of an existing ONNX file (e.g. the exported model) with this backend's settings."""
+        return OrtFileRunner(self, Path(path), input_shape)
 
     def overhead_ms(self) -> float | None:
         from .statistics import measure_adaptive

@@ -1,15 +1,25 @@
-"""Profile every unique op of a space into a LUT file, checkpointed so nothing finished is lost.
+"""Profile every unique op of a space into a LUT file, timed so that machine drift cancels out,
+checkpointed so that nothing finished is lost.
 
-`profile_space` is what `hwnas profile` runs. The table file is written atomically right away
-(metadata only), then after every finished entry, and once more on any exit: a Ctrl-C or an
-exception saves what was finished, and a kill -9 loses at most the op being measured. With
-`resume=True` an existing file is loaded, checked to be from the same backend, options, device,
-batch and dtype, and only its missing keys are measured.
+`profile_space` is what `hwnas profile` runs. Ops are prepared in chunks (`chunk_size` sessions
+open at a time) and timed in interleaved rounds against the table's reference network
+(`hwnas.profilers.interleaved`, `hwnas.reference`): every op's entry is the median of its
+rounds, each rescaled to the reference's time, so an op timed while the machine ran 20% slow
+is not 20% off. The reference's time is fixed by the first chunk of a new table; resumed and
+added ops are expressed at it.
+
+The table file is written atomically right away (metadata only), then after every timed
+segment (finished rounds of unfinished ops go to its `pending` section) and every finished
+chunk, and once more on any exit: a Ctrl-C, an exception or a kill -9 loses at most one
+segment's timing. With `resume=True` an existing file is loaded, checked to be from the same
+backend, options, device, batch and dtype; its missing ops are measured, pending rounds
+continued.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -22,11 +32,11 @@ from torch import nn
 from ..build import BuildConfig, Head, Stem, build_block
 from ..errors import HwnasError, LutError, ProfileError
 from ..latency_tables.table import LatencyTable, Measurement, OpKey
-from ..latency_tables.validation import REFERENCE_BLOCK, REFERENCE_SHAPE  # also the load guard's reference op
+from ..reference import new_reference, reference_model, set_reference_time
 from ..spaces import OpInstance, SearchSpace
-from .base import Profiler
+from .base import Profiler, Runner
 from .fingerprint import device_slug
-from .statistics import LoadGuard
+from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise, time_rounds
 
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
@@ -77,6 +87,8 @@ class ProfileReport:
     skipped: int
     remeasured: int
     elapsed_s: float
+    reference_ms: float | None = None
+    drift: float | None = None  # slowest / fastest local reference time during this run
 
 
 def _check_resumable(existing: LatencyTable, fresh: LatencyTable, path: Path) -> None:
@@ -97,7 +109,7 @@ def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> Laten
         device=profiler.fingerprint(),
         batch=batch,
         dtype=profiler.dtype,
-        statistics=profiler.stats.to_dict(),
+        statistics=None,
     )
     if out.exists():
         if not resume:
@@ -119,10 +131,10 @@ def _check_writable(out: Path) -> None:
         raise ProfileError(f"cannot write {out}: {probe} is not a writable folder; choose another --out")
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
+def _progress(total: int, initial: int, desc: str, enabled: bool, unit: str = "op"):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="op", file=sys.stderr, disable=not enabled,
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)
 
 
@@ -134,83 +146,124 @@ def profile_space(
     batch: int = 1,
     resume: bool = False,
     progress: bool = True,
-    load_guard: bool = True,
-    max_remeasure: int = 2,
+    rounds: RoundsConfig | None = None,
+    seed: int = 0,
+    checkpoint_every_s: float = 1.0,
     on_entry: Callable[[OpKey, Measurement], None] | None = None,
 ) -> ProfileReport:
     """Measure every unique op of `space` missing from the table at `out`; see the module doc."""
     if not isinstance(batch, int) or batch < 1:
         raise ProfileError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
+    rounds = rounds or RoundsConfig()
     out = Path(out)
     _check_writable(out)
     table = open_table(profiler, out, batch, resume)
     table.note_space(space.name, space.resolution)
+    table.rounds = table.rounds or rounds.to_dict()
+    if table.reference is None:
+        table.reference = new_reference(space)
     keys = space_keys(space, batch, table.dtype)
     todo = [(k, op) for k, op in keys if k not in table]
+    # unfinished ops first, so that their finished rounds are used up; the rest in a seeded order
+    rng = random.Random(seed)
+    rng.shuffle(todo)
+    todo.sort(key=lambda item: item[0].text not in table.pending)
     started = time.perf_counter()
-    measured = remeasured = 0
     torch.manual_seed(0)
-    guard_runner = guard = None
     if todo and table.overhead_ms is None:
         table.overhead_ms = profiler.overhead_ms()
-    if load_guard and todo:
-        cfg = BuildConfig(stem_size=16, num_features=16)
-        guard_runner = profiler.prepare(build_block(REFERENCE_BLOCK, REFERENCE_SHAPE[1], cfg), REFERENCE_SHAPE)
-        guard = LoadGuard(guard_runner.time_call, calls=max(5, min(15, profiler.stats.min_repeats)))
-        guard.ratio()
-    bar = _progress(len(keys), len(keys) - len(todo), f"{profiler.name} {space.name}@{space.resolution}",
-                    progress and bool(todo))
+    bar = _progress(len(keys) * rounds.rounds, (len(keys) - len(todo)) * rounds.rounds,
+                    f"{profiler.name} {space.name}@{space.resolution}", progress and bool(todo), unit="op-round")
+    saver = _Checkpoint(table, out, checkpoint_every_s)
+    measured = remeasured = 0
+    locals_seen: list[float] = []
+    reference_runner = None
     try:
-        try:
-            table.save(out)  # metadata first: the file exists and is valid from the start
-        except OSError as exc:
-            raise ProfileError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
-        for key, op in todo:
-            bar.set_postfix_str(op.label, refresh=False)
-            entry, redone = _measure_op(profiler, space, key, op, guard, max_remeasure, len(table), out)
-            table.put(key, entry)
-            table.save(out)
-            measured += 1
-            remeasured += bool(redone)
-            if on_entry:
-                on_entry(key, entry)
-            bar.update(1)
+        saver.save()  # metadata first: the file exists and is valid from the start
+        if todo:
+            model, shape = reference_model(table.reference, batch)
+            reference_runner = profiler.prepare(model, shape)
+        for start in range(0, len(todo), rounds.chunk_size):
+            chunk = todo[start:start + rounds.chunk_size]
+            runners = _prepare_chunk(profiler, space, chunk, len(table), out)
+            try:
+                finished_rounds = {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])]
+                                   for k, _ in chunk}
+                bar.update(sum(len(v) for v in finished_rounds.values()))
+
+                def checkpoint(records, chunk_keys=tuple(k.text for k, _ in chunk)):
+                    for text in chunk_keys:
+                        if records[text]:
+                            table.pending[text] = [r.to_dict() for r in records[text]]
+                    saver.maybe_save()
+
+                records = time_rounds({k.text: runners[k.text].time_call for k, _ in chunk},
+                                      reference_runner.time_call, rounds, seed=seed + start, records=finished_rounds,
+                                      on_segment=checkpoint, progress=bar.update)
+                if not table.reference.get("ms"):
+                    set_reference_time(table.reference, reference_median(records),
+                                       sum(len(v) for v in records.values()))
+                r0 = float(table.reference["ms"])
+                for key, op in chunk:
+                    fields = summarise(records[key.text], r0)
+                    memory = runners[key.text].memory()
+                    entry = Measurement(**fields, **memory.fields(), rounds_dropped=0)
+                    table.put(key, entry)
+                    table.pending.pop(key.text, None)
+                    measured += 1
+                    remeasured += bool(entry.remeasured)
+                    locals_seen += [r.reference_ms for r in records[key.text]]
+                    if on_entry:
+                        on_entry(key, entry)
+                saver.save()
+            finally:
+                for runner in runners.values():
+                    runner.close()
     finally:
         bar.close()
-        if guard_runner is not None:
-            guard_runner.close()
+        if reference_runner is not None:
+            reference_runner.close()
         if out.exists():
-            table.save(out)
-    return ProfileReport(out, len(keys), measured, len(keys) - len(todo), remeasured, time.perf_counter() - started)
+            saver.save()
+    drift = max(locals_seen) / min(locals_seen) if locals_seen else None
+    return ProfileReport(out, len(keys), measured, len(keys) - len(todo), remeasured, time.perf_counter() - started,
+                         (table.reference or {}).get("ms"), drift)
 
 
-def _measure_op(profiler: Profiler, space: SearchSpace, key: OpKey, op: OpInstance, guard: LoadGuard | None,
-                max_remeasure: int, done: int, out: Path) -> tuple[Measurement, int]:
-    """Measure one op; while the load guard says the machine was busy (before or after the op),
-    measure again (at most `max_remeasure` times, after a short pause) and keep the attempt
-    taken under the least load."""
-    best: tuple[float, Measurement] | None = None
-    before = guard.last_ratio if guard else 1.0
-    for attempt in range(max_remeasure + 1):
+class _Checkpoint:
+    """Atomic saves of the table: now, or at most every `every_s` seconds (checkpoints of rounds)."""
+
+    def __init__(self, table: LatencyTable, out: Path, every_s: float):
+        self.table, self.out, self.every_s, self.last = table, out, every_s, 0.0
+
+    def save(self) -> None:
         try:
-            module = op_module(op, space.build_config)
-            entry = profiler.measure(module, key.shape)
-        except HwnasError as exc:
-            raise type(exc)(f"{op.label}: {exc} ({done} finished entries are saved in {out})") from exc
-        except Exception as exc:
-            raise ProfileError(
-                f"measuring {op.label} on {profiler.name} failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                f"{done} finished entries are saved in {out}; rerun with --resume once fixed"
-            ) from exc
-        after = guard.ratio() if guard else 1.0
-        load = max(before, after)
-        if best is None or load < best[0]:
-            best = (load, entry)
-        if guard is None or not guard.busy(load):
-            break
-        time.sleep(0.2)
-        before = guard.ratio()
-    load, entry = best
-    if attempt:
-        entry = Measurement(**{**entry.to_dict(), "remeasured": attempt})
-    return entry, attempt
+            self.table.save(self.out)
+        except OSError as exc:
+            raise ProfileError(f"cannot write {self.out}: {exc.strerror or exc}; choose another --out") from None
+        self.last = time.monotonic()
+
+    def maybe_save(self) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.save()
+
+
+def _prepare_chunk(profiler: Profiler, space: SearchSpace, chunk, done: int, out: Path) -> dict[str, Runner]:
+    """Runners of a chunk's ops (closed again if one fails to prepare)."""
+    runners: dict[str, Runner] = {}
+    try:
+        for key, op in chunk:
+            try:
+                runners[key.text] = profiler.prepare(op_module(op, space.build_config), key.shape)
+            except HwnasError as exc:
+                raise type(exc)(f"{op.label}: {exc} ({done} finished entries are saved in {out})") from exc
+            except Exception as exc:
+                raise ProfileError(
+                    f"preparing {op.label} on {profiler.name} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"{done} finished entries are saved in {out}; rerun with --resume once fixed"
+                ) from exc
+    except BaseException:
+        for runner in runners.values():
+            runner.close()
+        raise
+    return runners

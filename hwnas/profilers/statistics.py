@@ -11,8 +11,8 @@ approximation of the binomial ranks). Timing stops as soon as
 
 Load bursts: a round whose median is more than `outlier_ratio` times the median of all round
 medians was disturbed (another process took the core). It is dropped and timed again, at most
-`max_dropped_rounds` times per op. A burst longer than a whole op is the job of `LoadGuard`,
-which the profiling session runs between ops.
+`max_dropped_rounds` times per op. (Profiling tables times ops in interleaved rounds instead:
+hwnas.profilers.interleaved; this loop times a single call site, e.g. the backend's overhead.)
 
 `timed` is any function that makes one call and returns its duration in milliseconds, and
 `clock` any monotonic clock in seconds: tests pass fakes to check the rule exactly.
@@ -174,36 +174,3 @@ def measure_adaptive(timed: Callable[[], float], config: StatsConfig | None = No
         else:
             continue
         return Stats(samples=tuple(kept), rel_ci=rel, stop_reason=reason, rounds_dropped=dropped)
-
-
-class LoadGuard:
-    """Notices a machine busier than before by timing a fixed reference call between ops.
-
-    `ratio()` is the median of `calls` reference calls divided by the lowest such median seen
-    so far; the profiling session re-measures an op whose ratio (before or after it) exceeds
-    `threshold`, so a burst of load that outlasts a whole op does not poison its entry.
-    """
-
-    def __init__(self, timed: Callable[[], float], calls: int = 15, threshold: float = 1.25):
-        if calls < 1 or threshold <= 1:
-            raise ProfileError("load guard needs calls >= 1 and threshold > 1")
-        self.timed = timed
-        self.calls = calls
-        self.threshold = threshold
-        self.baseline: float | None = None
-        self.last_ratio = 1.0
-
-    def probe(self) -> float:
-        """Median duration (ms) of `calls` reference calls, after one untimed call."""
-        self.timed()
-        return _median([self.timed() for _ in range(self.calls)])
-
-    def ratio(self) -> float:
-        value = self.probe()
-        if self.baseline is None or value < self.baseline:
-            self.baseline = value
-        self.last_ratio = value / self.baseline if self.baseline > 0 else 1.0
-        return self.last_ratio
-
-    def busy(self, ratio: float) -> bool:
-        return ratio > self.threshold

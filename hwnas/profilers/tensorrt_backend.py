@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError
+from ..export.tensorrt_engine import build_serialized, import_tensorrt
 from .base import Profiler, Runner
 from .fingerprint import device_fingerprint
 from .memory import MemoryInfo, estimate_on_cpu
@@ -33,21 +34,6 @@ from .statistics import StatsConfig
 
 PRECISIONS = ("fp32", "fp16", "int8")
 _INT8_RANGE = 4.0
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the tensorrt backend needs NVIDIA TensorRT's Python package ({exc}); install it with "
-            "`.venv/bin/pip install -r requirements-gpu.txt` on a machine with an NVIDIA GPU"
-        ) from None
-    return tensorrt
-
-
-def _major(trt) -> int:
-    return int(trt.__version__.split(".")[0])
 
 
 def _torch_dtype(trt, dtype):
@@ -107,7 +93,7 @@ class TensorRTRunner(Runner):
     def memory(self) -> MemoryInfo:
         return self._memory
 
-    def close(self) -> None:
+    def deactivate(self) -> None:
         self.stream.synchronize()
         self.context = self.engine = None
         self.buffers.clear()
@@ -124,7 +110,7 @@ class TensorRTProfiler(Profiler):
         super().__init__(stats)
         if precision not in PRECISIONS:
             raise BackendError(f"tensorrt precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        self.trt = import_tensorrt()
+        self.trt = import_tensorrt("the tensorrt backend")
         if not torch.cuda.is_available():
             raise BackendError("the tensorrt backend needs a CUDA device; torch.cuda.is_available() is False here")
         self.precision = precision
@@ -162,24 +148,13 @@ class TensorRTProfiler(Profiler):
         return Path(self._tmp.name) / f"op{self._count}.onnx"
 
     def build_engine(self, onnx_path: Path):
+        """Build with hwnas' one TensorRT builder (hwnas.export.tensorrt_engine.build_serialized)."""
         trt = self.trt
-        builder = trt.Builder(self.logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse(onnx_path.read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise BackendError(f"TensorRT could not parse the exported op: {errors[:300]}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb << 20)
-        if self.precision == "fp16" and not self.strongly_typed_fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if self.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            self._set_int8_ranges(network)
+        flags = {"fp16": () if self.strongly_typed_fp16 else ("FP16",), "int8": ("INT8",)}.get(self.precision, ())
+        configure = (lambda builder, network, config: self._set_int8_ranges(network)) if self.precision == "int8" else None
         with torch.cuda.device(self.device_index):
-            plan = builder.build_serialized_network(network, config)
-            if plan is None:
-                raise BackendError("TensorRT failed to build an engine for the op (see TensorRT's log)")
+            plan = build_serialized(trt, onnx_path.read_bytes(), workspace_mb=self.workspace_mb, set_flags=flags,
+                                    configure=configure, error=BackendError, quiet=True)
             engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
             raise BackendError("TensorRT could not deserialise the engine it built")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,10 +89,14 @@ class TorchCPURunner(Runner):
             end = time.perf_counter_ns()
         return (end - start) / 1e6
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
     def memory(self) -> MemoryInfo:
         return self._memory
 
-    def close(self) -> None:
+    def deactivate(self) -> None:
         self._denormals.restore()
         self._threads.restore()
 
@@ -153,7 +158,7 @@ class TorchCUDARunner(Runner):
         peak = cuda_peak_bytes(self._call, self.device, self.input_bytes)
         return MemoryInfo(self.param_bytes, self.input_bytes, self.output_bytes, peak, "cuda:max_memory_allocated")
 
-    def close(self) -> None:
+    def deactivate(self) -> None:
         del self.module, self.x
         self._threads.restore()
 

@@ -1,20 +1,31 @@
-"""Search strategies behind `hwnas search --strategy NAME`: a plain registry of strategy classes.
+"""Search strategies behind `hwnas search --strategy NAME`, the trial loop that drives them, and
+the evaluators that score candidates: plain registries of classes.
 
-Add a strategy by subclassing `SearchStrategy` (see base.py) and listing it in STRATEGIES.
+Add a strategy by subclassing `TrialStrategy` (ask/tell, see base.py) or `SupernetStrategy` and
+listing it in STRATEGIES; an evaluator by subclassing `Evaluator` (evaluators.py).
 """
 
 from __future__ import annotations
 
 from ..errors import HwnasError
-from .base import Candidate, Evaluator, SearchProblem, SearchResult, SearchStrategy
+from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStrategy, TrialStrategy,
+                   write_result)
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
+from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, SyntheticEvaluator
+from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
-from .random_search import RandomConfig, RandomStrategy
+from .loop import LoopConfig, run_search
+from .objectives import Budgets, pareto_front
+from .optuna_strategies import NSGA2Strategy, TPEStrategy
+from .random_search import RandomStrategy
+from .trials import Trial, read_history
 
-STRATEGIES: dict[str, type[SearchStrategy]] = {"fbnet": FBNetStrategy, "random": RandomStrategy}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy)}
+EVALUATORS = ("scratch", "shared")
 
 
-def get_strategy(name: str) -> type[SearchStrategy]:
+def get_strategy(name: str) -> type[Strategy]:
     try:
         return STRATEGIES[name]
     except KeyError:
@@ -22,7 +33,9 @@ def get_strategy(name: str) -> type[SearchStrategy]:
 
 
 __all__ = [
-    "STRATEGIES", "BudgetError", "BudgetSpec", "Candidate", "Evaluator", "FBNetConfig", "FBNetStrategy",
-    "RandomConfig", "RandomStrategy", "SearchProblem", "SearchResult", "SearchStrategy", "get_strategy",
-    "parse_budget", "repair_to_budget", "resolve_budget", "top_k_choices",
+    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "EvalOutcome", "EvalRequest",
+    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "NSGA2Strategy", "RandomStrategy",
+    "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
+    "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",
+    "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",
 ]

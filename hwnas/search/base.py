@@ -1,5 +1,6 @@
-"""The strategy seam: a search problem, a strategy object that solves it, candidate evaluators,
-and the result record every strategy returns (Optuna-style small base classes, passed in)."""
+"""The strategy seam: a search problem, the strategy base classes (a trial strategy proposes and
+learns by ask/tell; a supernet strategy runs its own search), and the result record every
+strategy returns, written by `write_result` (Optuna-style small base classes, passed in)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from pathlib import Path
 
 from ..arch import Arch
 from ..data import ImageData
+from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..latency_tables.predictor import LatencyPredictor
 from ..spaces import SearchSpace
 from .budget import BudgetStep
+from .objectives import Budgets
 
 
 @dataclass(frozen=True)
 class SearchProblem:
-    """What to search: a space at the LUT's resolution, its latency predictor, an optional budget
-    (ms, already checked feasible), the data, and where and how to run."""
+    """What to search: a space at the LUT's resolution, its latency predictor, an optional latency
+    budget (ms, already checked feasible), the data, where and how to run, the other budgets
+    (peak activation bytes, parameters) with what to do about a candidate over one, and the
+    objectives (`acc` first; `latency`, `memory` make the run multi-objective)."""
 
     space: SearchSpace
     predictor: LatencyPredictor
@@ -30,13 +35,22 @@ class SearchProblem:
     resume: bool = False
     progress: bool = True
     lut_source: str = ""
+    memory_budget: int | None = None
+    params_budget: int | None = None
+    budget_mode: str = "reject"
+    penalty: float = 1.0
+    objectives: tuple[str, ...] = ("acc",)
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(self.budget_ms, self.memory_budget, self.params_budget, self.budget_mode, self.penalty)
 
 
 @dataclass(frozen=True)
 class Candidate:
     """An architecture a strategy considered, with its predicted latency and a strategy-specific
-    score (one-shot supernet top-1 for fbnet's top-k, short-training top-1 for fbnet's finalists and
-    random's trials; None if not scored)."""
+    score (one-shot supernet top-1 for fbnet's top-k, short-training top-1 for fbnet's finalists,
+    the evaluator's top-1 for a sampler's Pareto front members; None if not scored)."""
 
     arch: Arch
     predicted_ms: float
@@ -77,45 +91,77 @@ class SearchResult:
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "arch": self.arch.to_dict(), "arch_hash": self.arch.hash,
                 "predicted_latency_ms": self.predicted_ms, "budget_ms": self.budget_ms,
-                "meets_budget": self.budget_ms is None or self.predicted_ms <= self.budget_ms,
+                "meets_budget": self.budget_ms is None or self.predicted_ms <= self.budget_ms * (1 + 1e-9),
                 "repaired": self.repaired, "filled": self.filled, "budget_steps": [r.to_dict() for r in self.budget_steps],
                 "candidates": [c.to_dict() for c in self.candidates], "wall_s": round(self.wall_s, 3),
                 "finished": self.finished, **self.details}
 
 
 def write_result(run_dir: Path, result: SearchResult) -> None:
-    """arch.json (the best architecture) and result.json (everything else), atomically."""
+    """arch.json (the best architecture) and result.json (everything else), atomically: the one
+    place a search's result is written (run_search calls it after the strategy has picked)."""
     atomic_write_json(run_dir / "arch.json", result.arch.to_dict())
     atomic_write_json(run_dir / "result.json", result.to_dict())
 
 
-class SearchStrategy(ABC):
-    """A search strategy: built from its own options, then `search(problem)`.
+class Strategy:
+    """What every strategy shares: a registry name, its own flags, construction from them.
 
-    `add_arguments` adds the strategy's flags to `hwnas search` (in its own argument group);
-    `from_args` builds the strategy from parsed flags. A strategy keeps no global state.
+    `add_arguments` adds the strategy's own flags (default `argparse.SUPPRESS`: a flag absent from
+    the namespace was not given); `shared_options` names the loop's and evaluators' flags (dests)
+    the strategy uses. `hwnas search` refuses any other flag given with this strategy.
     """
 
     name: str = ""
+    shared_options: frozenset[str] = frozenset()
+    uses_evaluator: bool = True
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Add this strategy's flags (names must not clash with other strategies')."""
+        """Add this strategy's own flags (names must not clash with other strategies')."""
 
     @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Strategy":
+        return cls()
+
+    def settings(self) -> dict:
+        """The strategy's own settings, kept with the run (a resumed run must have the same)."""
+        return {}
+
+
+class TrialStrategy(Strategy, ABC):
+    """A strategy that proposes and learns, driven by the trial loop (Optuna-sampler-like):
+    `start` once per run (a fresh state from the seed), then `ask()` for a proposal and
+    `tell(trial)` with its outcome, in the loop's order. Replaying the tells of a history into a
+    freshly started strategy of the same seed reproduces its state: that is how a run resumes.
+    """
+
+    shared_options = frozenset({"trials", "time_limit", "evaluator", "objectives", "memory_budget", "params_budget",
+                                "budget_mode", "penalty"})
+
+    def start(self, space: SearchSpace, seed: int, run_dir: Path, objectives: tuple[str, ...]) -> None:
+        self.space, self.seed, self.run_dir, self.objectives = space, seed, run_dir, objectives
+
     @abstractmethod
-    def from_args(cls, args: argparse.Namespace) -> "SearchStrategy":
+    def ask(self) -> Arch:
         ...
+
+    @abstractmethod
+    def tell(self, trial) -> None:
+        ...
+
+
+class SupernetStrategy(Strategy, ABC):
+    """A strategy of its own kind (FBNet): trains a supernet and derives its result from it, with
+    its own checkpoint; `run_search` writes the result it returns."""
 
     @abstractmethod
     def search(self, problem: SearchProblem, stop_after: int | None = None) -> SearchResult:
         """Run (or resume) the search in `problem.run_dir`; `stop_after` interrupts it deliberately
-        after that many units of work (epochs, trials) so that tests can exercise `--resume`."""
+        after that many epochs so that tests can exercise `--resume`."""
 
 
-class Evaluator(ABC):
-    """Scores one candidate architecture (higher is better)."""
-
-    @abstractmethod
-    def evaluate(self, arch: Arch) -> float:
-        ...
+def refuse_unused_budgets(problem: SearchProblem, strategy: Strategy) -> None:
+    if problem.memory_budget is not None or problem.params_budget is not None or problem.objectives != ("acc",):
+        raise HwnasError(f"--strategy {strategy.name} handles only --latency-budget and the acc objective; "
+                         f"use a sampler strategy (random, evolution, tpe, nsga2) for the others")

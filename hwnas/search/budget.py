@@ -49,12 +49,19 @@ def parse_budget(text: str) -> BudgetSpec:
     return BudgetSpec(value, "ms", str(text))
 
 
-def latency_range_ms(predictor: LatencyPredictor) -> tuple[float, float]:
-    """Predicted latency of the fastest and the slowest architecture of a layer-wise space."""
-    fixed, per_layer = predictor.layer_costs()
-    fastest = fixed + float(sum(t.min() for t in per_layer))
-    slowest = fixed + float(sum(t.max() for t in per_layer))
-    return fastest, slowest
+def latency_range_ms(predictor: LatencyPredictor, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Predicted latency of the fastest and the slowest architecture: exact for a layer-wise space
+    (per-layer minima and maxima), else the extremes of `samples` uniform architectures (a stage-wise
+    space has no per-layer costs; sampled extremes are inside the true range)."""
+    if isinstance(predictor.space, LayerwiseSpace):
+        fixed, per_layer = predictor.layer_costs()
+        return fixed + float(sum(t.min() for t in per_layer)), fixed + float(sum(t.max() for t in per_layer))
+    import random
+
+    rng = random.Random(seed)
+    space = predictor.space
+    lats = predictor.batch_latency_ms([Arch.create(space, space.sample(rng)) for _ in range(samples)])
+    return float(lats.min()), float(lats.max())
 
 
 def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
@@ -64,7 +71,8 @@ def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
     if budget < fastest * (1 - 1e-9):
         raise BudgetError(
             f"latency budget {budget:.4g} ms is infeasible: the fastest architecture of space "
-            f"{predictor.space.name!r} is predicted at {fastest:.4g} ms by this table (the slowest at {slowest:.4g} ms); "
+            f"{predictor.space.name!r} is predicted at {fastest:.4g} ms by this table (the slowest at {slowest:.4g} ms"
+            f"{'' if isinstance(predictor.space, LayerwiseSpace) else ', both of 2,000 random architectures'}); "
             f"give a budget of at least {fastest:.4g} ms"
         )
     return budget
@@ -107,7 +115,9 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    while latency > budget_ms:
+    for _ in range(_max_steps(space, per_layer, latency)):
+        if latency <= budget_ms:
+            break
         best_ratio = best_finish = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
@@ -131,6 +141,8 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
         steps.append(BudgetStep("downgrade", layer.name, before, cand, saved, cost, latency))
+    if latency > budget_ms:
+        raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms in {len(steps)} steps")
     return Arch.create(space, current), steps
 
 
@@ -151,7 +163,7 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    while True:
+    for _ in range(_max_steps(space, per_layer, latency)):
         best = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
@@ -171,6 +183,16 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
         steps.append(BudgetStep("upgrade", layer.name, before, cand, -gained, cost, latency))
+    return Arch.create(space, current), steps  # every layer reached its slowest candidate
+
+
+def _max_steps(space: LayerwiseSpace, per_layer, latency: float) -> int:
+    """Upper bound of repair/fill steps: each step moves one layer strictly toward its fastest
+    (slowest) candidate, so a layer moves at most len(candidates) - 1 times. Non-finite costs
+    would break that argument (NaN compares false), so they are refused here."""
+    if not math.isfinite(latency) or not all(math.isfinite(float(v)) for row in per_layer for v in row):
+        raise BudgetError("the latency table gives non-finite latencies for this space; check it with `hwnas lut show`")
+    return sum(len(layer.candidates) - 1 for layer in space.layers) + 1
 
 
 def fit_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],

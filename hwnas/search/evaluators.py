@@ -1,34 +1,165 @@
-"""Candidate evaluators: how a strategy that samples architectures scores them."""
+"""Candidate evaluators behind one interface: a batch of requests in, outcomes out as they finish.
+
+An evaluator is a picklable object holding its data and settings (no global RNG state: each
+request carries its seed), so that a later change can hand batches to many workers. Here a batch
+runs in order in this process. `scratch` trains each candidate briefly (MnasNet's proxy task);
+`shared` (spos.py) scores it with the weights of a one-shot supernet.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
 from ..arch import Arch
 from ..data import ImageData, split_train
+from ..errors import HwnasError
 from ..training import TrainConfig, train_arch
-from .base import Evaluator
 
 
-class ShortTrainEvaluator(Evaluator):
+@dataclass(frozen=True)
+class EvalRequest:
+    number: int
+    arch: Arch
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """`metrics` ({'top1': %}) when the evaluation finished, else None and `error`."""
+
+    number: int
+    metrics: dict | None
+    error: str
+    wall_s: float
+
+
+class Evaluator(ABC):
+    """Scores candidate architectures (top-1 %, higher is better)."""
+
+    name = ""
+
+    def prepare(self, progress: bool = False) -> None:
+        """One-time set-up before the first batch (e.g. training a supernet); default none."""
+
+    @abstractmethod
+    def score(self, arch: Arch, seed: int) -> float:
+        """Top-1 (%) of `arch`; `seed` fixes every random choice of the evaluation."""
+
+    def evaluate_batch(self, requests: Iterable[EvalRequest]) -> Iterator[EvalOutcome]:
+        """Outcomes in the order they finish (here: the order given). A candidate that raises is a
+        failed outcome, not a crash; an HwnasError (bad set-up, not a bad candidate) propagates."""
+        for request in requests:
+            yield evaluate_request(self, request)
+
+    def evaluate(self, arch: Arch, seed: int = 0) -> float:
+        """One candidate, synchronously (raises what the evaluation raises)."""
+        return self.score(arch, seed)
+
+    def describe(self) -> dict:
+        return {"evaluator": self.name}
+
+
+def evaluate_request(evaluator: Evaluator, request: EvalRequest) -> EvalOutcome:
+    """A module-level function (picklable) that a worker pool can map over requests."""
+    t0 = time.perf_counter()
+    try:
+        top1 = float(evaluator.score(request.arch, request.seed))
+        if not math.isfinite(top1):
+            raise FloatingPointError(f"top-1 is {top1} (the training diverged)")
+    except (KeyboardInterrupt, HwnasError):
+        raise
+    except Exception as exc:  # a failed trial is a record, not a crash (Optuna)
+        return EvalOutcome(request.number, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+    return EvalOutcome(request.number, {"top1": top1}, "", time.perf_counter() - t0)
+
+
+class ScratchEvaluator(Evaluator):
     """Top-1 (%) on `data.val` after a short from-scratch training on `data.train`.
 
     Give it a held-out part of the training set as `data.val` when the score selects an
-    architecture, so that the val split stays unseen by the search.
+    architecture (see `holdout_evaluator`), so that the val split stays unseen by the search.
+    A request's seed seeds the training, unless `fixed_seed` (then every candidate trains alike).
     """
 
-    def __init__(self, data: ImageData, config: TrainConfig):
+    name = "scratch"
+
+    def __init__(self, data: ImageData, config: TrainConfig, fixed_seed: bool = False):
         self.data = data
         self.config = config
-        self.calls = 0
+        self.fixed_seed = fixed_seed
 
-    def evaluate(self, arch: Arch) -> float:
-        # every candidate gets the same seed: scores then do not depend on the order of the calls
-        result = train_arch(arch, self.data, self.config)
-        self.calls += 1
-        return result.top1
+    def score(self, arch: Arch, seed: int) -> float:
+        cfg = self.config if self.fixed_seed else TrainConfig(**{**self.config.__dict__, "seed": seed})
+        return train_arch(arch, self.data, cfg).top1
+
+    def describe(self) -> dict:
+        return {"evaluator": self.name, **self.config.__dict__, "fixed_seed": self.fixed_seed}
 
 
-def holdout_evaluator(data: ImageData, holdout: float, seed: int, config: TrainConfig) -> ShortTrainEvaluator:
-    """A ShortTrainEvaluator that trains on `1 - holdout` of `data.train` and scores on the rest
-    (split by `seed`), so that selecting an architecture never sees `data.val`."""
+def holdout_data(data: ImageData, holdout: float, seed: int) -> ImageData:
+    """`data` whose train split is `1 - holdout` of the training set and whose val split is the
+    rest (split by `seed`): selecting an architecture on it never sees `data.val`."""
     fit, held_out = split_train(data.train, holdout, seed)
-    return ShortTrainEvaluator(ImageData(f"{data.name}-holdout", fit, held_out, data.classes, data.resolution), config)
+    return dataclasses.replace(data, name=f"{data.name}-holdout", train=fit, val=held_out)
+
+
+def holdout_evaluator(data: ImageData, holdout: float, seed: int, config: TrainConfig) -> ScratchEvaluator:
+    """A ScratchEvaluator on `holdout_data`; every candidate trains with `config.seed`."""
+    return ScratchEvaluator(holdout_data(data, holdout, seed), config, fixed_seed=True)
+
+
+class SyntheticEvaluator(Evaluator):
+    """A deterministic additive score for contract tests and smoke runs, not an accuracy: each
+    (decision, choice) has a fixed pseudo-random worth in [0, 1], the score is 100 x their mean.
+    Architectures whose hash falls in `fail_fraction` raise (to exercise failed trials);
+    `delay_s` makes each evaluation take time (to interrupt a run mid-way)."""
+
+    name = "synthetic"
+
+    def __init__(self, fail_fraction: float = 0.0, delay_s: float = 0.0):
+        self.fail_fraction = fail_fraction
+        self.delay_s = delay_s
+
+    @staticmethod
+    def worth(decision: str, choice: str) -> float:
+        digest = hashlib.sha256(f"{decision}={choice}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") / 2 ** 32
+
+    def score(self, arch: Arch, seed: int) -> float:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if int(arch.hash[:8], 16) / 16 ** 8 < self.fail_fraction:
+            raise RuntimeError(f"synthetic failure of {arch.hash}")
+        return 100.0 * sum(self.worth(d, c) for d, c in arch.choices) / len(arch.choices)
+
+    def describe(self) -> dict:
+        return {"evaluator": self.name, "fail_fraction": self.fail_fraction}
+
+
+def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches: int | None = None,
+                   holdout: float = 0.2, supernet=None, calib_batches: int = 200, calib_batch_size: int = 128,
+                   score_batches: int | None = None) -> Evaluator:
+    """The evaluator `name` for a search problem: `scratch` trains each candidate `epochs` on
+    1 - `holdout` of the training set and scores it on the rest; `shared` trains a SPOS supernet
+    `epochs` (file `supernet`, default RUN_DIR/spos_supernet.pt) and scores on its held-out part."""
+    if not 0.0 < holdout < 1.0:
+        raise HwnasError(f"--holdout must be between 0 and 1, got {holdout}")
+    if name == "scratch":
+        return ScratchEvaluator(holdout_data(problem.data, holdout, problem.seed),
+                                TrainConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches))
+    if name == "shared":
+        from pathlib import Path
+
+        from .spos import SharedEvaluator, SPOSConfig
+
+        cfg = SPOSConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches, holdout=holdout,
+                         calib_batches=calib_batches, calib_batch_size=calib_batch_size, score_batches=score_batches)
+        path = Path(supernet) if supernet else Path(problem.run_dir) / "spos_supernet.pt"
+        return SharedEvaluator(problem.space, problem.data, cfg, path)
+    raise HwnasError(f"unknown evaluator {name!r}; choose scratch or shared")

@@ -61,3 +61,33 @@ def plot_latency(log: Sequence[dict], budget_ms: float | None, path: str | Path)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_pareto(trials: Sequence, front: Sequence, objectives: Sequence[str], budgets, path: str | Path) -> None:
+    """Top-1 against predicted latency (and against peak activation memory when it is an
+    objective): every evaluated trial, the front joined by a line, the budgets as dotted lines."""
+    plt = _pyplot()
+    axes_spec = [("predicted_ms", "predicted latency (ms)", budgets.latency_ms)]
+    if "memory" in objectives:
+        axes_spec.append(("peak_activation_bytes", "peak activation memory (bytes)", budgets.memory_bytes))
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.4 * len(axes_spec), 4.2), squeeze=False)
+    scored = [t for t in trials if t.state == "complete" and t.top1 is not None]
+    for ax, (attr, label, budget) in zip(axes[0], axes_spec):
+        ax.scatter([getattr(t, attr) for t in scored], [t.top1 for t in scored], s=14, alpha=0.4, label="trials")
+        ordered = sorted(front, key=lambda t: getattr(t, attr))
+        ax.plot([getattr(t, attr) for t in ordered], [t.top1 for t in ordered], "o-", color="tab:orange",
+                label="Pareto front")
+        if front:
+            best = max(front, key=lambda t: t.top1)
+            ax.scatter([getattr(best, attr)], [best.top1], s=90, marker="*", color="tab:green", zorder=3,
+                       label="chosen (most accurate within budgets)")
+        if budget is not None:
+            ax.axvline(budget, color="red", linestyle=":", label=f"budget {budget:.4g}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("search trials and Pareto front")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

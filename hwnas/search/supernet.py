@@ -115,3 +115,8 @@ class Supernet(nn.Module):
         for op, index in zip(self.layers, indices):
             x = op.ops[index](x)
         return self.head(x)
+
+
+def path_indices(space: LayerwiseSpace, arch) -> list[int]:
+    """The candidate index of `arch` in each searchable layer (its single path through a supernet)."""
+    return [layer.candidates.index(arch.choice_map[layer.name]) for layer in space.layers]

@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 
 from ..build import BuildConfig, decode_block
 from ..errors import ArchError
+from ..ops import HeadSpec, OpKind, StemSpec
 
 SKIP = "skip"
 
@@ -33,29 +34,42 @@ class OpInstance:
     module at the same shape and are measured once.
     """
 
-    kind: str
+    kind: OpKind
     spec: str
     in_chs: int
     in_h: int
     in_w: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", OpKind.parse(self.kind))
+
+    @property
+    def stem(self) -> StemSpec:
+        """The parsed stem spec (ValueError for other kinds)."""
+        return StemSpec.parse(self.spec)
+
+    @property
+    def head(self) -> HeadSpec:
+        """The parsed head spec: features and class count (ValueError for other kinds)."""
+        return HeadSpec.parse(self.spec)
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.in_chs, self.in_h, self.in_w)
 
     def out_hw(self) -> tuple[int, int]:
         stride = 1
-        if self.kind == "stem":
-            stride = 2
-        elif self.kind == "block":
+        if self.kind is OpKind.STEM:
+            stride = self.stem.stride
+        elif self.kind is OpKind.BLOCK:
             stride = block_stride(self.spec)
         return conv_out(self.in_h, stride), conv_out(self.in_w, stride)
 
     def out_chs(self) -> int:
-        if self.kind == "block":
+        if self.kind is OpKind.BLOCK:
             return block_out_chs(self.spec)
-        if self.kind == "stem":
-            return int(self.spec.split("_")[0][1:])
-        return int(self.spec.split("_")[1][1:])
+        if self.kind is OpKind.STEM:
+            return self.stem.channels
+        return self.head.num_classes
 
     @property
     def label(self) -> str:
@@ -90,16 +104,18 @@ class SearchSpace(ABC):
     default_resolution: int = 224
     default_num_classes: int = 1000
     min_resolution: int = 32
+    #: input resolutions must be multiples of this (five stride-2 stages: 32 keeps every map even)
+    resolution_step: int = 32
 
     def __init__(self, resolution: int | None = None, num_classes: int | None = None):
         from ..errors import SpaceError
 
         self.resolution = int(self.default_resolution if resolution is None else resolution)
         self.num_classes = int(self.default_num_classes if num_classes is None else num_classes)
-        if self.resolution < self.min_resolution or self.resolution % 32:
+        if self.resolution < self.min_resolution or self.resolution % self.resolution_step:
             raise SpaceError(
                 f"resolution {self.resolution} is not usable for space {self.name!r}; "
-                f"use a multiple of 32 that is at least {self.min_resolution}"
+                f"use a multiple of {self.resolution_step} that is at least {self.min_resolution}"
             )
         if self.num_classes < 1:
             raise SpaceError(f"num_classes must be >= 1, got {self.num_classes}")
@@ -154,10 +170,10 @@ class SearchSpace(ABC):
         return {d.name: rng.choice(d.choices) for d in self.decisions}
 
     def stem_op(self) -> OpInstance:
-        return OpInstance("stem", f"c{self.build_config.stem_size}_k3_s2", 3, self.resolution, self.resolution)
+        return OpInstance(OpKind.STEM, StemSpec(self.build_config.stem_size).text, 3, self.resolution, self.resolution)
 
     def head_op(self, in_chs: int, in_h: int, in_w: int) -> OpInstance:
-        return OpInstance("head", f"f{self.build_config.num_features}_n{self.num_classes}", in_chs, in_h, in_w)
+        return OpInstance(OpKind.HEAD, HeadSpec(self.build_config.num_features, self.num_classes).text, in_chs, in_h, in_w)
 
     def ops(self, arch_def: list[list[str]]) -> list[OpInstance]:
         """The stem, every block and the head of an arch_def, each at its input shape."""
@@ -167,7 +183,7 @@ class SearchSpace(ABC):
         ops = [stem]
         for stage in arch_def:
             for block_str in stage:
-                op = OpInstance("block", block_str, chs, h, w)
+                op = OpInstance(OpKind.BLOCK, block_str, chs, h, w)
                 ops.append(op)
                 chs = op.out_chs()
                 h, w = op.out_hw()
@@ -216,7 +232,7 @@ class SearchableLayer:
         block = self.block_string(candidate)
         if block is None:
             return None
-        return OpInstance("block", block, self.in_chs, self.in_hw, self.in_hw)
+        return OpInstance(OpKind.BLOCK, block, self.in_chs, self.in_hw, self.in_hw)
 
 
 class LayerwiseSpace(SearchSpace):

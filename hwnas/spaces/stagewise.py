@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Mapping
 
+from ..ops import OpKind
 from .base import OpInstance, SearchSpace, _unique, block_out_chs, conv_out
 
 
@@ -40,8 +41,8 @@ class StagewiseSpace(SearchSpace):
             out_widths: set[int] = set()
             for width in sorted(in_widths):
                 first, rest = self.stage_options(i, width)
-                ops += [OpInstance("block", b, width, hw, hw) for b in sorted(first)]
-                ops += [OpInstance("block", b, block_out_chs(b), out_hw, out_hw) for b in sorted(rest)]
+                ops += [OpInstance(OpKind.BLOCK, b, width, hw, hw) for b in sorted(first)]
+                ops += [OpInstance(OpKind.BLOCK, b, block_out_chs(b), out_hw, out_hw) for b in sorted(rest)]
                 out_widths |= {block_out_chs(b) for b in first}
             in_widths, hw = out_widths, out_hw
         return _unique(ops), {(w, hw, hw) for w in in_widths}

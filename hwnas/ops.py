@@ -1,0 +1,78 @@
+"""Op kinds as one typed record: what a LUT row or a space's op is (stem, block, head) and the
+parsed arguments of the fixed ops, instead of string tests and `split("_")` at each use.
+
+`OpKind` is a str enum, so `kind == "stem"` and f-strings keep working where a kind is compared or
+printed. A stem spec is `c{channels}_k{kernel}_s{stride}`, a head spec `f{features}_n{classes}`;
+block specs are timm block strings (hwnas.build.decode_block parses those).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class OpKind(str, Enum):
+    STEM = "stem"
+    BLOCK = "block"
+    HEAD = "head"
+
+    __hash__ = str.__hash__  # equal to its string, so it must hash like it
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def parse(cls, text: str) -> "OpKind":
+        """The kind named `text`; ValueError naming the kinds otherwise."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"op kind must be stem, block or head, not {text!r}") from None
+
+
+_STEM = re.compile(r"^c(?P<channels>\d+)_k(?P<kernel>\d+)_s(?P<stride>\d+)$")
+_HEAD = re.compile(r"^f(?P<features>\d+)_n(?P<classes>\d+)$")
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The stem conv: output channels, kernel, stride."""
+
+    channels: int
+    kernel: int = 3
+    stride: int = 2
+
+    @property
+    def text(self) -> str:
+        return f"c{self.channels}_k{self.kernel}_s{self.stride}"
+
+    @classmethod
+    def parse(cls, text: str) -> "StemSpec":
+        match = _STEM.match(text)
+        if not match:
+            raise ValueError(f"stem spec {text!r} is not c<channels>_k<kernel>_s<stride>")
+        return cls(int(match["channels"]), int(match["kernel"]), int(match["stride"]))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The head: its feature width (1x1 conv) and class count (classifier)."""
+
+    features: int
+    num_classes: int
+
+    @property
+    def text(self) -> str:
+        return f"f{self.features}_n{self.num_classes}"
+
+    @classmethod
+    def parse(cls, text: str) -> "HeadSpec":
+        match = _HEAD.match(text)
+        if not match:
+            raise ValueError(f"head spec {text!r} is not f<features>_n<classes>")
+        return cls(int(match["features"]), int(match["classes"]))

@@ -1,0 +1,67 @@
+"""The `evolution` strategy: regularized (aging) evolution (Real et al., AAAI 2019).
+
+The first `population` proposals are uniform samples; after that each proposal is a copy of the
+best of `sample_size` members drawn at random from the population, with one decision changed to
+another of its choices. Every evaluated, feasible trial joins the population and the oldest member
+leaves it (aging, not the worst: no lucky score lives forever). Real et al.: 100 and 25.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import deque
+
+from ..arch import Arch
+from ..errors import HwnasError
+from .base import TrialStrategy
+
+
+class EvolutionStrategy(TrialStrategy):
+    name = "evolution"
+    shared_options = TrialStrategy.shared_options | {"population"}
+
+    def __init__(self, population: int = 100, sample_size: int = 25):
+        if population < 2 or not 1 <= sample_size <= population:
+            raise HwnasError(f"--population must be >= 2 and --sample-size in 1..population, got {population} "
+                             f"and {sample_size}")
+        self.population_size, self.sample_size = population, sample_size
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        group.add_argument("--sample-size", type=int, default=argparse.SUPPRESS,
+                           help="evolution: members drawn for each tournament (default 25)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "EvolutionStrategy":
+        population = getattr(args, "population", 100)
+        return cls(population, getattr(args, "sample_size", min(25, population)))
+
+    def settings(self) -> dict:
+        return {"population": self.population_size, "sample_size": self.sample_size}
+
+    def start(self, space, seed, run_dir, objectives) -> None:
+        super().start(space, seed, run_dir, objectives)
+        self.rng = random.Random(seed)
+        self.population: deque[tuple[Arch, float]] = deque()
+
+    def ask(self) -> Arch:
+        if len(self.population) < self.population_size:
+            return Arch.create(self.space, self.space.sample(self.rng))
+        contenders = self.rng.sample(list(self.population), self.sample_size)
+        parent = max(contenders, key=lambda member: member[1])[0]
+        return self.mutate(parent)
+
+    def mutate(self, parent: Arch) -> Arch:
+        """`parent` with one decision (among those with a choice) changed to another choice."""
+        choices = parent.choice_map
+        open_decisions = [d for d in self.space.decisions if len(d.choices) > 1]
+        decision = self.rng.choice(open_decisions)
+        choices[decision.name] = self.rng.choice([c for c in decision.choices if c != choices[decision.name]])
+        return Arch.create(self.space, choices)
+
+    def tell(self, trial) -> None:
+        if trial.state == "complete" and trial.objective is not None:
+            self.population.append((trial.arch, trial.objective))
+            if len(self.population) > self.population_size:
+                self.population.popleft()

@@ -1,0 +1,171 @@
+"""The `shared` evaluator: single-path one-shot weight sharing (SPOS, Guo et al. 2020).
+
+A supernet holding every candidate of every layer is trained once, each batch along one path
+drawn uniformly at random; a candidate is then scored with the weights it inherits, after its
+batch-norm statistics are recalibrated on `calib_batches` training batches of `calib_batch_size`
+(SPOS: 200 of 128). The supernet is checkpointed every epoch (resumable) and reused by any search
+that gives the same file and settings; scores are cached by architecture hash beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..arch import Arch
+from ..data import ImageData, make_loader
+from ..errors import HwnasError
+from ..jsonio import atomic_write_json, read_json
+from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
+from ..spaces import LayerwiseSpace, get_space
+from ..training import evaluate, sgd_epoch, steps_per_epoch
+from .evaluators import Evaluator, holdout_data
+from .supernet import Supernet, path_indices
+
+CHECKPOINT_FORMAT = "hwnas.spos-supernet"
+
+
+@dataclass(frozen=True)
+class SPOSConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    max_batches: int | None = None
+    holdout: float = 0.2  # the share of the training set candidates are scored on
+    split_seed: int = 0  # fixed, so the held-out part is the same for every search sharing the supernet
+    calib_batches: int = 200
+    calib_batch_size: int = 128
+    score_batches: int | None = None  # cap on held-out batches (of 256) a score reads
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.calib_batches < 1 or self.calib_batch_size < 2:
+            raise HwnasError("--epochs and --calib-batches must be >= 1 and --calib-batch-size >= 2")
+
+
+class SharedEvaluator(Evaluator):
+    """Scores with inherited supernet weights; `prepare` trains (or loads) the supernet."""
+
+    name = "shared"
+
+    def __init__(self, space: LayerwiseSpace, data: ImageData, config: SPOSConfig, checkpoint: Path):
+        if not isinstance(space, LayerwiseSpace):
+            raise HwnasError(f"space {space.name!r} is not layer-wise; the shared evaluator needs one (e.g. fbnet, "
+                             f"tiny); use --evaluator scratch")
+        self.space_name, self.resolution = space.name, space.resolution
+        self.data = holdout_data(data, config.holdout, config.split_seed)
+        self.config = config
+        self.checkpoint = Path(checkpoint)
+        self._net: Supernet | None = None
+        self._scores: dict[str, float] | None = None
+
+    def __getstate__(self):  # picklable for worker pools: the supernet is reloaded from its file
+        return {**self.__dict__, "_net": None, "_scores": None}
+
+    @property
+    def identity(self) -> dict:
+        """What makes two supernets the same: space, data, training settings, held-out split."""
+        cfg = asdict(self.config)
+        for key in ("calib_batches", "calib_batch_size", "score_batches"):
+            cfg.pop(key)
+        return {"space": self.space_name, "data": self.data.name, "num_classes": self.data.num_classes,
+                "train_resolution": self.data.resolution, **cfg}
+
+    @property
+    def scores_path(self) -> Path:
+        return self.checkpoint.with_name(self.checkpoint.stem + ".scores.json")
+
+    def prepare(self, progress: bool = False) -> None:
+        if self._net is None:
+            self._net = self._train_or_load(progress)
+            stored = read_json(self.scores_path, "spos score cache") if self.scores_path.is_file() else {}
+            self._scores = stored.get("scores", {}) if stored.get("settings") == self._score_settings() else {}
+
+    def _train_or_load(self, progress: bool) -> Supernet:
+        cfg = self.config
+        torch.manual_seed(cfg.split_seed)
+        space = get_space(self.space_name, resolution=self.resolution, num_classes=self.data.num_classes)
+        net = Supernet(space, "hard")
+        opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay, nesterov=True)
+        log, start, wall = [], 0, 0.0
+        if self.checkpoint.is_file():
+            state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT)
+            saved, wanted = state["config"], self.identity
+            differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            if differ:
+                key = differ[0]
+                raise RunError(f"supernet {self.checkpoint} was trained with {key}={saved.get(key)!r}, not "
+                               f"{wanted.get(key)!r}; give another --supernet file (or the same settings)")
+            log, start, wall = restore_training(state, {"supernet": net, "optimizer": opt})
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        steps = steps_per_epoch(len(self.data.train), cfg.batch_size, cfg.max_batches, drop_last=True)
+        bar = tqdm(range(start, cfg.epochs), desc="spos supernet", unit="epoch", initial=start, total=cfg.epochs,
+                   disable=not progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            rng = random.Random(cfg.split_seed * 1_000_003 + epoch)  # one uniform path per batch
+            net.train()
+            loader = make_loader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.split_seed, epoch=epoch,
+                                 drop_last=True)
+            loss, top1 = sgd_epoch(lambda x: net.forward_path(x, self._random_path(net, rng)), F.cross_entropy, opt,
+                                   loader, steps, cfg.lr, epoch, steps * cfg.epochs, f"spos {epoch + 1}", progress)
+            wall += time.perf_counter() - t0
+            log.append({"epoch": epoch + 1, "loss": loss, "train_top1": top1, "wall_s": round(wall, 3)})
+            bar.set_postfix(loss=f"{loss:.3f}")
+            save_checkpoint(self.checkpoint, {"format": CHECKPOINT_FORMAT, "config": self.identity,
+                                              "epoch": epoch + 1, "supernet": net.state_dict(),
+                                              "optimizer": opt.state_dict(), "rng": rng_state(), "log": log,
+                                              "wall_s": wall})
+        bar.close()
+        self.train_wall_s = wall
+        return net
+
+    def _score_settings(self) -> dict:
+        """A cached score is valid for the same supernet (epochs trained included) and calibration."""
+        return {**self.identity, "calib_batches": self.config.calib_batches,
+                "calib_batch_size": self.config.calib_batch_size, "score_batches": self.config.score_batches}
+
+    @staticmethod
+    def _random_path(net: Supernet, rng: random.Random) -> list[int]:
+        return [rng.randrange(len(c)) for c in net.candidates]
+
+    @torch.no_grad()
+    def _recalibrate(self, net: Supernet, indices: list[int]) -> None:
+        """Batch-norm statistics of this path alone: reset, then a cumulative average over the
+        calibration batches (the same images for every candidate)."""
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
+        net.train()
+        loader = make_loader(self.data.train, self.config.calib_batch_size, shuffle=True, seed=self.config.split_seed,
+                             epoch=10_000)
+        for i, (x, _) in enumerate(loader):
+            if i >= self.config.calib_batches:
+                break
+            net.forward_path(x, indices)
+
+    def score(self, arch: Arch, seed: int) -> float:
+        self.prepare()
+        if arch.hash in self._scores:
+            return self._scores[arch.hash]
+        net = self._net
+        space = get_space(self.space_name, resolution=self.resolution, num_classes=self.data.num_classes)
+        indices = path_indices(space, arch)
+        self._recalibrate(net, indices)
+        top1, _ = evaluate(net, self.data.val, max_batches=self.config.score_batches,
+                           forward=lambda x: net.forward_path(x, indices))
+        self._scores[arch.hash] = top1
+        atomic_write_json(self.scores_path, {"settings": self._score_settings(), "scores": self._scores})
+        return top1
+
+    def describe(self) -> dict:
+        return {"evaluator": self.name, "supernet": str(self.checkpoint), **asdict(self.config)}

@@ -1,0 +1,101 @@
+"""Trial records and the JSONL trial history of a search run (one line per finished trial, appended
+and fsynced as it finishes, so that a run killed with -9 loses at most the trials in flight)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..arch import Arch, arch_from_dict
+
+#: a trial's state: evaluated, raised while evaluated, or over a budget and not evaluated (reject mode)
+STATES = ("complete", "failed", "infeasible")
+HISTORY = "trials.jsonl"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One proposal of a strategy and what became of it.
+
+    `metrics` are the evaluator's figures (`top1`, %); `objective` is the scalar strategies
+    maximise (top-1, or top-1 penalised for budget overshoot in penalise mode); `violations`
+    maps each budget to its relative overshoot (> 0: over the budget). `measured_ms` is a slot for
+    an on-device measurement made after the search."""
+
+    number: int
+    arch: Arch
+    state: str
+    predicted_ms: float
+    params: int
+    peak_activation_bytes: int
+    seed: int
+    metrics: dict = field(default_factory=dict)
+    objective: float | None = None
+    violations: dict = field(default_factory=dict)
+    measured_ms: float | None = None
+    wall_s: float = 0.0
+    elapsed_s: float = 0.0  # run time (all sessions) when the trial finished
+    note: str = ""
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.violations.values())
+
+    @property
+    def top1(self) -> float | None:
+        return self.metrics.get("top1")
+
+    def to_dict(self) -> dict:
+        doc = asdict(self)
+        doc["arch"] = self.arch.to_dict()
+        doc["hash"] = self.arch.hash
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Trial":
+        fields = {k: v for k, v in doc.items() if k not in ("hash",)}
+        fields["arch"] = arch_from_dict(doc["arch"], "trial history")
+        return cls(**fields)
+
+
+def trial_seed(run_seed: int, arch: Arch) -> int:
+    """The evaluation seed of an architecture in a run: a function of the run's seed and the
+    architecture only, so a score depends neither on the order of trials nor on a global RNG."""
+    digest = hashlib.sha256(f"{run_seed}:{arch.hash}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def append_trial(path: Path, trial: Trial) -> None:
+    """Append one line and fsync it: the history is the search's checkpoint."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(trial.to_dict(), sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(path: Path) -> list[Trial]:
+    """The trials of a history; a torn last line (a kill during the write) is dropped."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    trials = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            trials.append(Trial.from_dict(json.loads(line)))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return trials
+
+
+def repair_history(path: Path, trials: list[Trial]) -> None:
+    """Rewrite the history without a torn last line, so that appends start on a fresh line."""
+    from ..jsonio import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(t.to_dict(), sort_keys=True) + "\n" for t in trials))

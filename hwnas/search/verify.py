@@ -1,0 +1,162 @@
+"""The budget verified on the device: measure a search's result end to end, repair it if it is over.
+
+A search meets its budget by the table's prediction, which carries an error. When the table's
+backend runs on this machine (same device and options), the result is measured end to end,
+interleaved with the table's reference network so that the machine's present speed cancels
+(`measured_ms` is at the table's speed; `absolute_ms` as timed now). If it is over the budget,
+the prediction was optimistic by `measured / predicted`; the budget the LUT must meet is
+tightened by that factor, the architecture repaired by LUT-guided downgrades to it
+(`repair_to_budget`, each swap the smallest that finishes), and measured again, at most
+`max_repairs` times. Every attempt is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..arch import Arch
+from ..errors import HwnasError
+from ..latency_tables.predictor import LatencyPredictor
+from ..latency_tables.validation import EndToEnd
+from ..spaces import LayerwiseSpace
+from .budget import BudgetError, repair_to_budget
+
+#: the tightened LUT budget leaves this much room below the measured ratio
+REPAIR_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the on-device check measured, attempt by attempt, and the architecture it ends with."""
+
+    arch: Arch
+    budget_ms: float | None
+    attempts: tuple[dict, ...] = ()
+    skipped: str | None = None  # why nothing was measured
+    note: str = ""
+
+    @property
+    def final(self) -> dict | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def meets_budget(self) -> bool | None:
+        final = self.final
+        if final is None or self.budget_ms is None:
+            return None
+        return final["measured_ms"] <= self.budget_ms
+
+    @property
+    def repaired(self) -> bool:
+        return len(self.attempts) > 1
+
+    def to_dict(self) -> dict:
+        final = self.final or {}
+        return {"skipped": self.skipped, "budget_ms": self.budget_ms, "meets_budget": self.meets_budget,
+                "predicted_ms": final.get("predicted_ms"), "measured_ms": final.get("measured_ms"),
+                "absolute_ms": final.get("absolute_ms"), "speed_vs_table": final.get("speed"),
+                "measured_over_budget": (final["measured_ms"] / self.budget_ms
+                                         if final and self.budget_ms else None),
+                "repaired": self.repaired, "arch_hash": self.arch.hash, "attempts": list(self.attempts),
+                "note": self.note}
+
+
+def _attempt(arch: Arch, predictor: LatencyPredictor, measured: EndToEnd, lut_budget: float | None,
+             steps: list | None = None) -> dict:
+    return {"arch_hash": arch.hash, "predicted_ms": predictor.latency_ms(arch), "measured_ms": measured.measured_ms,
+            "absolute_ms": measured.absolute_ms, "speed": measured.speed, "noise_cv": measured.noise_cv,
+            "lut_budget_ms": lut_budget, "repair_steps": [s.to_dict() for s in steps or ()]}
+
+
+def _smallest_change_log_probs(space: LayerwiseSpace, predictor: LatencyPredictor, choices: dict) -> list[list[float]]:
+    """Log-probabilities that make `repair_to_budget` prefer the swaps that change latency least."""
+    _, costs = predictor.layer_costs()
+    out = []
+    for layer, cost in zip(space.layers, costs):
+        current = float(cost[layer.candidates.index(choices[layer.name])])
+        out.append([-abs(float(c) - current) for c in cost])
+    return out
+
+
+def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float | None,
+                     measure: Callable[[Arch], EndToEnd], max_repairs: int = 3) -> Verification:
+    """Measure `arch` with `measure` (end to end, at the table's speed); while it is over
+    `budget_ms`, tighten the LUT budget by the measured/predicted ratio, repair and measure again."""
+    measured = measure(arch)
+    attempts = [_attempt(arch, predictor, measured, budget_ms)]
+    if budget_ms is None or measured.measured_ms <= budget_ms:
+        return Verification(arch, budget_ms, tuple(attempts))
+    space = predictor.space
+    if not isinstance(space, LayerwiseSpace):
+        return Verification(arch, budget_ms, tuple(attempts),
+                            note=f"measured over the budget; space {space.name!r} is not layer-wise, so it is not "
+                                 "repaired: search again with a tighter --latency-budget")
+    lut_budget = budget_ms
+    current = arch
+    for _ in range(max_repairs):
+        last = attempts[-1]
+        lut_budget = min(lut_budget, last["predicted_ms"] * budget_ms / last["measured_ms"] * (1 - REPAIR_MARGIN))
+        choices = current.choice_map
+        try:
+            current, steps = repair_to_budget(space, predictor, choices,
+                                              _smallest_change_log_probs(space, predictor, choices), lut_budget)
+        except BudgetError as exc:
+            return Verification(current, budget_ms, tuple(attempts), note=f"cannot repair further: {exc}")
+        measured = measure(current)
+        attempts.append(_attempt(current, predictor, measured, lut_budget, steps))
+        if measured.measured_ms <= budget_ms:
+            break
+    return Verification(current, budget_ms, tuple(attempts))
+
+
+def device_measure(predictor: LatencyPredictor, rounds: int = 5, seed: int = 0):
+    """A `measure` function for `verify_on_device` on the table's own backend, or (None, why not)
+    when that backend or device is not this machine's."""
+    from dataclasses import replace
+
+    from ..latency_tables.loading import open_profiler
+    from ..latency_tables.validation import END_TO_END, measure_archs
+
+    table = predictor.table
+    try:
+        open_profiler(table).close()
+        if not (table.reference or {}).get("ms"):
+            return None, "the table has no reference network (made by an older hwnas)"
+    except HwnasError as exc:
+        return None, str(exc)
+    config = replace(END_TO_END, rounds=rounds)
+
+    def measure(arch: Arch) -> EndToEnd:
+        with open_profiler(table) as profiler:
+            return measure_archs(profiler, predictor.space, [arch], table, config, seed=seed)[0]
+
+    return measure, None
+
+
+def verify_result(run_dir, result, predictor: LatencyPredictor, budget_ms: float | None,
+                  rounds: int = 5, progress: bool = True) -> Verification:
+    """The on-device check of a finished search in `run_dir`: measures its result (repairing it if
+    over the budget), records the check under "verify" in result.json and, if repaired, writes the
+    repaired architecture to arch.json (the search's own pick stays in result.json)."""
+    from pathlib import Path
+
+    from ..jsonio import atomic_write_json, read_json
+
+    run_dir = Path(run_dir)
+    measure, why = device_measure(predictor, rounds=rounds)
+    if measure is None:
+        verification = Verification(result.arch, budget_ms, skipped=f"not measured here: {why}")
+    else:
+        if progress:
+            print(f"verifying {result.arch.hash} end to end on {predictor.table.backend} against the budget ...")
+        verification = verify_on_device(result.arch, predictor, budget_ms, measure)
+    doc = read_json(run_dir / "result.json", "search result")
+    doc["verify"] = verification.to_dict()
+    if verification.arch != result.arch:
+        doc["searched_arch_hash"] = result.arch.hash
+        doc["arch"], doc["arch_hash"] = verification.arch.to_dict(), verification.arch.hash
+        doc["predicted_latency_ms"] = predictor.latency_ms(verification.arch)
+        atomic_write_json(run_dir / "arch.json", verification.arch.to_dict())
+    atomic_write_json(run_dir / "result.json", doc)
+    return verification
