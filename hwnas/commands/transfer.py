@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..arch import resolve_arch
 from ..errors import HwnasError
-from ..runs import refuse_nonempty
+from ..locks import hold
+from ..runs import check_writable, refuse_nonempty
 from ..transfer.data import FORMATS
 from ..transfer.heads import HEADS, TASKS
 from ..transfer.latency import check_clock, lut_backbone_ms
@@ -65,13 +66,22 @@ def cmd_transfer(args) -> int:
             raise HwnasError(f"--lut predicts hwnas architectures; {REFERENCE_BACKBONE} is in no table")
         lut_backbone_ms(arch, args.lut, cfg.resolution)  # the table must cover ARCH at --resolution
     refuse_nonempty(args.out, args.resume)
-    if args.onnx and Path(args.onnx).exists() and not args.resume:
-        raise HwnasError(f"--onnx {args.onnx} exists; choose a new file (nothing is overwritten)")
+    check_writable(args.out)
+    if args.onnx:
+        if Path(args.onnx).exists() and not args.resume:
+            raise HwnasError(f"--onnx {args.onnx} exists; choose a new file (nothing is overwritten)")
+        check_writable(args.onnx, "--onnx")
     progress = not args.no_progress
     data = load_data(cfg, progress)
     if progress:
         print(f"{cfg.head} on {cfg.arch}: {data.name}, {len(data.train)} train / {len(data.val)} val images, "
               f"{data.num_classes - 1} classes, {cfg.resolution}px")
+    with hold(args.out, "run directory"):
+        refuse_nonempty(args.out, args.resume)  # again under the lock: another run may have filled it meanwhile
+        return _run(args, cfg, data, progress)
+
+
+def _run(args, cfg: TransferConfig, data, progress: bool) -> int:
     result, model, data = run_transfer(cfg, args.out, args.resume, progress, data=data)
     name = "box mAP" if cfg.task == "detection" else "mean IoU"
     before, after = headline(result, cfg.task)

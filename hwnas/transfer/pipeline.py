@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 from ..arch import Arch, resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
-from ..runs import (check_same_config, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint, set_rng_state,
-                    write_jsonl)
+from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
 from ..training import cosine_lr
 from .backbone import BackboneSource, arch_source, mobilenet_v3_source
 from .data import IGNORE, TaskData, augment, load_task_data, make_task_loader
@@ -197,15 +196,11 @@ def run_transfer(cfg: TransferConfig, run_dir: str | Path | None = None, resume:
     start_epoch, wall_before, untrained = 0, 0.0, None
     ckpt_path = None
     if run_dir is not None:
-        run_dir, has_checkpoint = prepare_run_dir(run_dir, resume, CHECKPOINT)
+        run_dir, state = open_run(run_dir, resume, CHECKPOINT, run_config,
+                                  lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
         ckpt_path = run_dir / CHECKPOINT
-        if has_checkpoint:
-            state = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT)
-            check_same_config(state["config"], run_config, run_dir)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
-            log, start_epoch, wall_before = list(state["log"]), state["epoch"], state["wall_s"]
+        if state is not None:
+            log, start_epoch, wall_before = restore_training(state, {"model": model, "optimizer": optimizer})
             untrained = state["untrained"]
     t0 = time.perf_counter()
     if untrained is None:
