@@ -257,3 +257,10 @@ class Head(nn.Module):
         if self.pooled:
             return self.classifier(torch.flatten(self.act(self.conv_head(self.global_pool(x))), 1))
         return self.classifier(self.global_pool(self.bn2(self.conv_head(x))))
+
+
+def feature_levels(arch_def: list[list[str]], cfg: BuildConfig) -> list[tuple[int, int]]:
+    """(channels, reduction) of every map `build_features` can return, in order (its `out_indices`
+    index into this list), so a caller picks levels by stride before building the backbone."""
+    probe = EfficientNetFeatures(block_args=_plain_args(arch_def), out_indices=(0,), **_model_kwargs(cfg))
+    return [(int(f["num_chs"]), int(f["reduction"])) for f in probe.feature_info.info]

@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import HwnasError
 
-COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "runs", "train", "export")
+COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "runs", "train", "export", "transfer")
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,107 @@
+"""`hwnas transfer ARCH`: fine-tune an architecture's backbone with a detection or segmentation head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..arch import resolve_arch
+from ..errors import HwnasError
+from ..locks import hold
+from ..runs import check_writable, refuse_nonempty
+from ..transfer.data import FORMATS
+from ..transfer.heads import HEADS, TASKS
+from ..transfer.latency import check_clock, lut_backbone_ms
+from ..transfer.outputs import add_to_metrics, export_checked, run_latency, write_predictions
+from ..transfer.pipeline import REFERENCE_BACKBONE, TransferConfig, headline, load_data, run_transfer
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "transfer", help="fine-tune an architecture for detection or segmentation",
+        description="Put ARCH's backbone under a torchvision head (Faster R-CNN + FPN, SSDLite, LR-ASPP, DeepLabV3), "
+                    "train it on a COCO-format or Penn-Fudan folder and report COCO mAP or mean IoU. Writes "
+                    "RUN_DIR/metrics.json, predictions.png, model.pt, log.jsonl and a checkpoint per epoch.",
+    )
+    p.add_argument("arch", metavar="ARCH",
+                   help=f"architecture JSON or preset:NAME, or {REFERENCE_BACKBONE} (random init, for comparison)")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--head", required=True, choices=tuple(HEADS))
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    p.add_argument("--format", required=True, dest="fmt", metavar="|".join(FORMATS),
+                   help="coco (DIR/annotations/*.json and the images) or pennfudan (PNGImages/ and PedMasks/)")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (must be new or empty)")
+    p.add_argument("--weights", default=None, metavar="CKPT", help="initialise the backbone from `hwnas train`'s model.pt")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
+    p.add_argument("--onnx", default=None, metavar="FILE", help="export the trained task model to ONNX (parity checked)")
+    p.add_argument("--resolution", type=int, default=256, help="square input size, a multiple of 32 (default 256)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of the images held out for validation")
+    p.add_argument("--max-images", type=int, default=None, metavar="N", help="use N images of the folder (smoke runs)")
+    p.add_argument("--latency", action="store_true",
+                   help="time the task model and its backbone on ONNX Runtime CPU (the head = the difference)")
+    p.add_argument("--lut", default=None, help="latency table: predict the backbone's latency beside the measurement")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --latency (default 1)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="wall time (default, as the LUT records it) or the calling thread's CPU time (1 thread "
+                        "only; stays near the quiet figure on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_transfer)
+
+
+def cmd_transfer(args) -> int:
+    cfg = TransferConfig(arch=args.arch, task=args.task, head=args.head, data=args.data, fmt=args.fmt,
+                         epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, val_fraction=args.val_fraction,
+                         max_images=args.max_images, weights=args.weights)
+    check_clock(args.clock, args.threads)
+    if args.lut and not args.latency:
+        raise HwnasError("--lut predicts the backbone beside a measurement: add --latency")
+    arch = None if cfg.arch == REFERENCE_BACKBONE else resolve_arch(cfg.arch)  # a bad ARCH fails before any work
+    if args.lut:
+        if arch is None:
+            raise HwnasError(f"--lut predicts hwnas architectures; {REFERENCE_BACKBONE} is in no table")
+        lut_backbone_ms(arch, args.lut, cfg.resolution)  # the table must cover ARCH at --resolution
+    refuse_nonempty(args.out, args.resume)
+    check_writable(args.out)
+    if args.onnx:
+        if Path(args.onnx).exists() and not args.resume:
+            raise HwnasError(f"--onnx {args.onnx} exists; choose a new file (nothing is overwritten)")
+        check_writable(args.onnx, "--onnx")
+    progress = not args.no_progress
+    data = load_data(cfg, progress)
+    if progress:
+        print(f"{cfg.head} on {cfg.arch}: {data.name}, {len(data.train)} train / {len(data.val)} val images, "
+              f"{data.num_classes - 1} classes, {cfg.resolution}px")
+    with hold(args.out, "run directory"):
+        refuse_nonempty(args.out, args.resume)  # again under the lock: another run may have filled it meanwhile
+        return _run(args, cfg, data, progress)
+
+
+def _run(args, cfg: TransferConfig, data, progress: bool) -> int:
+    result, model, data = run_transfer(cfg, args.out, args.resume, progress, data=data)
+    name = "box mAP" if cfg.task == "detection" else "mean IoU"
+    before, after = headline(result, cfg.task)
+    print(f"{name} {after:.4f} on {len(data.val)} val images after {result.epochs_done} epochs "
+          f"(untrained {before:.4f}; {result.wall_s:.1f} s)")
+    png = write_predictions(model, data, args.out)
+    extra = {}
+    if args.onnx:
+        parity = export_checked(model, cfg, result.arch, data, args.onnx)
+        extra["onnx"] = {"path": str(args.onnx), "parity": parity.to_dict()}
+        print(f"wrote {args.onnx}: torch vs ONNX Runtime {parity.rel_diff:.2g} of output scale "
+              f"(tolerance {parity.tolerance:g})")
+    if args.latency:
+        latency = run_latency(model, cfg, result.arch, data, args.lut, args.threads, clock=args.clock)
+        extra["latency"] = latency.to_dict()
+        lut = (f"; backbone from the LUT {latency.predicted_backbone_ms:.2f} ms -> predicted total "
+               f"{latency.predicted_total_ms:.2f} ms") if latency.predicted_backbone_ms is not None else ""
+        print(f"latency (ort-cpu, {args.threads} thread, {args.clock} clock): total {latency.total_ms:.2f} ms = backbone "
+              f"{latency.backbone_ms:.2f} ms + head {latency.head_ms:.2f} ms{lut}")
+    if extra:
+        add_to_metrics(args.out, **extra)
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {png}")
+    return 0
