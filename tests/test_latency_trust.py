@@ -262,3 +262,38 @@ def test_the_thread_clock_needs_one_thread(capsys, tmp_path):
     assert main(["profile", "--space", "tiny", "--backend", "ort-cpu", "--threads", "2", "--clock", "thread",
                  "--out", str(tmp_path / "t.json")]) == 2
     assert "use --clock wall" in capsys.readouterr().err
+
+
+# --- a task model's budget -----------------------------------------------------------------------
+def test_a_task_head_replaces_the_classifier_head_in_every_prediction():
+    space = get_space("tiny")
+    predictor = LatencyPredictor(hand_table(space), space)
+    arch = Arch.create(space, {"layer0": "k3_e3", "layer1": "k5_e3", "layer2": "k3_e1"})
+    before, fastest = predictor.latency_ms(arch), predictor.fastest_latency_ms()
+    predictor.use_task_head(4.0)  # a measured detection head of 4 ms; the classifier head took 0.25
+    assert predictor.task_head_offset_ms == pytest.approx(4.0 - 0.25)
+    assert predictor.latency_ms(arch) == pytest.approx(before + 3.75)
+    assert predictor.predict(arch).raw_sum_ms == pytest.approx(before)  # the LUT sum itself is unchanged
+    assert predictor.fastest_latency_ms() == pytest.approx(fastest + 3.75)
+    one_hot = [torch.tensor([1.0 if c == arch.choice_map[l.name] else 0.0 for c in l.candidates]) for l in space.layers]
+    assert predictor.expected_latency(one_hot).item() == pytest.approx(before + 3.75)
+
+
+def test_search_with_a_task_head_budgets_the_task_model(tmp_path, capsys, monkeypatch):
+    import json
+
+    import hwnas.transfer.latency as task_latency
+    from hwnas.cli import main
+
+    monkeypatch.setattr(task_latency, "task_head_cost_ms", lambda *a, **k: 6.0)  # stands in for the ONNX timing
+    lut = tmp_path / "lut.json"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(lut), "--quick",
+                 "--no-progress"]) == 0
+    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+                 "--no-progress", "--trials", "1", "--epochs", "1", "--max-batches", "1", "--batch-size", "32",
+                 "--task-head", "lraspp", "--out", str(tmp_path / "s")]) == 0
+    assert "the lraspp head measured 6 ms" in capsys.readouterr().out
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert result["predicted_latency_ms"] > 6.0
+    verify = result["verify"]
+    assert verify["measured_ms"] > 6.0 - 1.0  # the classifier network measured, its head swapped for the task's

@@ -51,6 +51,12 @@ def register(subparsers) -> None:
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
     p.add_argument("--latency-budget", default=None, metavar="BUDGET",
                    help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    p.add_argument("--task-head", default=None, choices=("fasterrcnn", "ssdlite", "lraspp", "deeplabv3"),
+                   help="budget the whole task model: every prediction has the classifier head replaced by this "
+                        "detection or segmentation head's measured cost (ONNX Runtime CPU, on the space's reference "
+                        "architecture; see `hwnas transfer`)")
+    p.add_argument("--task-classes", type=int, default=2,
+                   help="classes of the task head, background included for detection (default 2)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not measure the result end to end on this machine against the budget (by default, "
                         "when the table's backend runs here, it is measured and repaired if over the budget)")
@@ -125,6 +131,8 @@ def cmd_search(args) -> int:
     # latency is predicted for the network that will be deployed: its head has the data's classes
     space = get_space(args.space, resolution=args.resolution, num_classes=num_classes)
     predictor = LatencyPredictor(table, space)
+    if args.task_head:
+        _use_task_head(predictor, args)
     budget = resolve_budget(spec, predictor) if spec is not None else None
     strategy = strategy_cls.from_args(args)
     refuse_nonempty(args.out, args.resume)
@@ -151,6 +159,22 @@ def cmd_search(args) -> int:
         if result.finished and not args.no_verify:
             print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
     return 0
+
+
+def _use_task_head(predictor: LatencyPredictor, args) -> None:
+    from ..reference import reference_arch
+    from ..transfer.latency import task_head_cost_ms
+
+    if args.task_classes < 1:
+        raise HwnasError(f"--task-classes must be >= 1, got {args.task_classes}")
+    space = predictor.space
+    clock = "thread" if predictor.table.backend_options.get("clock") == "thread" else "wall"
+    head_ms = task_head_cost_ms(reference_arch(space), args.task_head, space.resolution,
+                                num_classes=args.task_classes, clock=clock)
+    predictor.use_task_head(head_ms)
+    print(f"task model: the {args.task_head} head measured {head_ms:.3g} ms on {space.name}'s reference architecture "
+          f"(ONNX Runtime CPU); predictions add {predictor.task_head_offset_ms:+.3g} ms for it in place of the "
+          "classifier head")
 
 
 def print_verification(verification: Verification, budget: float | None) -> None:

@@ -97,10 +97,20 @@ class LatencyPredictor:
             sums[category] = sums.get(category, 0.0) + self.op_latency_ms(op)
         return sums
 
+    task_head_offset_ms = 0.0
+
+    def use_task_head(self, head_ms: float) -> None:
+        """Predict a task model from now on: the classifier head's cost replaced by `head_ms`, the
+        measured cost of a detection or segmentation head (hwnas.transfer.latency.task_head_cost_ms)."""
+        (final_shape, *_) = sorted(self.space.final_shapes())
+        self.task_head_offset_ms = float(head_ms) - self.op_cost_ms(self.space.head_op(*final_shape))
+        self._cache.pop("_layer_tables", None)
+
     def _calibrated(self, ops) -> float:
         if not self.calibration:
-            return sum(self.op_latency_ms(op) for op in ops)
-        return sum(self.op_cost_ms(op) for op in ops) + self.calibration.c * len(ops) + self.calibration.b
+            return sum(self.op_latency_ms(op) for op in ops) + self.task_head_offset_ms
+        return (sum(self.op_cost_ms(op) for op in ops) + self.calibration.c * len(ops) + self.calibration.b
+                + self.task_head_offset_ms)
 
     def latency_ms(self, arch: Arch) -> float:
         """Calibrated latency (the raw sum where the table has no calibration)."""
@@ -157,6 +167,7 @@ class LatencyPredictor:
         """Like layer_tables but with each op weighed by its calibration scale, plus op counts."""
         if "_layer_tables" not in self._cache:
             fixed, per_layer = self._layer_tables(self.op_cost_ms)
+            fixed += self.task_head_offset_ms
             ops = [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
             self._cache["_layer_tables"] = (fixed, per_layer, ops)
         return self._cache["_layer_tables"]
