@@ -33,7 +33,7 @@ from .sampling import Sample
 from .table import LatencyTable
 
 #: end-to-end rounds: whole networks take milliseconds, a few calls per round suffice
-END_TO_END = RoundsConfig(rounds=5, min_calls=4, max_calls=12, call_budget_s=0.05, chunk_size=40)
+END_TO_END = RoundsConfig(rounds=7, min_calls=4, max_calls=12, call_budget_s=0.05, chunk_size=40)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ different times, then disagree by as much as the machine drifted. So every item 
 `rounds` rounds; each round visits the items in a new random order (RMIT: randomised
 multiple interleaved trials), in segments of `segment_size` items, and a whole reference
 network is timed before and after every segment. An item's time in a round is expressed
-relative to the reference's local time (the median of the last `reference_window` probes, the
-two around it included: the machine drifts over tens of seconds, a segment takes a fraction of
-one, so a few neighbouring probes track the drift with less of one probe's own noise; after a
-sudden change, the two probes around the segment alone):
+relative to the reference's local time: the median of the probes of the `reference_window`
+segments before and after it (the machine drifts over tens of seconds, a segment takes a
+fraction of one, so neighbouring probes track the drift with less of one probe's own noise),
+or, where the machine just changed speed, the two probes around the segment alone:
 
     normalised = round time x R0 / local reference time
 
@@ -33,7 +33,7 @@ import math
 import random
 import statistics as pystats
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ProfileError
@@ -62,7 +62,7 @@ class RoundsConfig:
     max_retries: int = 2
     chunk_size: int = 64  # items prepared (sessions open) at a time while profiling
     round_statistic: str = "min"  # a round's time: its fastest call ("min") or its median call
-    reference_window: int = 3  # probes whose median is a segment's local reference time
+    reference_window: int = 3  # segments on each side whose probes give a segment's local reference time
 
     def __post_init__(self) -> None:
         checks = [
@@ -75,7 +75,7 @@ class RoundsConfig:
             (self.drift_limit > 0, "drift_limit must be > 0, e.g. 0.1 for 10%"),
             (self.max_retries >= 0, "max_retries must be >= 0"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
-            (self.reference_window >= 2, "reference_window must be >= 2 (the probes before and after a segment)"),
+            (self.reference_window >= 0, "reference_window must be >= 0 (segments on each side)"),
             (self.round_statistic in ROUND_STATISTICS, f"round_statistic must be one of {sorted(ROUND_STATISTICS)}"),
         ]
         for ok, message in checks:
@@ -139,12 +139,17 @@ def _calls_for(timed: Callable[[], float], config: RoundsConfig) -> int:
     return int(min(config.max_calls, max(config.min_calls, math.ceil(config.call_budget_s * 1000.0 / first))))
 
 
-def _local_reference(before: float, after: float, window: Sequence[float], drift_limit: float) -> float:
-    """The reference's time around a segment: the median of the recent probes, unless the machine
-    just changed speed (the segment's own probes differ from it by more than half the drift
-    limit), then the geometric mean of the segment's own two probes."""
-    pair, recent = math.sqrt(before * after), _median(window)
-    return recent if abs(math.log(pair / recent)) <= math.log1p(drift_limit / 2) else pair
+def _local_references(probes: Sequence[tuple[float, float]], window: int, drift_limit: float) -> list[float]:
+    """The reference's time around each segment (its probes before and after, in time order): the
+    median of the probes of the `window` segments on each side, unless the machine changed speed
+    there (the segment's own probes differ from it by more than half the drift limit), then the
+    geometric mean of the segment's own two probes."""
+    out = []
+    for i, (before, after) in enumerate(probes):
+        near = [p for pair in probes[max(0, i - window):i + window + 1] for p in pair]
+        pair, smooth = math.sqrt(before * after), _median(near)
+        out.append(smooth if abs(math.log(pair / smooth)) <= math.log1p(drift_limit / 2) else pair)
+    return out
 
 
 def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[], float],
@@ -159,12 +164,13 @@ def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[]
     done = {key: list((records or {}).get(key, ())) for key in items}
     rng = random.Random(seed)
     statistic = ROUND_STATISTICS[config.round_statistic]
-    probes: list[float] = []
+    probes: list[tuple[float, float]] = []
+    timed: list[list[tuple[str, int]]] = []  # per segment: (item, index of its round record)
     calls: dict[str, int] = {}
     while True:
         pending = sorted(key for key in items if len(done[key]) < config.rounds)
         if not pending:
-            return done
+            break
         rng.shuffle(pending)
         for start in range(0, len(pending), config.segment_size):
             segment = pending[start:start + config.segment_size]
@@ -178,8 +184,10 @@ def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[]
                 drifted = abs(math.log(after / before)) > math.log1p(config.drift_limit)
                 if not drifted:
                     break
-            probes += [before, after]
-            local = _local_reference(before, after, probes[-config.reference_window:], config.drift_limit)
+            probes.append((before, after))
+            local = _local_references(probes[-config.reference_window - 1:], config.reference_window,
+                                      config.drift_limit)[-1]  # provisional: only the segments before it
+            timed.append([(key, len(done[key])) for key in segment])
             for key in segment:
                 samples = timings[key]
                 done[key].append(RoundRecord(float(statistic(samples)), local, tuple(samples), attempt))
@@ -187,6 +195,11 @@ def time_rounds(items: Mapping[str, Callable[[], float]], reference: Callable[[]
                 on_segment(done)
             if progress:
                 progress(len(segment))
+    # every segment's reference time from the probes on both sides of it, now that they are known
+    for segment, local in zip(timed, _local_references(probes, config.reference_window, config.drift_limit)):
+        for key, index in segment:
+            done[key][index] = replace(done[key][index], reference_ms=local)
+    return done
 
 
 def reference_median(records: Mapping[str, Sequence[RoundRecord]]) -> float:
