@@ -278,3 +278,21 @@ def test_calibrate_kill_9_then_resume_loses_no_finished_round(tmp_path):
     record = LatencyTable.load(lut).calibration["32"]
     assert [s["choices"] for s in record["samples"]] == [s["arch"]["choices"] for s in saved["samples"]]
     assert not progress.exists()
+
+
+def test_validate_replaces_a_calibration_worse_than_the_raw_sum(tmp_path, capsys):
+    lut = tmp_path / "lut.json"
+    assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(lut), "--quick",
+                 "--no-progress"]) == 0
+    table = LatencyTable.load(lut)
+    # a correction that triples every prediction: far worse than no correction at all
+    table.calibration = {"32": {"model": "scale", "a": 3.0, "b": 0.0, "error_pct": 1.0, "n_samples": 10,
+                                "resolution": 32, "samples": []}}
+    table.save(lut)
+    assert main(["validate", "--lut", str(lut), "--samples", "4", "--lopsided", "2", "--rounds", "2",
+                 "--out", str(tmp_path / "v")]) == 0
+    assert "worse than the raw LUT sum" in capsys.readouterr().out
+    record = LatencyTable.load(lut).calibration["32"]
+    assert record["model"] == "raw" and record["a"] == 1.0 and record["replaced_model"] == "scale"
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert record["validation"]["mape_pct"] == pytest.approx(report["summary"]["raw"]["mape_pct"])
