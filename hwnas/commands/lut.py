@@ -49,8 +49,7 @@ def summarize(table: LatencyTable, top: int = 10) -> dict:
     slowest = sorted(entries.items(), key=lambda kv: kv[1].p50_ms, reverse=True)[:max(top, 0)]
     cpu = table.device.get("cpu", {})
     gpu = table.device.get("gpu") or None
-    unstable = [k for k, m in entries.items() if m.rel_ci is not None and table.statistics
-                and m.rel_ci > table.statistics.get("target_rel_ci", 1)]
+    spread = sorted(m.rel_ci for m in entries.values() if m.rel_ci is not None)
     return {
         "backend": table.backend,
         "backend_options": table.backend_options,
@@ -73,10 +72,12 @@ def summarize(table: LatencyTable, top: int = 10) -> dict:
         "overhead_ms": table.overhead_ms,
         "created": table.created,
         "calibration": sorted(table.calibration) if table.calibration else None,
+        "reference": table.reference,
+        "rounds": (table.rounds or {}).get("rounds"),
+        "pending": len(table.pending),
         "quality": {
-            "above_target_ci": len(unstable),
-            "remeasured_under_load": sum(1 for m in entries.values() if m.remeasured),
-            "rounds_dropped": sum(m.rounds_dropped for m in entries.values()),
+            "median_round_spread": spread[len(spread) // 2] if spread else None,
+            "retimed_segments": sum(m.remeasured for m in entries.values()),
         },
         "total_p50_ms": sum(m.p50_ms for m in entries.values()),
         "slowest": [{"key": k, "p50_ms": m.p50_ms, "p90_ms": m.p90_ms, "count": m.count, "peak_bytes": m.peak_bytes}
@@ -109,8 +110,15 @@ def cmd_show(args) -> int:
     if table.device.get("published"):
         print("  statistic   published mean: p10/p50/p90 all hold it (no quantiles were published); memory unknown")
     else:
-        print(f"  quality     {q['above_target_ci']} above the target CI, {q['remeasured_under_load']} re-measured "
-              f"under load, {q['rounds_dropped']} disturbed rounds dropped")
+        ref = doc["reference"] or {}
+        if ref.get("ms"):
+            print(f"  timing      {doc['rounds']} interleaved rounds per op against {ref['space']}'s reference network "
+                  f"({ref['ms']:.3f} ms at profiling); {q['retimed_segments']} round(s) re-timed for drift"
+                  + (f"; median relative spread of an op's rounds {q['median_round_spread']:.1%}"
+                     if q["median_round_spread"] is not None else "")
+                  + (f"; {doc['pending']} op(s) unfinished (--resume)" if doc["pending"] else ""))
+        else:
+            print("  timing      no reference network (made by an older hwnas): profile the device again")
     if doc["calibration"]:
         print(f"  calibrated  at {', '.join(doc['calibration'])} px")
     if doc["slowest"]:
