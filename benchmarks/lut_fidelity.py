@@ -93,6 +93,20 @@ def side_by_side(table: LatencyTable, report: dict) -> dict:
     return out
 
 
+def self_consistency(report: dict) -> float:
+    """Kendall tau between the medians of a validation's odd and even rounds: how well the
+    measurements order the held-out architectures at all (a predictor's tau cannot be told apart
+    from a perfect one's above this)."""
+    from scipy.stats import kendalltau
+
+    odd, even = [], []
+    for row in report["archs"]:
+        rounds = np.array(row["round_ms"]) / np.array(row["reference_ms"])
+        odd.append(np.median(rounds[0::2]))
+        even.append(np.median(rounds[1::2]))
+    return float(kendalltau(odd, even).statistic)
+
+
 def session(backend: str, args, out: Path) -> dict:
     work = out / backend
     work.mkdir(parents=True, exist_ok=True)
@@ -103,7 +117,8 @@ def session(backend: str, args, out: Path) -> dict:
     profile_s = cli(["profile", "--space", "fbnet", *BACKENDS[backend], "--out", str(lut), "--no-progress"])
     calibrate_s = cli(["calibrate", "--lut", str(lut), "--samples", str(args.calib), "--seed", str(args.seed)])
     validate_s = cli(["validate", "--lut", str(lut), "--samples", str(args.uniform), "--lopsided", str(args.lopsided),
-                      "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--force"])
+                      "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--force",
+                      *(["--rounds", str(args.validate_rounds)] if args.validate_rounds else [])])
     report = json.loads((work / "validation" / "report.json").read_text())
     table = LatencyTable.load(lut)
     record = table.calibration["224"]
@@ -116,6 +131,7 @@ def session(backend: str, args, out: Path) -> dict:
         "calibration_noise_cv_median": record["noise_cv_median"], "as_measured": s["as_measured"],
         "within_stated": s.get("within_stated"), "widened": s.get("widened"),
         "models": side_by_side(table, report),
+        "self_consistency_tau": self_consistency(report),
     }
     atomic_write_json(work / "session.json", result)
     return result
@@ -148,6 +164,8 @@ def print_session(r: dict, label: str = "") -> None:
         print(f"  {name:<12} {e['all']['mape_pct']:5.1f}% {e['all']['within_10pct'] * 100:4.0f}% "
               f"{e['all']['kendall_tau']:6.3f} | {e['uniform']['mape_pct']:8.1f}% {e['uniform']['within_10pct'] * 100:4.0f}% | "
               f"{e['lopsided']['mape_pct']:8.1f}% {e['lopsided']['within_10pct'] * 100:4.0f}%{tag}")
+    if "self_consistency_tau" in r:
+        print(f"  the measurements' own Kendall tau, odd rounds against even rounds: {r['self_consistency_tau']:.3f}")
     am = r["as_measured"]
     print(f"  stated ±{r['stated_error_pct']:.1f}%, {r['within_stated'] * 100:.0f}% of archs within their stated error "
           f"({r['widened']} widened); as measured now (prediction x machine speed): MAPE {am['mape_pct']:.1f}%, "
@@ -202,6 +220,9 @@ def main(argv=None) -> int:
     parser.add_argument("--uniform", type=int, default=50)
     parser.add_argument("--lopsided", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="calibration seed; validation uses seed + 1")
+    parser.add_argument("--validate-rounds", type=int, default=None,
+                        help="rounds of the held-out measurements (default: validate's); more make the check itself "
+                             "more precise (see the self-consistency figure)")
     parser.add_argument("--summarize", nargs="*", default=None, metavar="SESSION_DIR")
     parser.add_argument("--timing", action="store_true", help="profile + calibrate wall time per space instead")
     parser.add_argument("--spaces", default="fbnet,mnasnet,mobilenetv3")
