@@ -17,13 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hwnas.arch import Arch  # noqa: E402
 from hwnas.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.search import (EvolutionStrategy, FBNetConfig, FBNetStrategy, LoopConfig, NSGA2Strategy,  # noqa: E402
-                          RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
+from hwnas.search import (EvolutionStrategy, FBNetConfig, FBNetStrategy, LoopConfig, MnasStrategy,  # noqa: E402
+                          NSGA2Strategy, RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
 from hwnas.search.budget import latency_range_ms  # noqa: E402
+from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
-NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2")
+NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas")
 TRIALS = 12
 
 
@@ -31,7 +32,8 @@ def make_strategy(name: str):
     return {"fbnet": lambda: FBNetStrategy(FBNetConfig(epochs=3, batch_size=32, max_batches=3, top_k=1,
                                                        warmup_epochs=0)),
             "random": RandomStrategy, "evolution": lambda: EvolutionStrategy(population=4, sample_size=2),
-            "tpe": lambda: TPEStrategy(startup_trials=4), "nsga2": lambda: NSGA2Strategy(population=4)}[name]()
+            "tpe": lambda: TPEStrategy(startup_trials=4), "nsga2": lambda: NSGA2Strategy(population=4),
+            "mnas": lambda: MnasStrategy(ControllerConfig(batch=3, hidden=16))}[name]()
 
 
 def memory_table(space):

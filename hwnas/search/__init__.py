@@ -15,13 +15,14 @@ from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, S
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
 from .loop import LoopConfig, run_search
+from .mnas import MnasStrategy
 from .objectives import Budgets, pareto_front
 from .optuna_strategies import NSGA2Strategy, TPEStrategy
 from .random_search import RandomStrategy
 from .trials import Trial, read_history
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy)}
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy)}
 EVALUATORS = ("scratch", "shared")
 
 
@@ -34,7 +35,7 @@ def get_strategy(name: str) -> type[Strategy]:
 
 __all__ = [
     "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "EvalOutcome", "EvalRequest",
-    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "NSGA2Strategy", "RandomStrategy",
+    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",
     "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",
