@@ -131,3 +131,25 @@ def test_cli_mnas_search_with_short_training(tmp_path, capsys):
     assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
                  "--out", str(tmp_path / "r"), "--policy-update", "ppo"]) == 2
     assert "--policy-update is not used by --strategy random" in capsys.readouterr().err
+
+
+# --- the enas strategy ------------------------------------------------------------------------
+def test_cli_enas_search_trains_the_controller_on_the_shared_supernet(tmp_path, capsys):
+    lut = tmp_path / "lut.json"
+    memory_table(tiny_setup()[0]).save(lut)
+    out = tmp_path / "run"
+    assert main(["search", "--strategy", "enas", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+                 "--out", str(out), "--no-progress", "--no-verify", "--epochs", "2", "--max-batches", "3",
+                 "--batch-size", "32", "--controller-steps", "2", "--controller-batch", "4", "--final-samples", "3",
+                 "--reward", "hard", "--latency-budget", "40%"]) == 0
+    capsys.readouterr()
+    result = json.loads((out / "result.json").read_text())
+    assert result["meets_budget"] and 1 <= len(result["candidates"]) <= 3
+    assert result["arch_hash"] == max(result["candidates"], key=lambda c: c["score"])["hash"]
+    curve = json.loads((out / "controller.json").read_text())["curve"]
+    assert len(curve) == 4 and [p["epoch"] for p in curve] == [1, 1, 2, 2]
+    trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 16 and all(0.0 <= t["metrics"]["top1"] <= 100.0 for t in trials)
+    for t in trials:  # each sample's reward is MnasNet's hard reward of its held-out top-1 and latency
+        ratio = 1.0 + t["violations"]["latency"]
+        assert t["objective"] == pytest.approx(mnas_reward(t["metrics"]["top1"] / 100, {"latency": ratio}, "hard"))

@@ -12,6 +12,7 @@ from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStr
                    write_result)
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
 from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, SyntheticEvaluator
+from .enas import ENASConfig, ENASStrategy
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
 from .loop import LoopConfig, run_search
@@ -22,7 +23,7 @@ from .random_search import RandomStrategy
 from .trials import Trial, read_history
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy)}
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy)}
 EVALUATORS = ("scratch", "shared")
 
 
@@ -34,7 +35,7 @@ def get_strategy(name: str) -> type[Strategy]:
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "EvalOutcome", "EvalRequest",
+    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
     "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",

@@ -133,14 +133,18 @@ class Controller(nn.Module):
         return actions[0].tolist(), float(log_prob[0])
 
     @torch.no_grad()
+    def path_log_probs(self, indices: list[int]) -> list[list[float]]:
+        """Each decision's log-distribution along the path `indices` (given the choices before it)."""
+        x, state, rows = self.start, None, []
+        for step, index in enumerate(indices):
+            out, state = self.lstm(x.unsqueeze(0), state)
+            rows.append(torch.log_softmax(self._logits(out[0], step), -1)[0].tolist())
+            x = self.embeddings[step](torch.tensor([index]))
+        return rows
+
     def choice_probs(self, step: int, prefix: list[int]) -> torch.Tensor:
         """The distribution of decision `step` after the choices `prefix` (for tests and reports)."""
-        x, state = self.start, None
-        for i in range(step + 1):
-            out, state = self.lstm(x.unsqueeze(0), state)
-            if i < step:
-                x = self.embeddings[i](torch.tensor([prefix[i]]))
-        return torch.softmax(self._logits(out[0], step), -1)[0]
+        return torch.tensor(self.path_log_probs(list(prefix[:step]) + [0])[step]).exp()
 
 
 def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
