@@ -43,8 +43,9 @@ def register(subparsers) -> None:
                     "A flag the chosen strategy or evaluator does not use is refused.",
     )
     p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES),
-                   help="fbnet: differentiable supernet; random, evolution (aging), tpe, nsga2 (Optuna): samplers "
-                        "over candidates scored by --evaluator")
+                   help="fbnet: differentiable supernet; enas: RL controller over a weight-sharing supernet; random, "
+                        "evolution (aging), tpe, nsga2 (Optuna), mnas (RL controller): samplers over candidates "
+                        "scored by --evaluator")
     p.add_argument("--space", required=True)
     p.add_argument("--lut", required=True, metavar="FILE", help="latency table of the target device (hwnas profile)")
     p.add_argument("--resolution", type=int, default=None,
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
                    help="do not measure the result end to end on this machine against the budget (by default, "
                         "when the table's backend runs here, it is measured and repaired if over the budget)")
     add_data_arguments(p)
-    loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2)")
+    loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2, mnas)")
     _optional(loop, "--trials", type=int, help="evaluated candidates (default 20; those rejected over a budget do "
                                                "not count); a resume may raise it")
     _optional(loop, "--time-limit", type=float, metavar="S", help="seconds of run time after which no trial starts")
