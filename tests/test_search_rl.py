@@ -117,31 +117,33 @@ def test_resume_reaches_the_same_controller_and_optimiser_state(tmp_path, update
     assert doc["curve"] == a.curve and doc["settings"]["reward"] == "hard"
 
 
-def test_cli_mnas_search_with_short_training(tmp_path, capsys):
+def _cli_search(tmp_path, strategy, *flags):
+    """`hwnas search --strategy STRATEGY` on the tiny space and digits into tmp_path/run."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     lut = tmp_path / "lut.json"
     memory_table(tiny_setup()[0]).save(lut)
+    return main(["search", "--strategy", strategy, "--space", "tiny", "--lut", str(lut), "--data", "digits",
+                 "--out", str(tmp_path / "run"), "--no-progress", "--no-verify", *flags])
+
+
+def test_cli_mnas_search_with_short_training(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["search", "--strategy", "mnas", "--space", "tiny", "--lut", str(lut), "--data", "digits",
-                 "--out", str(out), "--no-progress", "--no-verify", "--trials", "4", "--controller-batch", "2",
-                 "--policy-update", "reinforce", "--reward", "soft", "--epochs", "1", "--max-batches", "2",
-                 "--batch-size", "32", "--latency-budget", "60%"]) == 0
+    assert _cli_search(tmp_path, "mnas", "--trials", "4", "--controller-batch", "2", "--policy-update", "reinforce",
+                       "--reward", "soft", "--epochs", "1", "--max-batches", "2", "--batch-size", "32",
+                       "--latency-budget", "60%") == 0
     assert "best of 4 evaluated trials" in capsys.readouterr().out
     doc = json.loads((out / "controller.json").read_text())
     assert len(doc["curve"]) >= 2 and doc["settings"]["controller"]["update"] == "reinforce"
-    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
-                 "--out", str(tmp_path / "r"), "--policy-update", "ppo"]) == 2
+    assert _cli_search(tmp_path / "r", "random", "--policy-update", "ppo") == 2
     assert "--policy-update is not used by --strategy random" in capsys.readouterr().err
 
 
 # --- the enas strategy ------------------------------------------------------------------------
 def test_cli_enas_search_trains_the_controller_on_the_shared_supernet(tmp_path, capsys):
-    lut = tmp_path / "lut.json"
-    memory_table(tiny_setup()[0]).save(lut)
     out = tmp_path / "run"
-    assert main(["search", "--strategy", "enas", "--space", "tiny", "--lut", str(lut), "--data", "digits",
-                 "--out", str(out), "--no-progress", "--no-verify", "--epochs", "2", "--max-batches", "3",
-                 "--batch-size", "32", "--controller-steps", "2", "--controller-batch", "4", "--final-samples", "3",
-                 "--reward", "hard", "--latency-budget", "40%"]) == 0
+    assert _cli_search(tmp_path, "enas", "--epochs", "2", "--max-batches", "3", "--batch-size", "32",
+                       "--controller-steps", "2", "--controller-batch", "4", "--final-samples", "3", "--reward", "hard",
+                       "--latency-budget", "40%") == 0
     capsys.readouterr()
     result = json.loads((out / "result.json").read_text())
     assert result["meets_budget"] and 1 <= len(result["candidates"]) <= 3

@@ -45,7 +45,8 @@ class ControllerConfig:
         if self.update not in UPDATES:
             raise HwnasError(f"--policy-update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         if self.hidden < 1 or self.layers < 1 or self.batch < 1 or self.ppo_epochs < 1:
-            raise HwnasError("--controller-hidden, --controller-layers, --controller-batch and --ppo-epochs must be >= 1")
+            raise HwnasError("--controller-hidden, --controller-layers, --controller-batch and --ppo-epochs "
+                             "must be >= 1")
         if not self.temperature > 0 or not self.lr > 0 or not 0 < self.ppo_clip < 1 or not 0 <= self.baseline_decay < 1:
             raise HwnasError("--controller-temperature and --controller-lr must be > 0, --ppo-clip in (0, 1) and "
                              "--baseline-decay in [0, 1)")
