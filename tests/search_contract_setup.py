@@ -18,7 +18,8 @@ from hwnas.arch import Arch  # noqa: E402
 from hwnas.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.search import (ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig, FBNetStrategy,  # noqa: E402
-                          LoopConfig, MnasStrategy, NSGA2Strategy, RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
+                          LoopConfig, MnasStrategy, NSGA2Strategy, RandomStrategy, SearchProblem,
+                          SyntheticEvaluator, TPEStrategy, run_search)
 from hwnas.search.budget import latency_range_ms  # noqa: E402
 from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
