@@ -144,7 +144,7 @@ def test_cli_enas_search_trains_the_controller_on_the_shared_supernet(tmp_path, 
     assert _cli_search(tmp_path, "enas", "--epochs", "2", "--max-batches", "3", "--batch-size", "32",
                        "--controller-steps", "2", "--controller-batch", "4", "--final-samples", "3", "--reward", "hard",
                        "--latency-budget", "40%") == 0
-    capsys.readouterr()
+    assert "controller: 4 policy updates, mean reward" in capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
     assert result["meets_budget"] and 1 <= len(result["candidates"]) <= 3
     assert result["arch_hash"] == max(result["candidates"], key=lambda c: c["score"])["hash"]

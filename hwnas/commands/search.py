@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data import load_data, peek_num_classes
 from ..errors import HwnasError
+from ..jsonio import read_json
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
 from ..locks import hold
@@ -209,6 +210,12 @@ def print_result(result, args, budget) -> None:
         if len(details["objectives"]) > 1:
             print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
                   f"{Path(args.out) / 'pareto.png'}")
+    curve_path = Path(args.out) / "controller.json"  # mnas, enas
+    curve = read_json(curve_path, "controller curve")["curve"] if curve_path.is_file() else []
+    if curve:
+        first, last = curve[0], curve[-1]
+        print(f"controller: {len(curve)} policy updates, mean reward {first['mean_reward']:.4f} -> "
+              f"{last['mean_reward']:.4f}, entropy {first['entropy']:.2f} -> {last['entropy']:.2f} ({curve_path})")
     finalists = details.get("finalists")
     if finalists:
         picked = next(f for f in finalists if f["hash"] == result.arch.hash)
