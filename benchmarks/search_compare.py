@@ -13,6 +13,7 @@ short-training top-1 of `--tau-archs` uniform architectures (does weight sharing
 
   python benchmarks/search_compare.py --lut LUT.json                  # defaults (long)
   python benchmarks/search_compare.py --smoke                         # seconds: tiny space, digits
+  python benchmarks/search_compare.py --smoke --max-trials 40 --time-limit 60  # any flag overrides a smoke one
   python benchmarks/search_compare.py --lut LUT.json --resume --out D # continue a killed run
 
 Each finished (strategy, seed) row is kept in OUT/rows/ and reused on --resume. Writes
@@ -43,8 +44,11 @@ from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.latency_tables import LatencyTable  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.models import arch_model  # noqa: E402
-from hwnas.search import (STRATEGIES, EvolutionStrategy, FBNetConfig, FBNetStrategy, LoopConfig,  # noqa: E402
-                          NSGA2Strategy, SearchProblem, TPEStrategy, read_history, run_search)
+from hwnas.search import (STRATEGIES, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
+                          FBNetStrategy, LoopConfig, MnasStrategy, NSGA2Strategy, SearchProblem, TPEStrategy,
+                          TrialStrategy, read_history, run_search)
+from hwnas.search.controller import ControllerConfig  # noqa: E402
+from hwnas.search.mnas import trial_reward  # noqa: E402
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
 from hwnas.search.evaluators import make_evaluator  # noqa: E402
 from hwnas.search.objectives import hypervolume_2d, pareto_front  # noqa: E402
@@ -62,6 +66,13 @@ def make_strategy(name: str, args):
         return TPEStrategy(startup_trials=max(2, args.population // 2))
     if name == "nsga2":
         return NSGA2Strategy(population=args.population)
+    if name == "mnas":
+        return MnasStrategy(ControllerConfig(batch=args.controller_batch))
+    if name == "enas":
+        return ENASStrategy(ENASConfig(epochs=args.enas_epochs, batch_size=args.batch_size,
+                                       max_batches=args.fbnet_batches, controller_steps=args.controller_steps,
+                                       score_batches=args.score_batches or 4),
+                            ControllerConfig(batch=args.controller_batch))
     return STRATEGIES[name]()
 
 
@@ -79,9 +90,9 @@ def run_one(name, seed, args, space, predictor, table, data, budget, out: Path) 
     run_dir = out / f"{name}_s{seed}"
     problem = SearchProblem(space, predictor, budget, data, run_dir, seed=seed, resume=args.resume,
                             progress=not args.quiet, lut_source=str(args.lut),
-                            objectives=("acc",) if name == "fbnet" else ("acc", "latency"))
+                            objectives=("acc",) if not STRATEGIES[name].uses_evaluator else ("acc", "latency"))
     strategy = make_strategy(name, args)
-    evaluator = None if name == "fbnet" else evaluator_for(problem, args, out)
+    evaluator = evaluator_for(problem, args, out) if strategy.uses_evaluator else None
     wall0 = time.perf_counter()
     result = run_search(problem, strategy, evaluator, LoopConfig(trials=args.max_trials, time_limit_s=args.time_limit))
     search_wall = time.perf_counter() - wall0
@@ -91,13 +102,17 @@ def run_one(name, seed, args, space, predictor, table, data, budget, out: Path) 
     row = {"strategy": name, "seed": seed, "arch_hash": result.arch.hash, "arch": result.arch.to_dict(),
            "val_top1": top1, "predicted_ms": result.predicted_ms, "measured_ms": measured, "measure_method": method,
            "measured_over_budget": measured / budget, "search_wall_s": search_wall, "hypervolume": None,
-           "trials": None, "trials_per_minute": None, "selection_score": None}
-    if name != "fbnet":
+           "trials": None, "trials_per_minute": None, "selection_score": None, "controller_curve": None,
+           "mean_reward": None}
+    if (run_dir / "controller.json").is_file():  # mnas, enas: mean reward and entropy per policy update
+        row["controller_curve"] = json.loads((run_dir / "controller.json").read_text())["curve"]
+    if isinstance(strategy, TrialStrategy):
         trials = read_history(run_dir / "trials.jsonl")
         front = pareto_front(trials, ("acc", "latency"))
         row.update(hypervolume=hypervolume_2d([(t.top1, t.predicted_ms) for t in front], ref=(0.0, budget)),
                    trials=result.details["trials"], trials_per_minute=result.details["trials_per_minute"],
-                   selection_score=result.details["best_score"])
+                   selection_score=result.details["best_score"],
+                   mean_reward=statistics.fmean(trial_reward(t, "soft", -0.07) for t in trials))
     atomic_write_json(row_path, row)
     return row
 
@@ -177,12 +192,37 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {name} | {fmt(s['val_top1_mean'])} | {fmt(s['val_top1_sd'])} | {diff} | "
                      f"{fmt(s['measured_over_budget_mean'], '.3f')} | {fmt(s['hypervolume_mean'], '.1f')} | "
                      f"{fmt(s['trials_per_minute_mean'], '.1f')} | {fmt(s['search_wall_s_mean'], '.0f')} |")
+    lines += learning_curves(report["rows"])
     tau = report.get("weight_sharing")
     if tau:
         lines += ["", f"Weight sharing: Kendall tau {tau['tau']:.3f} (p {tau['p_value']:.3f}) between one-shot scores "
                       f"and short-training top-1 ({tau['scratch_epochs']} epoch x {tau['scratch_batches']} batches) "
                       f"on {len(tau['archs'])} uniform architectures."]
     return "\n".join(lines) + "\n"
+
+
+def learning_curves(rows: list[dict]) -> list[str]:
+    """Each controller's mean reward and entropy per update, next to random search's mean reward
+    (MnasNet's soft reward of the same evaluator's scores) on the same seed. enas rewards are
+    one-batch scores of its own supernet: its first update (a near-uniform controller) is its
+    random baseline."""
+    lines = []
+    for row in rows:
+        curve = row.get("controller_curve")
+        if not curve:
+            continue
+        random_row = next((r for r in rows if r["strategy"] == "random" and r["seed"] == row["seed"]), None)
+        base = f"; random's mean reward {random_row['mean_reward']:.4f}" if random_row and \
+            random_row.get("mean_reward") is not None and row["strategy"] == "mnas" else ""
+        lines += ["", f"{row['strategy']} seed {row['seed']} learning curve (update: mean reward / entropy){base}:",
+                  "  " + ", ".join(f"{p['update']}: {p['mean_reward']:.4f}/{p['entropy']:.2f}" for p in curve)]
+    return lines
+
+
+SMOKE = dict(space="tiny", data="digits", seeds=[0, 1], time_limit=5.0, max_trials=4, trial_epochs=1, trial_batches=2,
+             calib_batches=2, score_batches=1, fbnet_epochs=1, fbnet_batches=2, final_epochs=1, final_batches=2,
+             tau_archs=4, tau_batches=2, population=2, batch_size=32, enas_epochs=2, controller_steps=2,
+             controller_batch=2)
 
 
 def main(argv=None) -> int:
@@ -203,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--population", type=int, default=20, help="evolution, nsga2 (tpe: half as startup trials)")
     p.add_argument("--fbnet-epochs", type=int, default=8)
     p.add_argument("--fbnet-batches", type=int, default=30)
+    p.add_argument("--enas-epochs", type=int, default=8, help="enas: epochs (each --fbnet-batches shared steps)")
+    p.add_argument("--controller-steps", type=int, default=5, help="enas: policy updates per epoch")
+    p.add_argument("--controller-batch", type=int, default=8, help="mnas, enas: architectures per policy update")
     p.add_argument("--final-epochs", type=int, default=4)
     p.add_argument("--final-batches", type=int, default=None)
     p.add_argument("--tau-archs", type=int, default=20)
@@ -213,14 +256,11 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny space, digits, seconds: checks the script runs")
+    if p.parse_args(argv).smoke:  # smoke settings are defaults: a flag given still overrides one
+        p.set_defaults(**SMOKE)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    if args.smoke:
-        args.space, args.data, args.seeds, args.time_limit, args.max_trials = "tiny", "digits", [0, 1], 5.0, 4
-        args.trial_epochs, args.trial_batches, args.calib_batches, args.score_batches = 1, 2, 2, 1
-        args.fbnet_epochs, args.fbnet_batches, args.final_epochs, args.final_batches = 1, 2, 1, 2
-        args.tau_archs, args.tau_batches, args.population, args.batch_size = 4, 2, 2, 32
-    elif args.lut is None:
+    if not args.smoke and args.lut is None:
         p.error("--lut is required (or --smoke)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hwnas.arch import Arch  # noqa: E402
 from hwnas.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.search import (EvolutionStrategy, FBNetConfig, FBNetStrategy, LoopConfig, NSGA2Strategy,  # noqa: E402
-                          RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
+from hwnas.search import (ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig, FBNetStrategy,  # noqa: E402
+                          LoopConfig, MnasStrategy, NSGA2Strategy, RandomStrategy, SearchProblem,
+                          SyntheticEvaluator, TPEStrategy, run_search)
 from hwnas.search.budget import latency_range_ms  # noqa: E402
+from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
-NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2")
+NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas")
+SUPERNET = ("fbnet", "enas")  # strategies that train their own supernet (no evaluator, latency budget only)
 TRIALS = 12
 
 
@@ -31,7 +34,11 @@ def make_strategy(name: str):
     return {"fbnet": lambda: FBNetStrategy(FBNetConfig(epochs=3, batch_size=32, max_batches=3, top_k=1,
                                                        warmup_epochs=0)),
             "random": RandomStrategy, "evolution": lambda: EvolutionStrategy(population=4, sample_size=2),
-            "tpe": lambda: TPEStrategy(startup_trials=4), "nsga2": lambda: NSGA2Strategy(population=4)}[name]()
+            "tpe": lambda: TPEStrategy(startup_trials=4), "nsga2": lambda: NSGA2Strategy(population=4),
+            "mnas": lambda: MnasStrategy(ControllerConfig(batch=3, hidden=16)),
+            "enas": lambda: ENASStrategy(ENASConfig(epochs=6, batch_size=32, max_batches=3, controller_steps=2,
+                                                    final_samples=4, score_batches=1),
+                                         ControllerConfig(batch=3, hidden=16))}[name]()
 
 
 def memory_table(space):
@@ -71,7 +78,7 @@ def quantile_budgets(space, predictor, q: float = 0.75) -> tuple[int, int]:
 def make_problem(name, space, predictor, data, run_dir, resume=False, objectives=("acc",), seed=0):
     low, high = latency_range_ms(predictor)
     latency = low + 0.5 * (high - low)
-    memory, params = quantile_budgets(space, predictor) if name != "fbnet" else (None, None)
+    memory, params = quantile_budgets(space, predictor) if name not in SUPERNET else (None, None)
     return SearchProblem(space, predictor, latency, data, Path(run_dir), seed=seed, resume=resume, progress=False,
                          memory_budget=memory, params_budget=params, objectives=objectives)
 
@@ -79,7 +86,7 @@ def make_problem(name, space, predictor, data, run_dir, resume=False, objectives
 def run(name, run_dir, resume=False, delay_s=0.0, objectives=("acc",), fail_fraction=0.15, stop_after=None):
     space, predictor, data = tiny_setup()
     problem = make_problem(name, space, predictor, data, run_dir, resume, objectives)
-    evaluator = None if name == "fbnet" else SyntheticEvaluator(fail_fraction=fail_fraction, delay_s=delay_s)
+    evaluator = None if name in SUPERNET else SyntheticEvaluator(fail_fraction=fail_fraction, delay_s=delay_s)
     return run_search(problem, make_strategy(name), evaluator, LoopConfig(trials=TRIALS), stop_after=stop_after)
 
 

@@ -21,10 +21,10 @@ from hwnas.search import STRATEGIES, EvolutionStrategy, LoopConfig, SearchProble
 from hwnas.search.evaluators import SyntheticEvaluator, make_evaluator
 from hwnas.search.objectives import dominates, hypervolume_2d, objective_values, parse_memory_budget
 from hwnas.spaces import get_space
-from search_contract_setup import NAMES, TRIALS, make_problem, memory_table, quantile_budgets, run, tiny_setup
+from search_contract_setup import NAMES, SUPERNET, TRIALS, make_problem, memory_table, quantile_budgets, run, tiny_setup
 
 TESTS = Path(__file__).resolve().parent
-TRIAL_STRATEGIES = [n for n in NAMES if n != "fbnet"]
+TRIAL_STRATEGIES = [n for n in NAMES if n not in SUPERNET]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_proposals_are_valid_and_results_meet_every_budget(name, tiny, tmp_path)
     assert pred.latency_ms <= problem.budget_ms
     doc = json.loads((tmp_path / "run" / "result.json").read_text())
     assert doc["meets_budget"] and doc["arch_hash"] == result.arch.hash
-    if name == "fbnet":
+    if name in SUPERNET:
         return
     assert pred.peak_activation_bytes <= problem.memory_budget and pred.params <= problem.params_budget
     assert all(doc["meets_budgets"].values()) and set(doc["meets_budgets"]) == {"latency", "memory", "params"}
@@ -98,7 +98,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(name, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}"}
     proc = subprocess.Popen([sys.executable, str(TESTS / "search_contract_setup.py"), name, str(killed), "0.1"],
                             env=env, cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if name == "fbnet":
+    if name in SUPERNET:
         _kill_when(proc, lambda: (killed / "log.jsonl").is_file() and len(read_jsonl(killed / "log.jsonl")) >= 1)
     else:
         _kill_when(proc, lambda: (killed / "trials.jsonl").is_file()
@@ -111,6 +111,11 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(name, tmp_path):
         a = torch.load(tmp_path / "full" / "supernet.pt", weights_only=True)["supernet"]
         b = torch.load(killed / "supernet.pt", weights_only=True)["supernet"]
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.startswith("alphas"))
+        return
+    if name == "enas":  # the controller, its optimiser and the controller samples (trials) are the same
+        a, b = (torch.load(d / "enas.pt", weights_only=True) for d in (tmp_path / "full", killed))
+        assert all(torch.allclose(a["controller"][k], b["controller"][k], atol=1e-6) for k in a["controller"])
+        assert a["trials"] == b["trials"] and a["curve"] == b["curve"]
         return
     key = lambda t: (t.number, t.arch.hash, t.state, t.metrics)  # noqa: E731
     assert [key(t) for t in read_history(killed / "trials.jsonl")] == \
@@ -197,6 +202,9 @@ def lut_file(tiny, tmp_path_factory):
     ("fbnet", ["--trials", "3"], "--trials is not used by --strategy fbnet"),
     ("fbnet", ["--memory-budget", "1MB"], "--memory-budget is not used by --strategy fbnet"),
     ("fbnet", ["--evaluator", "shared"], "--evaluator is not used"),
+    ("enas", ["--trials", "3"], "--trials is not used by --strategy enas"),
+    ("fbnet", ["--policy-update", "ppo"], "it is for strategies enas, mnas"),
+    ("mnas", ["--reward", "best"], "invalid choice: 'best'"),
     ("tpe", ["--supernet", "x.pt"], "with --evaluator scratch"),
     ("evolution", ["--startup-trials", "3"], "it is for strategies tpe"),
     ("nsga2", ["--objectives", "latency,acc"], "give acc first"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data import load_data, peek_num_classes
 from ..errors import HwnasError
+from ..jsonio import read_json
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
 from ..locks import hold
@@ -43,8 +44,9 @@ def register(subparsers) -> None:
                     "A flag the chosen strategy or evaluator does not use is refused.",
     )
     p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES),
-                   help="fbnet: differentiable supernet; random, evolution (aging), tpe, nsga2 (Optuna): samplers "
-                        "over candidates scored by --evaluator")
+                   help="fbnet: differentiable supernet; enas: RL controller over a weight-sharing supernet; random, "
+                        "evolution (aging), tpe, nsga2 (Optuna), mnas (RL controller): samplers over candidates "
+                        "scored by --evaluator")
     p.add_argument("--space", required=True)
     p.add_argument("--lut", required=True, metavar="FILE", help="latency table of the target device (hwnas profile)")
     p.add_argument("--resolution", type=int, default=None,
@@ -61,7 +63,7 @@ def register(subparsers) -> None:
                    help="do not measure the result end to end on this machine against the budget (by default, "
                         "when the table's backend runs here, it is measured and repaired if over the budget)")
     add_data_arguments(p)
-    loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2)")
+    loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2, mnas)")
     _optional(loop, "--trials", type=int, help="evaluated candidates (default 20; those rejected over a budget do "
                                                "not count); a resume may raise it")
     _optional(loop, "--time-limit", type=float, metavar="S", help="seconds of run time after which no trial starts")
@@ -208,6 +210,12 @@ def print_result(result, args, budget) -> None:
         if len(details["objectives"]) > 1:
             print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
                   f"{Path(args.out) / 'pareto.png'}")
+    curve_path = Path(args.out) / "controller.json"  # mnas, enas
+    curve = read_json(curve_path, "controller curve")["curve"] if curve_path.is_file() else []
+    if curve:
+        first, last = curve[0], curve[-1]
+        print(f"controller: {len(curve)} policy updates, mean reward {first['mean_reward']:.4f} -> "
+              f"{last['mean_reward']:.4f}, entropy {first['entropy']:.2f} -> {last['entropy']:.2f} ({curve_path})")
     finalists = details.get("finalists")
     if finalists:
         picked = next(f for f in finalists if f["hash"] == result.arch.hash)

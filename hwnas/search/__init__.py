@@ -12,16 +12,18 @@ from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStr
                    write_result)
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
 from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, SyntheticEvaluator
+from .enas import ENASConfig, ENASStrategy
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
 from .loop import LoopConfig, run_search
+from .mnas import MnasStrategy
 from .objectives import Budgets, pareto_front
 from .optuna_strategies import NSGA2Strategy, TPEStrategy
 from .random_search import RandomStrategy
 from .trials import Trial, read_history
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy)}
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy)}
 EVALUATORS = ("scratch", "shared")
 
 
@@ -33,8 +35,8 @@ def get_strategy(name: str) -> type[Strategy]:
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "EvalOutcome", "EvalRequest",
-    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "NSGA2Strategy", "RandomStrategy",
+    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
+    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",
     "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",
