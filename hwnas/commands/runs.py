@@ -39,8 +39,12 @@ def cmd_show(args) -> int:
         log = read_jsonl(run_dir / "log.jsonl")
         print(f"{run_dir}: fbnet search, {len(log)} epoch(s) trained"
               + (f", last expected latency {log[-1]['expected_latency_ms']:.4g} ms" if log else ""))
+    elif (run_dir / "enas.pt").is_file():
+        curve = read_json(run_dir / "controller.json", "controller curve") if (run_dir / "controller.json").is_file() else {}
+        updates = curve.get("curve", [])
+        print(f"{run_dir}: enas search (controller over a shared supernet), {len(updates)} controller update(s)")
     else:
-        raise HwnasError(f"{run_dir} holds no search run ({RUN_FILE} or an fbnet log.jsonl); give the --out of a "
+        raise HwnasError(f"{run_dir} holds no search run ({RUN_FILE}, an fbnet log.jsonl or an enas.pt); give the --out of a "
                          f"`hwnas search`")
     if result is None:
         print("no result yet (the search was interrupted before it finished; rerun it with --resume)")
