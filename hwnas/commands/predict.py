@@ -215,7 +215,7 @@ def cmd_validate(args) -> int:
     s = report["summary"]
     print(f"{s['n_archs']} architectures on {table.backend} at {space.resolution}px "
           f"(run-to-run noise: median CV {s['noise_cv_median'] * 100:.1f}%)")
-    print(f"  at the table's speed (every measurement rescaled by the reference network):")
+    print("  at the table's speed (every measurement rescaled by the reference network):")
     for name in ("raw", "calibrated"):
         _print_errors(name, s[name])
     for group, errors in s["groups"].items():

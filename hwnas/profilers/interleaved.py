@@ -32,16 +32,11 @@ from __future__ import annotations
 import math
 import random
 import statistics as pystats
-import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ProfileError
-from .statistics import percentile, relative_ci
-
-
-def _median(values: Sequence[float]) -> float:
-    return float(pystats.median(values))
+from .statistics import _median, percentile, relative_ci
 
 
 ROUND_STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {"min": min, "median": _median}
@@ -242,15 +237,3 @@ def round_spread(rounds: Sequence[RoundRecord], r0: float) -> float:
         return 0.0
     mean = sum(values) / len(values)
     return float(pystats.stdev(values) / mean) if mean > 0 else 0.0
-
-
-class PerfClock:
-    """Wrap a zero-argument call as a timed call (ms by the host's monotonic clock)."""
-
-    def __init__(self, call: Callable[[], object], clock: Callable[[], float] = time.perf_counter):
-        self.call, self.clock = call, clock
-
-    def __call__(self) -> float:
-        start = self.clock()
-        self.call()
-        return (self.clock() - start) * 1000.0

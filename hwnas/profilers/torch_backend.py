@@ -50,7 +50,8 @@ def check_clock(clock: str | None, threads: int) -> str:
     if clock not in CLOCKS:
         raise BackendError(f"unknown clock {clock!r}; choose one of: {', '.join(CLOCKS)}")
     if clock == "thread" and threads != 1:
-        raise BackendError(f"--clock thread times one thread's CPU time, but --threads is {threads}; use --clock wall")
+        raise BackendError(f"--clock thread times one thread's CPU time (use it with 1 thread), but --threads is "
+                           f"{threads}; use --clock wall")
     return clock
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,7 +25,6 @@ import torch
 from torch import nn
 
 from ..arch import Arch
-from ..errors import BackendError
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
@@ -35,18 +33,9 @@ from ..profilers.base import Runner
 from ..profilers.memory import MemoryInfo, param_bytes
 from ..profilers.ort_backend import OrtProfiler, export_onnx
 from ..profilers.statistics import measure_adaptive
+from ..profilers.torch_backend import CLOCKS, check_clock
 from .backbone import BackboneSource, arch_source
 from .export import TaskOutput
-
-
-CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
-
-
-def check_clock(clock: str, threads: int) -> None:
-    if clock not in CLOCKS:
-        raise BackendError(f"unknown clock {clock!r}; choose one of: {', '.join(CLOCKS)}")
-    if clock == "thread" and threads != 1:
-        raise BackendError("the thread clock counts the calling thread only: use it with 1 thread")
 
 
 class SessionRunner(Runner):
