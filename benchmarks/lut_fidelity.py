@@ -33,7 +33,7 @@ from hwnas.arch import Arch
 from hwnas.build import build_model
 from hwnas.cli import main as hwnas_main
 from hwnas.jsonio import atomic_write_json
-from hwnas.latency_tables.calibration import MODELS, CalibrationData, fit_calibration
+from hwnas.latency_tables.calibration import MODELS, CalibrationData, fit_model
 from hwnas.latency_tables.loading import space_for_table
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.latency_tables.table import LatencyTable
@@ -76,8 +76,7 @@ def side_by_side(table: LatencyTable, report: dict) -> dict:
     slope, intercept = np.polyfit(macs, measured, 1)
     columns["flops_proxy"] = slope * macs + intercept
     for model in MODELS[1:]:
-        cal = fit_calibration(data.raw, data.measured, space.resolution, model=model, n_ops=data.n_ops,
-                              type_sums=[dict(zip(data.names, row)) for row in data.sums], groups=data.groups)
+        cal = fit_model(data, model, space.resolution)
         doc = {**record, **cal.to_dict()}
         copy = LatencyTable.from_dict(table.to_dict())
         copy.calibration = {str(space.resolution): doc}

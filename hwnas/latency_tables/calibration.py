@@ -264,7 +264,7 @@ def group_mape(predicted: np.ndarray, data: CalibrationData) -> dict[str, float]
     return {g: float(rel[groups == g].mean() * 100.0) for g in sorted(set(data.groups))}
 
 
-def _score(per_group: dict[str, float]) -> float:
+def selection_score(per_group: dict[str, float]) -> float:
     """Selection score: the groups' MAPEs weighed equally (corners count as much as the bulk)."""
     return float(np.mean(list(per_group.values())))
 
@@ -282,15 +282,20 @@ def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float], resol
                     type_sums: Sequence[dict[str, float]] | None = None, groups: Sequence[str] | None = None,
                     shrinkage: float | None = None) -> Calibration:
     """Fit `model` on (raw sum, measured) pairs (plus op counts, or per-category sums of LUT
-    latency for the types models); error_pct is the worst group's leave-one-out MAPE. For the
-    types models `shrinkage=None` picks the ridge strength from `SHRINKAGE` by the same LOO."""
+    latency for the types models); see `fit_model`."""
     if model not in MODELS:
         raise LutError(f"unknown calibration model {model!r}; choose one of: {', '.join(MODELS)}")
     if model in ("ops", "types_ops") and n_ops is None:
         raise LutError(f"the {model!r} calibration model needs the op count of every architecture")
     if model.startswith("types") and type_sums is None:
         raise LutError(f"the {model!r} calibration model needs per-category latency sums of every architecture")
-    data = CalibrationData.create(raw_ms, measured_ms, n_ops, type_sums, groups)
+    return fit_model(CalibrationData.create(raw_ms, measured_ms, n_ops, type_sums, groups), model, resolution,
+                     shrinkage)
+
+
+def fit_model(data: CalibrationData, model: str, resolution: int, shrinkage: float | None = None) -> Calibration:
+    """Fit `model` on `data`; error_pct is the worst group's leave-one-out MAPE. For the types
+    models `shrinkage=None` picks the ridge strength from `SHRINKAGE` by the same LOO."""
     if data.raw.size < data.min_samples(model):
         raise LutError(f"calibration model {model!r} needs at least {data.min_samples(model)} (raw, measured) pairs, "
                        f"got {data.raw.size}")
@@ -298,7 +303,7 @@ def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float], resol
     scored = []
     for strength in grid:
         per_group = group_mape(loo_predictions(model, data, strength), data)
-        scored.append((_score(per_group), strength, per_group))
+        scored.append((selection_score(per_group), strength, per_group))
     _, strength, per_group = min(scored, key=lambda t: t[0])
     a, b, c, scales = _fit(model, data, strength)
     return Calibration(model, a, b, max(per_group.values()), int(data.raw.size), int(resolution), c, scales,

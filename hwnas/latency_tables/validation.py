@@ -27,9 +27,9 @@ from ..errors import LutError
 from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread, time_rounds
 from ..reference import reference_model, reference_ms
 from ..spaces import SearchSpace
-from .calibration import MODELS, Calibration, CalibrationData, fit_calibration
+from .calibration import MODELS, Calibration, CalibrationData, fit_model, selection_score
 from .predictor import LatencyPredictor
-from .sampling import Sample
+from .sampling import Sample, group_of
 from .table import LatencyTable
 
 #: end-to-end rounds: whole networks take milliseconds, a few calls per round suffice
@@ -106,31 +106,20 @@ def fit_best_calibration(data: CalibrationData, resolution: int,
     """Fit each model that has enough samples; keep the one whose leave-one-out MAPE, uniform
     and lopsided samples weighed equally, is lowest. `raw` (no correction) is always among
     them, so a fit worse than the plain sum on held-out samples is never chosen."""
-    fitted = {}
-    for model in models:
-        if data.raw.size >= data.min_samples(model):
-            fitted[model] = fit_calibration(data.raw, data.measured, resolution, model=model, n_ops=data.n_ops,
-                                            type_sums=_type_sum_dicts(data), groups=data.groups)
+    fitted = {model: fit_model(data, model, resolution) for model in models
+              if data.raw.size >= data.min_samples(model)}
     if not fitted:
         raise LutError("calibration needs at least 2 measured architectures")
     order = {m: i for i, m in enumerate(MODELS)}  # ties go to the simpler model
-
-    def score(c: Calibration) -> float:
-        return float(np.mean([v for _, v in c.group_error_pct])) if c.group_error_pct else c.error_pct
-
-    best = min(fitted.values(), key=lambda c: (round(score(c), 6), order[c.model]))
+    best = min(fitted.values(), key=lambda c: (round(selection_score(dict(c.group_error_pct)), 6), order[c.model]))
     return best, fitted
-
-
-def _type_sum_dicts(data: CalibrationData) -> list[dict[str, float]]:
-    return [dict(zip(data.names, row)) for row in data.sums]
 
 
 def calibrate_table(table: LatencyTable, space: SearchSpace, measurements: Sequence[EndToEnd],
                     samples: Sequence[Sample] | None = None) -> Calibration:
     """Fit a calibration from end-to-end measurements and store it (with its samples) in `table`."""
     predictor = LatencyPredictor(table, space)
-    groups = ["lopsided" if s.lopsided else "uniform" for s in samples] if samples else None
+    groups = group_of(samples) if samples else None
     data = calibration_data(predictor, measurements, groups)
     calibration, fitted = fit_best_calibration(data, space.resolution)
     calibration = replace(calibration, noise_pct=float(np.median([m.noise_cv for m in measurements]) * 100.0))
