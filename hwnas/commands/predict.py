@@ -114,18 +114,28 @@ def _progress_path(lut: str) -> Path:
     return Path(str(lut) + ".calibrate-progress.json")
 
 
-def _measure(table, space, samples, rounds, seed, what, records=None, on_segment=None):
+def _measure(profiler, table, space, samples, rounds, seed, what, records=None, on_segment=None):
     config = replace(END_TO_END, rounds=rounds)
     archs = [s.arch for s in samples]
     done = sum(min(len(v), rounds) for v in (records or {}).values())
-    with open_profiler(table) as profiler, tqdm(total=rounds * len(archs), initial=done, desc=what,
-                                                unit="arch-round") as bar:
+    with tqdm(total=rounds * len(archs), initial=done, desc=what, unit="arch-round") as bar:
         return measure_archs(profiler, space, archs, table, config, seed=seed, records=records,
                              on_segment=on_segment, progress=bar.update)
 
 
-def _open_calibration_progress(args, space, table) -> tuple[list[Sample], dict]:
-    """The samples and finished rounds of an interrupted calibration (with --resume), or new samples."""
+def _checkpoint_writer(path: Path, identity: dict, samples: list[Sample]):
+    """A function writing the calibration checkpoint (its settings, samples and finished rounds)."""
+    sample_docs = [{"arch": s.arch.to_dict(), "family": s.family} for s in samples]
+
+    def write(done: dict) -> None:
+        atomic_write_json(path, {"identity": identity, "samples": sample_docs,
+                                 "rounds": {h: [r.to_dict() for r in v] for h, v in done.items() if v}})
+    return write
+
+
+def _open_calibration_progress(args, space, predictor: LatencyPredictor):
+    """The samples and finished rounds of an interrupted calibration (with --resume), or new samples
+    (their checkpoint written at once), and the function that checkpoints further rounds."""
     path = _progress_path(args.lut)
     identity = {"space": space.name, "resolution": space.resolution, "num_classes": space.num_classes,
                 "seed": args.seed, "count": args.samples}
@@ -139,12 +149,11 @@ def _open_calibration_progress(args, space, table) -> tuple[list[Sample], dict]:
                              "or delete the file to start again")
         samples = [Sample(arch_from_dict(s["arch"], str(path)), s["family"]) for s in doc["samples"]]
         records = {h: [RoundRecord.from_dict(r) for r in rounds] for h, rounds in doc["rounds"].items()}
-        return samples, records
-    predictor = LatencyPredictor(table, space)
+        return samples, records, _checkpoint_writer(path, identity, samples)
     samples = calibration_samples(space, choice_costs(space, predictor.raw_sum_ms), args.samples, args.seed)
-    atomic_write_json(path, {"identity": identity, "samples": [{"arch": s.arch.to_dict(), "family": s.family}
-                                                               for s in samples], "rounds": {}})
-    return samples, {}
+    write = _checkpoint_writer(path, identity, samples)
+    write({})
+    return samples, {}, write
 
 
 def cmd_calibrate(args) -> int:
@@ -157,22 +166,15 @@ def cmd_calibrate(args) -> int:
 def _calibrate(args) -> int:
     table = LatencyTable.load(args.lut)
     space = space_for_table(table, args.space, args.resolution, args.num_classes)
-    LatencyPredictor(table, space)  # refuses incomplete tables before measuring anything
-    with open_profiler(table):  # refuses another device or backend before anything is written
-        pass
-    samples, records = _open_calibration_progress(args, space, table)
-    path = _progress_path(args.lut)
-    identity = read_json(path, "calibration checkpoint")["identity"]
-    sample_docs = [{"arch": s.arch.to_dict(), "family": s.family} for s in samples]
-
-    def checkpoint(done):
-        atomic_write_json(path, {"identity": identity, "samples": sample_docs,
-                                 "rounds": {h: [r.to_dict() for r in v] for h, v in done.items() if v}})
-
-    measurements = _measure(table, space, samples, args.rounds, args.seed, "calibrating", records, checkpoint)
+    predictor = LatencyPredictor(table, space)  # refuses incomplete tables before measuring anything
+    # opening the profiler refuses another device or backend before anything is written
+    with open_profiler(table) as profiler:
+        samples, records, checkpoint = _open_calibration_progress(args, space, predictor)
+        measurements = _measure(profiler, table, space, samples, args.rounds, args.seed, "calibrating", records,
+                                checkpoint)
     calibration = calibrate_table(table, space, measurements, samples)
     table.save(args.lut)
-    path.unlink(missing_ok=True)
+    _progress_path(args.lut).unlink(missing_ok=True)
     record = table.calibration[str(space.resolution)]
     groups = ", ".join(f"{g} {v:.1f}%" for g, v in calibration.group_error_pct)
     print(f"calibration at {space.resolution}px stored in {args.lut}: {calibration.model} "
@@ -206,7 +208,8 @@ def cmd_validate(args) -> int:
     check_writable(out)
     if (out / "report.json").exists() and not args.force:
         raise HwnasError(f"{out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
-    measurements = _measure(table, space, samples, args.rounds, args.seed, "validating")
+    with open_profiler(table) as profiler:
+        measurements = _measure(profiler, table, space, samples, args.rounds, args.seed, "validating")
     report = fidelity_report(predictor, measurements, labels, groups)
     report["summary"].update({"backend": table.backend, "space": space.name, "resolution": space.resolution,
                               "num_classes": space.num_classes, "lut": str(args.lut), "seed": args.seed})
