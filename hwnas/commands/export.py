@@ -192,8 +192,8 @@ def _export(args) -> int:
                 ).check()
     latency = None
     if table is not None:
-        latency = latency_section(args.lut, table, prediction, source.model, source.resolution, onnx_spec.batch,
-                                  onnx_bytes)
+        latency = latency_section(args.lut, table, prediction, source.arch, source.model, source.resolution,
+                                  onnx_spec.batch, onnx_bytes)
 
     replaced = _replaced(args) if args.force else None
     atomic_write_bytes(args.onnx, onnx_bytes)

@@ -68,7 +68,8 @@ def latency_prediction(table, arch, resolution: int, batch: int, num_classes: in
     return LatencyPredictor(table, space).predict(arch)
 
 
-def latency_section(lut_path, table, prediction, model, resolution: int, batch: int, onnx_bytes: bytes) -> dict:
+def latency_section(lut_path, table, prediction, arch, model, resolution: int, batch: int,
+                    onnx_bytes: bytes) -> dict:
     """Predicted vs measured latency of the exported model on the LUT's backend.
 
     ONNX Runtime backends time the exported ONNX bytes themselves; PyTorch backends time the
@@ -79,10 +80,8 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
     """
     import tempfile
 
-    import numpy as np
-
     from ..latency_tables.loading import open_profiler
-    from ..latency_tables.validation import END_TO_END
+    from ..latency_tables.validation import END_TO_END, EndToEnd
     from ..profilers.interleaved import time_rounds
     from ..reference import reference_model, reference_ms
 
@@ -99,9 +98,8 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
             runner, what = profiler.prepare(model, shape), "PyTorch model"
         with runner, profiler.prepare(ref_model, ref_shape) as reference:
             (rounds,) = time_rounds({"model": runner.time_call}, reference.time_call, END_TO_END).values()
-    measured = float(np.median([r.normalised(r0) for r in rounds]))
-    speed = float(np.median([r.reference_ms for r in rounds])) / r0
-    error = (prediction.latency_ms - measured) / measured * 100.0
+    measured = EndToEnd.from_rounds(arch, rounds, r0)
+    error = (prediction.latency_ms - measured.measured_ms) / measured.measured_ms * 100.0
     return {
         "num_classes": int(model.num_classes),
         "lut": str(lut_path),
@@ -112,9 +110,9 @@ def latency_section(lut_path, table, prediction, model, resolution: int, batch: 
         "raw_sum_ms": prediction.raw_sum_ms,
         "stated_error_pct": prediction.error_pct,
         "coverage_note": prediction.coverage_note,
-        "measured_ms": measured,
-        "absolute_ms": float(np.median([r.time_ms for r in rounds])),
-        "speed_vs_table": speed,
+        "measured_ms": measured.measured_ms,
+        "absolute_ms": measured.absolute_ms,
+        "speed_vs_table": measured.speed,
         "rounds": len(rounds),
         "error_pct": error,
     }

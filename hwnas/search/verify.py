@@ -12,7 +12,7 @@ tightened by that factor, the architecture repaired by LUT-guided downgrades to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..arch import Arch
@@ -113,8 +113,6 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
 def device_measure(predictor: LatencyPredictor, rounds: int = 5, seed: int = 0):
     """A `measure` function for `verify_on_device` on the table's own backend, or (None, why not)
     when that backend or device is not this machine's."""
-    from dataclasses import replace
-
     from ..latency_tables.loading import open_profiler
     from ..latency_tables.validation import END_TO_END, measure_archs
 
