@@ -20,3 +20,13 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _no_network_downloads(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster of 2 CPUs for the whole session (Ray has no local_mode any more);
+    tests that use it are marked `ray`. Skipped with the install hint where Ray is absent."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
