@@ -79,7 +79,22 @@ def register(subparsers) -> None:
               help="reject (default): a candidate over a budget is not evaluated; penalise: it is, and its "
                    "objective is scaled by (value/budget)^-penalty (MnasNet)")
     _optional(loop, "--penalty", type=float, help="exponent of the penalise mode (default 1.0)")
+    _optional(loop, "--batch", type=int, metavar="N",
+              help="proposals asked before any is told, evaluated in parallel (default 1; with --ray the number of "
+                   "trials the cluster runs at once; a resume keeps the run's). Part of the run's identity: the "
+                   "same seed and batch give the same search wherever it runs")
     _optional(loop, "--population", type=int, help="evolution (default 100) and nsga2 (default 50): population size")
+    scale = p.add_argument_group("Ray (trial strategies: each evaluation a Ray task; see README 'Scale-out')")
+    _optional(scale, "--ray", nargs="?", const="local", metavar="ADDRESS",
+              help="evaluate candidates as Ray tasks: alone, on RAY_ADDRESS or a new local Ray instance; 'auto': the "
+                   "cluster `ray start --head` started here; HOST:PORT: that cluster's head (install: "
+                   "pip install -r requirements-ray.txt)")
+    _optional(scale, "--ray-cpus-per-trial", type=float, help="CPUs each evaluation task reserves (default 1)")
+    _optional(scale, "--ray-gpus-per-trial", type=float, help="GPUs each evaluation task reserves (default 0; "
+                                                               "fractions share a GPU)")
+    _optional(scale, "--ray-retries", type=int, help="re-runs of a task after a system failure (its worker or node "
+                                                     "died) before the trial is recorded failed (default 2); an "
+                                                     "error of the evaluation itself is never re-run")
     ev = p.add_argument_group("evaluators")
     _optional(ev, "--holdout", type=float, help="share of the training set candidates are scored on (default 0.2)")
     _optional(ev, "--supernet", metavar="FILE", help="shared: the SPOS supernet checkpoint; trained there when "
@@ -107,6 +122,10 @@ def refuse_unused(args: argparse.Namespace) -> None:
     if cls.uses_evaluator:
         accepted |= EVALUATOR_OPTIONS[getattr(args, "evaluator", "scratch")]
     for dest in sorted(set(vars(args)) & set(OPTIONAL)):
+        if dest == "ray" and dest not in accepted:
+            raise HwnasError(f"--ray evaluates trials of the sampler strategies (random, evolution, tpe, nsga2, mnas); "
+                             f"--strategy {cls.name} trains one supernet: run it under torchrun --nproc-per-node N "
+                             "instead (README 'Scale-out')")
         if dest not in accepted:
             users = sorted(n for n, c in STRATEGIES.items() if dest in OWN[n] | set(c.shared_options))
             where = f"strategies {', '.join(users)}" if users else "--evaluator " + " / ".join(
@@ -125,7 +144,9 @@ def cmd_search(args) -> int:
     memory = parse_memory_budget(args.memory_budget) if hasattr(args, "memory_budget") else None
     params = parse_params_budget(args.params_budget) if hasattr(args, "params_budget") else None
     objectives = parse_objectives(args.objectives) if hasattr(args, "objectives") else ("acc",)
-    loop = LoopConfig(trials=getattr(args, "trials", 20), time_limit_s=getattr(args, "time_limit", None))
+    ray_options = _ray_options(args)
+    if hasattr(args, "batch"):
+        LoopConfig(batch=args.batch)  # says what is wrong with it before the data loads
     table = LatencyTable.load(args.lut)
     num_classes = peek_num_classes(args.data)
     if num_classes is None:
@@ -156,11 +177,70 @@ def cmd_search(args) -> int:
         print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
     with hold(args.out, "run directory"):  # a second search into this --out is refused at once
         refuse_nonempty(args.out, args.resume)  # again, under the lock
-        result = run_search(problem, strategy, evaluator, loop)
+        with _ray_connection(args) as ray:
+            if ray is not None:
+                from ..scaleout.ray_evaluator import RayEvaluator
+
+                evaluator = RayEvaluator(evaluator, ray_options)
+            loop = LoopConfig(trials=getattr(args, "trials", 20), time_limit_s=getattr(args, "time_limit", None),
+                              batch=_batch(args, ray, ray_options))
+            if ray is not None:
+                print(f"Ray: {loop.batch} trials at a time on {_describe_cluster(ray)}, {ray_options.cpus:g} CPU(s) "
+                      f"and {ray_options.gpus:g} GPU(s) per trial")
+            result = run_search(problem, strategy, evaluator, loop)
         print_result(result, args, budget)
         if result.finished and not args.no_verify:
             print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
     return 0
+
+
+def _ray_options(args):
+    """The Ray task options of --ray-*; those flags without --ray are an error. None without --ray."""
+    given = [flag for dest, flag in (("ray_cpus_per_trial", "--ray-cpus-per-trial"),
+                                     ("ray_gpus_per_trial", "--ray-gpus-per-trial"),
+                                     ("ray_retries", "--ray-retries")) if hasattr(args, dest)]
+    if not hasattr(args, "ray"):
+        if given:
+            raise HwnasError(f"{given[0]} applies to Ray tasks only; add --ray [ADDRESS] or drop it")
+        return None
+    from ..scaleout.ray_evaluator import RayTaskOptions  # Ray itself is imported on connecting only
+
+    return RayTaskOptions(getattr(args, "ray_cpus_per_trial", 1.0), getattr(args, "ray_gpus_per_trial", 0.0),
+                          getattr(args, "ray_retries", 2))
+
+
+def _ray_connection(args):
+    """Ray, connected for the search (--ray), or a no-op context giving None."""
+    import contextlib
+
+    if not hasattr(args, "ray"):
+        return contextlib.nullcontext(None)
+    from ..scaleout.ray_runtime import connected
+
+    return connected(args.ray)
+
+
+def _batch(args, ray, options) -> int:
+    """--batch; else the resumed run's; else the cluster's parallel trials with --ray, 1 without."""
+    if hasattr(args, "batch"):
+        return args.batch
+    from ..search.loop import RUN_FILE
+
+    settings = Path(args.out) / RUN_FILE
+    if args.resume and settings.is_file():
+        return int(read_json(settings, "search run settings")["config"].get("batch", 1))
+    if ray is None:
+        return 1
+    from ..scaleout.ray_evaluator import task_slots
+
+    return task_slots(ray, options)
+
+
+def _describe_cluster(ray) -> str:
+    total = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return (f"a Ray cluster of {nodes} node(s), {total.get('CPU', 0):g} CPUs" +
+            (f", {total.get('GPU', 0):g} GPUs" if total.get("GPU") else ""))
 
 
 def _use_task_head(predictor: LatencyPredictor, args) -> None:

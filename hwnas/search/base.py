@@ -137,10 +137,12 @@ class TrialStrategy(Strategy, ABC):
     """
 
     shared_options = frozenset({"trials", "time_limit", "evaluator", "objectives", "memory_budget", "params_budget",
-                                "budget_mode", "penalty"})
+                                "budget_mode", "penalty", "batch", "ray", "ray_cpus_per_trial", "ray_gpus_per_trial",
+                                "ray_retries"})
 
-    def start(self, space: SearchSpace, seed: int, run_dir: Path, objectives: tuple[str, ...]) -> None:
-        self.space, self.seed, self.run_dir, self.objectives = space, seed, run_dir, objectives
+    def start(self, space: SearchSpace, seed: int, run_dir: Path, objectives: tuple[str, ...], batch: int = 1) -> None:
+        """`batch`: proposals the loop asks before it tells any of them (parallel evaluation)."""
+        self.space, self.seed, self.run_dir, self.objectives, self.batch = space, seed, run_dir, objectives, batch
 
     @abstractmethod
     def ask(self) -> Arch:

@@ -118,13 +118,33 @@ class SyntheticEvaluator(Evaluator):
     """A deterministic additive score for contract tests and smoke runs, not an accuracy: each
     (decision, choice) has a fixed pseudo-random worth in [0, 1], the score is 100 x their mean.
     Architectures whose hash falls in `fail_fraction` raise (to exercise failed trials);
-    `delay_s` makes each evaluation take time (to interrupt a run mid-way)."""
+    `delay_s` makes each evaluation take time (to interrupt a run mid-way). To exercise system
+    failures under Ray, the next `crash_fraction` of hashes kill their own worker process
+    (os._exit) the first `crash_times` times they are evaluated, counted by files in `crash_dir`."""
 
     name = "synthetic"
 
-    def __init__(self, fail_fraction: float = 0.0, delay_s: float = 0.0):
+    def __init__(self, fail_fraction: float = 0.0, delay_s: float = 0.0, crash_fraction: float = 0.0,
+                 crash_times: int = 1, crash_dir: str | None = None):
+        if crash_fraction and crash_dir is None:
+            raise HwnasError("SyntheticEvaluator: crash_fraction needs a crash_dir to count the crashes in")
         self.fail_fraction = fail_fraction
         self.delay_s = delay_s
+        self.crash_fraction, self.crash_times, self.crash_dir = crash_fraction, crash_times, crash_dir
+
+    def _crash_if_due(self, arch: Arch, position: float) -> None:
+        if not self.fail_fraction <= position < self.fail_fraction + self.crash_fraction:
+            return
+        import os
+        from pathlib import Path
+
+        for n in range(self.crash_times):
+            marker = Path(self.crash_dir) / f"{arch.hash}.{n}"
+            try:
+                marker.touch(exist_ok=False)
+            except FileExistsError:
+                continue
+            os._exit(13)  # as a worker killed mid-evaluation: no exception, no cleanup
 
     @staticmethod
     def worth(decision: str, choice: str) -> float:
@@ -134,8 +154,10 @@ class SyntheticEvaluator(Evaluator):
     def score(self, arch: Arch, seed: int) -> float:
         if self.delay_s:
             time.sleep(self.delay_s)
-        if int(arch.hash[:8], 16) / 16 ** 8 < self.fail_fraction:
+        position = int(arch.hash[:8], 16) / 16 ** 8
+        if position < self.fail_fraction:
             raise RuntimeError(f"synthetic failure of {arch.hash}")
+        self._crash_if_due(arch, position)
         return 100.0 * sum(self.worth(d, c) for d, c in arch.choices) / len(arch.choices)
 
     def describe(self) -> dict:

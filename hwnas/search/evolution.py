@@ -40,8 +40,8 @@ class EvolutionStrategy(TrialStrategy):
     def settings(self) -> dict:
         return {"population": self.population_size, "sample_size": self.sample_size}
 
-    def start(self, space, seed, run_dir, objectives) -> None:
-        super().start(space, seed, run_dir, objectives)
+    def start(self, space, seed, run_dir, objectives, batch=1) -> None:
+        super().start(space, seed, run_dir, objectives, batch)
         self.rng = random.Random(seed)
         self.population: deque[tuple[Arch, float]] = deque()
 

@@ -45,8 +45,10 @@ class LoopConfig:
     max_rejected: int = 5000
 
     def __post_init__(self):
-        if self.trials < 1 or self.batch < 1 or self.max_rejected < 1:
+        if self.trials < 1 or self.max_rejected < 1:
             raise HwnasError(f"--trials must be >= 1, got {self.trials}")
+        if self.batch < 1:
+            raise HwnasError(f"--batch must be >= 1, got {self.batch}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise HwnasError(f"--time-limit must be > 0 seconds, got {self.time_limit_s}")
 
@@ -102,7 +104,7 @@ class TrialLoop:
             repair_history(history_path, recorded)  # a torn last line from a kill
         self.recorded = {t.number: t for t in recorded}
         self.history_path = history_path
-        self.strategy.start(p.space, p.seed, run_dir, p.objectives)
+        self.strategy.start(p.space, p.seed, run_dir, p.objectives, self.loop.batch)
         self.evaluator.prepare(p.progress)
         self.elapsed_before = max((t.elapsed_s for t in recorded), default=0.0)
         self.t0 = time.perf_counter()
@@ -127,15 +129,8 @@ class TrialLoop:
             if loop.time_limit_s is not None and not replaying and evaluated and self.elapsed() >= loop.time_limit_s:
                 break
             batch = [self._propose(len(trials) + i) for i in range(min(loop.batch, loop.trials - evaluated))]
-            requests = [EvalRequest(t.number, t.arch, t.seed) for t in batch
-                        if t.state == "pending" and t.arch.hash not in done]
-            outcomes = {o.number: o for o in self._evaluate(requests)}
-            for i, trial in enumerate(batch):
-                if trial.state == "pending":
-                    trial = batch[i] = self._finish(trial, outcomes.get(trial.number), done.get(trial.arch.hash))
-                if trial.state != "infeasible":
-                    done.setdefault(trial.arch.hash, trial)
-            for trial in batch:
+            self._evaluate_batch(batch, done)
+            for trial in batch:  # told in the order asked, however the evaluations finished
                 self.strategy.tell(trial)
                 trials.append(trial)
                 if trial.state == "infeasible":
@@ -175,10 +170,27 @@ class TrialLoop:
             append_trial(self.history_path, trial)
         return trial
 
-    def _evaluate(self, requests):
-        if not requests:
-            return []
-        return self.evaluator.evaluate_batch(requests)
+    def _evaluate_batch(self, batch: list[Trial], done: dict[str, Trial]) -> None:
+        """Evaluate the batch's pending trials (one per architecture not evaluated before), each
+        appended to the history as its outcome arrives (completion order: a kill loses only the
+        trials in flight); then duplicates take their original's figures. Replaces in `batch`."""
+        index = {t.number: i for i, t in enumerate(batch)}
+        for trial in batch:  # taken from the history on resume
+            if trial.state in ("complete", "failed"):
+                done.setdefault(trial.arch.hash, trial)
+        first: dict[str, Trial] = {}
+        for trial in batch:
+            if trial.state == "pending" and trial.arch.hash not in done:
+                first.setdefault(trial.arch.hash, trial)
+        requests = [EvalRequest(t.number, t.arch, t.seed) for t in first.values()]
+        for outcome in (self.evaluator.evaluate_batch(requests) if requests else ()):
+            trial = batch[index[outcome.number]]
+            batch[index[outcome.number]] = done[trial.arch.hash] = self._finish(trial, outcome, None)
+        for i, trial in enumerate(batch):
+            if trial.state == "pending":
+                trial = batch[i] = self._finish(trial, None, done.get(trial.arch.hash))
+            if trial.state != "infeasible":
+                done.setdefault(trial.arch.hash, trial)
 
     def _finish(self, trial: Trial, outcome, duplicate: Trial | None) -> Trial:
         """The evaluated trial (or a duplicate's figures), appended to the history."""

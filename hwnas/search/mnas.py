@@ -82,8 +82,8 @@ class MnasStrategy(ControllerSearch, TrialStrategy):
     def settings(self) -> dict:
         return {"controller": asdict(self.controller_config), "reward": self.reward, "w": self.w}
 
-    def start(self, space, seed, run_dir, objectives) -> None:
-        super().start(space, seed, run_dir, objectives)
+    def start(self, space, seed, run_dir, objectives, batch=1) -> None:
+        super().start(space, seed, run_dir, objectives, batch)
         self.trainer = self.make_trainer(space, seed)
         self.asked: list[tuple[str, list[int], float]] = []  # (hash, indices, log-prob) not yet told
         self.batch: list[tuple[list[int], float, float]] = []  # (indices, log-prob, reward) told

@@ -38,8 +38,8 @@ class OptunaStrategy(TrialStrategy):
     def make_sampler(self, optuna, seed: int):
         raise NotImplementedError
 
-    def start(self, space, seed, run_dir, objectives) -> None:
-        super().start(space, seed, run_dir, objectives)
+    def start(self, space, seed, run_dir, objectives, batch=1) -> None:
+        super().start(space, seed, run_dir, objectives, batch)
         optuna = self.optuna = _optuna()
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -140,7 +140,10 @@ class TPEStrategy(OptunaStrategy):
         return {"startup_trials": self.startup_trials}
 
     def make_sampler(self, optuna, seed: int):
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+        # a batch asked before any is told: trials still running count as the worst seen (constant
+        # liar), so that parallel proposals spread instead of piling onto one region
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials,
+                                          constant_liar=getattr(self, "batch", 1) > 1)
 
 
 class NSGA2Strategy(OptunaStrategy):

@@ -12,8 +12,8 @@ from .base import TrialStrategy
 class RandomStrategy(TrialStrategy):
     name = "random"
 
-    def start(self, space, seed, run_dir, objectives) -> None:
-        super().start(space, seed, run_dir, objectives)
+    def start(self, space, seed, run_dir, objectives, batch=1) -> None:
+        super().start(space, seed, run_dir, objectives, batch)
         self.rng = random.Random(seed)
 
     def ask(self) -> Arch:

@@ -77,7 +77,8 @@ def append_trial(path: Path, trial: Trial) -> None:
 
 
 def read_history(path: Path) -> list[Trial]:
-    """The trials of a history; a torn last line (a kill during the write) is dropped."""
+    """The trials of a history by number (parallel evaluations append them as they finish); a
+    torn last line (a kill during the write) is dropped."""
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -91,7 +92,7 @@ def read_history(path: Path) -> list[Trial]:
             if i == len(lines) - 1:
                 break
             raise
-    return trials
+    return sorted(trials, key=lambda t: t.number)
 
 
 def repair_history(path: Path, trials: list[Trial]) -> None:
