@@ -27,6 +27,7 @@ def ray_cluster():
     """One local Ray cluster of 2 CPUs for the whole session (Ray has no local_mode any more);
     tests that use it are marked `ray`. Skipped with the install hint where Ray is absent."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # address="local": a new instance even where `ray start` left a cluster running on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -86,8 +86,9 @@ def register(subparsers) -> None:
     _optional(loop, "--population", type=int, help="evolution (default 100) and nsga2 (default 50): population size")
     scale = p.add_argument_group("Ray (trial strategies: each evaluation a Ray task; see README 'Scale-out')")
     _optional(scale, "--ray", nargs="?", const="local", metavar="ADDRESS",
-              help="evaluate candidates as Ray tasks: alone, on RAY_ADDRESS or a new local Ray instance; 'auto': the "
-                   "cluster `ray start --head` started here; HOST:PORT: that cluster's head (install: "
+              help="evaluate candidates as Ray tasks: alone, on RAY_ADDRESS, else the cluster `ray start` started on "
+                   "this machine, else a new local Ray instance; 'auto': the cluster `ray start` started here (an "
+                   "error if none); HOST:PORT: that cluster's head (install: "
                    "pip install -r requirements-ray.txt)")
     _optional(scale, "--ray-cpus-per-trial", type=float, help="CPUs each evaluation task reserves (default 1)")
     _optional(scale, "--ray-gpus-per-trial", type=float, help="GPUs each evaluation task reserves (default 0; "

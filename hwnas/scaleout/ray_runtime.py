@@ -10,7 +10,8 @@ from typing import Iterator
 from ..errors import MissingDependencyError
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'hwnas[ray]')"
-#: what a bare `--ray` means: RAY_ADDRESS when set, else a new local instance on this machine
+#: what a bare `--ray` means: RAY_ADDRESS when set, else the cluster `ray start` started on this
+#: machine, else a new local instance (Ray's own order for `ray.init()`)
 LOCAL = "local"
 
 
@@ -28,8 +29,8 @@ def import_ray():
 def connected(address: str | None = LOCAL, **init_kwargs) -> Iterator[object]:
     """Ray, initialised for the duration of the block.
 
-    `address`: `local` (a bare `--ray`): RAY_ADDRESS if set, else a new Ray instance on this
-    machine; `auto`: the cluster `ray start --head` started on this machine; `HOST:PORT` or
+    `address`: `local` (a bare `--ray`): RAY_ADDRESS if set, else the cluster `ray start` started
+    on this machine, else a new Ray instance here; `auto`: the cluster `ray start --head` started on this machine; `HOST:PORT` or
     `ray://HOST:PORT`: an existing cluster. If Ray is already initialised in this process (a
     test's session cluster) it is used as is and left running; otherwise it is shut down after.
     """
