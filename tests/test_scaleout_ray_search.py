@@ -3,6 +3,7 @@ taken as they finish, workers that die re-run a bounded number of times, and a r
 killed resumed without losing a finished trial. On the session's local Ray cluster (2 CPUs)."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -161,3 +162,24 @@ def test_ray_is_refused_for_a_supernet_strategy_with_the_torchrun_hint(tiny_lut,
     argv.remove("--trials"), argv.remove("6")
     assert main(argv) == 2
     assert "torchrun --nproc-per-node" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_the_shared_evaluator_ships_its_trained_supernet_to_the_workers(ray_cluster, tmp_path):
+    """Workers score with the weights the driver trained (no checkpoint file needed where they run,
+    no training of their own): the scores equal the in-process ones."""
+    from hwnas.search.evaluators import make_evaluator
+
+    space, predictor, data = tiny_setup()
+    runs = {}
+    for name, ray in (("local", None), ("ray", ray_cluster)):
+        problem = make_problem("random", space, predictor, data, tmp_path / name)
+        evaluator = make_evaluator("shared", problem, epochs=1, batch_size=32, max_batches=3, calib_batches=2,
+                                   calib_batch_size=32, score_batches=1)
+        runs[name] = search(tmp_path, name, evaluator, ray=ray, strategy="random")[1]
+    assert [key(t) for t in runs["ray"]] == [key(t) for t in runs["local"]]
+    shipped = pickle.loads(pickle.dumps(evaluator))  # what a worker receives
+    (tmp_path / "ray" / "spos_supernet.pt").unlink()
+    best = max((t for t in runs["local"] if t.state == "complete"), key=lambda t: t.top1)
+    assert shipped.score(best.arch, best.seed) == best.top1
+    assert not (tmp_path / "ray" / "spos_supernet.pt").exists()  # nothing trained again
