@@ -67,7 +67,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> World:
         size = int(env.get("WORLD_SIZE", "1"))
         rank, local_rank = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", env.get("RANK", "0")))
     except ValueError:
-        raise HwnasError("WORLD_SIZE, RANK and LOCAL_RANK must be integers; start the processes with torchrun") from None
+        raise HwnasError("WORLD_SIZE, RANK and LOCAL_RANK must be integers; start the processes with "
+                         "torchrun") from None
     if size > 1 and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT")):
         raise HwnasError(f"WORLD_SIZE={size} but MASTER_ADDR/MASTER_PORT are unset; start the processes with "
                          "torchrun --nproc-per-node N -m hwnas ...")

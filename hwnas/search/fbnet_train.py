@@ -39,8 +39,8 @@ class SupernetTraining:
         ddp.check_batch(cfg.batch_size)
         # under torchrun process 0 opens the run and loads the checkpoint; every process restores it
         self.run_dir, state = ddp.on_main(lambda: open_run(
-            problem.run_dir, problem.resume, CHECKPOINT, run_config, lambda path: load_checkpoint(path, CHECKPOINT_FORMAT),
-            ignore=DERIVED))
+            problem.run_dir, problem.resume, CHECKPOINT, run_config,
+            lambda path: load_checkpoint(path, CHECKPOINT_FORMAT), ignore=DERIVED))
         self.run_config = run_config
         torch.manual_seed(problem.seed)
         space, data = problem.space, problem.data
@@ -141,8 +141,8 @@ class SupernetTraining:
         loss_sum = ce_sum = correct = seen = 0
         loader = make_loader(self.a_split, cfg.batch_size, shuffle=True, seed=problem.seed, epoch=2 * epoch + 1,
                              drop_last=True)
-        for i, (x, y) in enumerate(tqdm(ddp.shard_batches(loader), total=self.a_steps, desc=f"arch {epoch + 1}", leave=False,
-                                        disable=not problem.progress)):
+        for i, (x, y) in enumerate(tqdm(ddp.shard_batches(loader), total=self.a_steps, desc=f"arch {epoch + 1}",
+                                        leave=False, disable=not problem.progress)):
             if i >= self.a_steps:
                 break
             logits = self.model(x, tau, arch_grad=True)
