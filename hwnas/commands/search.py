@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from ..data import load_data, peek_num_classes
@@ -12,6 +13,7 @@ from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.table import LatencyTable
 from ..locks import hold
 from ..runs import refuse_nonempty
+from ..scaleout import ddp
 from ..search import EVALUATORS, STRATEGIES, LoopConfig, SearchProblem, get_strategy, parse_budget, resolve_budget
 from ..search.evaluators import make_evaluator
 from ..search.loop import run_search
@@ -136,8 +138,28 @@ def refuse_unused(args: argparse.Namespace) -> None:
                              + f" (it is for {where}); drop it")
 
 
+def refuse_torchrun(args: argparse.Namespace) -> None:
+    """Under torchrun (WORLD_SIZE > 1) only supernet training is distributed: --strategy fbnet's,
+    or the SPOS supernet of --evaluator shared. Any other search is refused, not run N times."""
+    size = ddp.from_env().size
+    cls = get_strategy(args.strategy)
+    if size > 1 and cls.name != "fbnet" and not (cls.uses_evaluator and getattr(args, "evaluator", None) == "shared"):
+        what = f"--strategy {cls.name}" + (f" with --evaluator {getattr(args, 'evaluator', 'scratch')}"
+                                           if cls.uses_evaluator else "")
+        raise HwnasError(f"{what} trains no supernet that torchrun's {size} processes could share (only --strategy "
+                         "fbnet and --evaluator shared do); run it as one process (--ray evaluates trials in parallel)")
+
+
 def cmd_search(args) -> int:
+    """The search; under torchrun every process joins the supernet training, process 0 does the rest."""
     refuse_unused(args)
+    refuse_torchrun(args)
+    with ddp.session():
+        _search(args)  # processes other than 0 leave it (quietly) once the supernet is trained
+    return 0
+
+
+def _search(args) -> None:
     if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
         raise HwnasError("--penalty is used by --budget-mode penalise only; add it or drop --penalty")
     strategy_cls = get_strategy(args.strategy)
@@ -159,9 +181,9 @@ def cmd_search(args) -> int:
         _use_task_head(predictor, args)
     budget = resolve_budget(spec, predictor) if spec is not None else None
     strategy = strategy_cls.from_args(args)
-    refuse_nonempty(args.out, args.resume)
+    ddp.on_main(lambda: refuse_nonempty(args.out, args.resume))  # only process 0 looks at (and writes) --out
     data = load_data(args.data, args.train_resolution, args.seed, args.data_root)
-    progress = not args.no_progress
+    progress = not args.no_progress and ddp.is_main()
     problem = SearchProblem(space, predictor, budget, data, Path(args.out), args.seed, args.resume, progress,
                             lut_source=str(args.lut), memory_budget=memory, params_budget=params,
                             budget_mode=getattr(args, "budget_mode", "reject"), penalty=getattr(args, "penalty", 1.0),
@@ -176,9 +198,13 @@ def cmd_search(args) -> int:
     if progress:
         budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
         print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
-    with hold(args.out, "run directory"):  # a second search into this --out is refused at once
-        refuse_nonempty(args.out, args.resume)  # again, under the lock
-        with _ray_connection(args) as ray:
+    with contextlib.ExitStack() as claimed:
+        def claim():
+            claimed.enter_context(hold(args.out, "run directory"))  # a second search into this --out is refused
+            refuse_nonempty(args.out, args.resume)  # again, under the lock
+        ddp.on_main(claim)
+        # under torchrun the other processes only train the supernet with process 0: no Ray for them
+        with _ray_connection(args) if ddp.is_main() else contextlib.nullcontext(None) as ray:
             if ray is not None:
                 from ..scaleout.ray_evaluator import RayEvaluator
 
@@ -192,7 +218,6 @@ def cmd_search(args) -> int:
         print_result(result, args, budget)
         if result.finished and not args.no_verify:
             print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
-    return 0
 
 
 def _ray_options(args):
@@ -252,12 +277,13 @@ def _use_task_head(predictor: LatencyPredictor, args) -> None:
         raise HwnasError(f"--task-classes must be >= 1, got {args.task_classes}")
     space = predictor.space
     clock = "thread" if predictor.table.backend_options.get("clock") == "thread" else "wall"
-    head_ms = task_head_cost_ms(reference_arch(space), args.task_head, space.resolution,
-                                num_classes=args.task_classes, clock=clock)
+    head_ms = ddp.on_main(lambda: task_head_cost_ms(reference_arch(space), args.task_head, space.resolution,
+                                                    num_classes=args.task_classes, clock=clock))  # one measurement
     predictor.use_task_head(head_ms)
-    print(f"task model: the {args.task_head} head measured {head_ms:.3g} ms on {space.name}'s reference architecture "
-          f"(ONNX Runtime CPU); predictions add {predictor.task_head_offset_ms:+.3g} ms for it in place of the "
-          "classifier head")
+    if ddp.is_main():
+        print(f"task model: the {args.task_head} head measured {head_ms:.3g} ms on {space.name}'s reference "
+              f"architecture (ONNX Runtime CPU); predictions add {predictor.task_head_offset_ms:+.3g} ms for it in "
+              "place of the classifier head")
 
 
 def print_verification(verification: Verification, budget: float | None) -> None:

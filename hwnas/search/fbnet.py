@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..data import ImageData
 from ..errors import HwnasError
+from ..scaleout import ddp
 from ..spaces import LayerwiseSpace
 from ..training import TrainConfig
 from .base import SearchProblem, SearchResult, SupernetStrategy
@@ -189,6 +190,7 @@ class FBNetStrategy(SupernetStrategy):
                       "loss_kind": cfg.loss_kind(problem.budget_ms), **asdict(cfg)}
         training = SupernetTraining(problem, cfg, run_config)
         training.train(stop_after)
+        ddp.leave_unless_main()  # under torchrun: the result is derived (and written) by process 0 alone
         result = finalize(training.net, problem, cfg, training.log, training.wall, training.finished, self.name)
         if training.finished and cfg.finalists > 0:
             evaluator = self.evaluator or self.default_evaluator(problem.data, problem.seed)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..arch import Arch
 from ..data import make_loader, split_train
 from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
+from ..scaleout import ddp
 from ..spaces import get_space
 from ..training import sgd_epoch, steps_per_epoch
 from .latency_loss import latency_aware_loss
@@ -35,8 +36,11 @@ class SupernetTraining:
     def __init__(self, problem, cfg, run_config: dict):
         self.problem, self.cfg = problem, cfg
         self.loss_kind = cfg.loss_kind(problem.budget_ms)
-        self.run_dir, state = open_run(problem.run_dir, problem.resume, CHECKPOINT, run_config,
-                                       lambda path: load_checkpoint(path, CHECKPOINT_FORMAT), ignore=DERIVED)
+        ddp.check_batch(cfg.batch_size)
+        # under torchrun process 0 opens the run and loads the checkpoint; every process restores it
+        self.run_dir, state = ddp.on_main(lambda: open_run(
+            problem.run_dir, problem.resume, CHECKPOINT, run_config,
+            lambda path: load_checkpoint(path, CHECKPOINT_FORMAT), ignore=DERIVED))
         self.run_config = run_config
         torch.manual_seed(problem.seed)
         space, data = problem.space, problem.data
@@ -52,6 +56,7 @@ class SupernetTraining:
         if state is not None:
             self.log, self.start, self.wall_before = restore_training(
                 state, {"supernet": self.net, "weight_optimizer": self.w_opt, "arch_optimizer": self.a_opt})
+        self.model = ddp.distributed(self.net)  # gradients averaged over torchrun's processes
         self.w_steps = steps_per_epoch(len(self.w_split), cfg.batch_size, cfg.max_batches, drop_last=True)
         # a cap on weight batches caps architecture batches in proportion (FBNet's 80:20)
         a_cap = None if cfg.max_batches is None else max(1, math.ceil(self.w_steps * len(self.a_split) / len(self.w_split)))
@@ -72,7 +77,8 @@ class SupernetTraining:
         for epoch in bar:
             record = self.epoch(epoch, wall=lambda: self.wall_before + time.perf_counter() - t0)
             self.log.append(record)
-            self.save(epoch, record)
+            if ddp.is_main():
+                self.save(epoch, record)
             if problem.progress:
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs} T={record['temperature']:.3f} "
                           f"w_loss={record['weight_loss']:.3f} w_top1={record['weight_top1']:.1f} "
@@ -112,11 +118,13 @@ class SupernetTraining:
         write_jsonl(self.run_dir / "log.jsonl", self.log)
 
     def weight_epoch(self, epoch: int, tau: float) -> tuple[float, float]:
-        cfg, net = self.cfg, self.net
+        cfg = self.cfg
         loader = make_loader(self.w_split, cfg.batch_size, shuffle=True, seed=self.problem.seed, epoch=2 * epoch,
                              drop_last=True)
-        return sgd_epoch(lambda x: net(x, tau, arch_grad=False), F.cross_entropy, self.w_opt, loader, self.w_steps,
-                         cfg.weight_lr, epoch, self.w_steps * cfg.epochs, f"weights {epoch + 1}", self.problem.progress)
+        loss, top1 = sgd_epoch(lambda x: self.model(x, tau, arch_grad=False), F.cross_entropy, self.w_opt,
+                               ddp.shard_batches(loader), self.w_steps, cfg.weight_lr, epoch, self.w_steps * cfg.epochs,
+                               f"weights {epoch + 1}", self.problem.progress)
+        return ddp.all_reduce_mean(loss, top1)
 
     def arch_epoch(self, epoch: int, tau: float) -> dict:
         weights = self.net.weight_parameters()
@@ -133,11 +141,11 @@ class SupernetTraining:
         loss_sum = ce_sum = correct = seen = 0
         loader = make_loader(self.a_split, cfg.batch_size, shuffle=True, seed=problem.seed, epoch=2 * epoch + 1,
                              drop_last=True)
-        for i, (x, y) in enumerate(tqdm(loader, total=self.a_steps, desc=f"arch {epoch + 1}", leave=False,
-                                        disable=not problem.progress)):
+        for i, (x, y) in enumerate(tqdm(ddp.shard_batches(loader), total=self.a_steps, desc=f"arch {epoch + 1}",
+                                        leave=False, disable=not problem.progress)):
             if i >= self.a_steps:
                 break
-            logits = net(x, tau, arch_grad=True)
+            logits = self.model(x, tau, arch_grad=True)
             ce = F.cross_entropy(logits, y)
             weights = net.sampled_weights if cfg.lat_weights == "sample" else net.probabilities(cfg.lat_temperature)
             lat = problem.predictor.expected_latency(weights)
@@ -151,4 +159,5 @@ class SupernetTraining:
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         n = max(seen, 1)
-        return {"arch_loss": loss_sum / n, "arch_ce": ce_sum / n, "arch_top1": 100.0 * correct / n}
+        loss, ce, top1 = ddp.all_reduce_mean(loss_sum / n, ce_sum / n, 100.0 * correct / n)
+        return {"arch_loss": loss, "arch_ce": ce, "arch_top1": top1}

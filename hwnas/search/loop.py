@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, open_run
+from ..scaleout import ddp
 from .base import Candidate, SearchProblem, SearchResult, Strategy, SupernetStrategy, TrialStrategy, \
     refuse_unused_budgets, write_result
 from .evaluators import EvalRequest, Evaluator
@@ -93,9 +94,12 @@ class TrialLoop:
     def run(self, stop_after: int | None) -> SearchResult:
         p = self.problem
         config = self.run_config()
-        run_dir, state = open_run(p.run_dir, p.resume, RUN_FILE, config,
-                                  lambda path: read_json(path, "search run settings"),
-                                  ignore=("trials", "time_limit_s", "max_rejected"))
+        run_dir, state = ddp.on_main(lambda: open_run(p.run_dir, p.resume, RUN_FILE, config,
+                                                      lambda path: read_json(path, "search run settings"),
+                                                      ignore=("trials", "time_limit_s", "max_rejected")))
+        if not ddp.is_main():  # torchrun: the other processes help train the evaluator's supernet, then leave
+            self.evaluator.prepare(False)
+            ddp.leave_unless_main()
         if state is None:
             atomic_write_json(run_dir / RUN_FILE, {"format": RUN_FORMAT, "config": config})
         history_path = run_dir / HISTORY

@@ -23,6 +23,7 @@ from ..data import ImageData, make_loader
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
+from ..scaleout import ddp
 from ..spaces import LayerwiseSpace, get_space
 from ..training import evaluate, sgd_epoch, steps_per_epoch
 from .evaluators import Evaluator, holdout_data
@@ -107,16 +108,11 @@ class SharedEvaluator(Evaluator):
         opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, nesterov=True)
         log, start, wall = [], 0, 0.0
-        if self.checkpoint.is_file():
-            state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT)
-            saved, wanted = state["config"], self.identity
-            differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-            if differ:
-                key = differ[0]
-                raise RunError(f"supernet {self.checkpoint} was trained with {key}={saved.get(key)!r}, not "
-                               f"{wanted.get(key)!r}; give another --supernet file (or the same settings)")
+        ddp.check_batch(cfg.batch_size)
+        state = ddp.on_main(self._load_checkpoint)  # under torchrun: process 0's, broadcast
+        if state is not None:
             log, start, wall = restore_training(state, {"supernet": net, "optimizer": opt})
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        model = ddp.distributed(net, "forward_path")  # one path per batch, gradients averaged over processes
         steps = steps_per_epoch(len(self.data.train), cfg.batch_size, cfg.max_batches, drop_last=True)
         bar = tqdm(range(start, cfg.epochs), desc="spos supernet", unit="epoch", initial=start, total=cfg.epochs,
                    disable=not progress)
@@ -126,18 +122,34 @@ class SharedEvaluator(Evaluator):
             net.train()
             loader = make_loader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.split_seed, epoch=epoch,
                                  drop_last=True)
-            loss, top1 = sgd_epoch(lambda x: net.forward_path(x, self._random_path(net, rng)), F.cross_entropy, opt,
-                                   loader, steps, cfg.lr, epoch, steps * cfg.epochs, f"spos {epoch + 1}", progress)
+            loss, top1 = ddp.all_reduce_mean(*sgd_epoch(
+                lambda x: model(x, self._random_path(net, rng)), F.cross_entropy, opt, ddp.shard_batches(loader), steps,
+                cfg.lr, epoch, steps * cfg.epochs, f"spos {epoch + 1}", progress))
             wall += time.perf_counter() - t0
             log.append({"epoch": epoch + 1, "loss": loss, "train_top1": top1, "wall_s": round(wall, 3)})
             bar.set_postfix(loss=f"{loss:.3f}")
-            save_checkpoint(self.checkpoint, {"format": CHECKPOINT_FORMAT, "config": self.identity,
-                                              "epoch": epoch + 1, "supernet": net.state_dict(),
-                                              "optimizer": opt.state_dict(), "rng": rng_state(), "log": log,
-                                              "wall_s": wall})
+            if ddp.is_main():
+                save_checkpoint(self.checkpoint, {"format": CHECKPOINT_FORMAT, "config": self.identity,
+                                                  "epoch": epoch + 1, "supernet": net.state_dict(),
+                                                  "optimizer": opt.state_dict(), "rng": rng_state(), "log": log,
+                                                  "wall_s": wall})
         bar.close()
         self.train_wall_s = wall
         return net
+
+    def _load_checkpoint(self) -> dict | None:
+        """The supernet checkpoint to resume (None when absent), refused if trained otherwise."""
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if not self.checkpoint.is_file():
+            return None
+        state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT)
+        saved, wanted = state["config"], self.identity
+        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        if differ:
+            key = differ[0]
+            raise RunError(f"supernet {self.checkpoint} was trained with {key}={saved.get(key)!r}, not "
+                           f"{wanted.get(key)!r}; give another --supernet file (or the same settings)")
+        return state
 
     def _score_settings(self) -> dict:
         """A cached score is valid for the same supernet (epochs trained included) and calibration."""
