@@ -8,6 +8,7 @@ epoch costs no JPEG decoding; augmentation (random shift, optional flip) runs on
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,19 @@ class _LazyImages(Dataset):
         path, label = self.items[index]
         image = torch.from_numpy(_read_image(path, self.resolution)).permute(2, 0, 1)
         return _prepare(image, self.augment, self.mean, self.std), label
+
+
+def without_augmentation(ds: Dataset) -> Dataset:
+    """The same images without the training augmentation (a shallow copy sharing the tensors): a
+    held-out part of the training set is scored on what it is, not on random shifts and flips
+    drawn from torch's global generator (which would make a score depend on what ran before)."""
+    if isinstance(ds, Subset):
+        return Subset(without_augmentation(ds.dataset), ds.indices)
+    if getattr(ds, "augment", "none") == "none":
+        return ds
+    plain = copy.copy(ds)
+    plain.augment = "none"
+    return plain
 
 
 def dataset_labels(ds: Dataset) -> torch.Tensor:

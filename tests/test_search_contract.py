@@ -308,3 +308,25 @@ def test_a_search_whose_budgets_nothing_meets_stops_with_a_clear_error(tiny, tmp
     with pytest.raises(HwnasError, match=r"20 proposals in a row were over a budget \(memory\)"):
         run_search(problem, STRATEGIES["random"](), SyntheticEvaluator(), LoopConfig(trials=3, max_rejected=20))
     assert len(read_history(tmp_path / "run" / "trials.jsonl")) == 20  # recorded all the same
+
+
+def test_a_shared_score_does_not_depend_on_what_ran_before(tiny, tmp_path):
+    """Held-out images are scored without augmentation and batch-norm calibration draws seeded
+    images, so a score is a function of the architecture alone (not of torch's global generator):
+    the same on a Ray worker as here, and in any order of trials."""
+    import random as pyrandom
+
+    space, predictor, data = tiny
+    problem = make_problem("random", space, predictor, data, tmp_path / "run")
+    evaluator = make_evaluator("shared", problem, epochs=1, batch_size=32, max_batches=2, calib_batches=2,
+                               calib_batch_size=32, score_batches=1)
+    archs = [Arch.create(space, space.sample(pyrandom.Random(i))) for i in range(3)]
+    evaluator.prepare()
+    first = []
+    for seed, arch in enumerate(archs):
+        torch.manual_seed(seed)
+        first.append(evaluator.score(arch, 0))
+    fresh = pickle.loads(pickle.dumps(evaluator))  # no score cache; other global RNG states
+    torch.manual_seed(1234)
+    assert [fresh.score(a, 0) for a in reversed(archs)] == list(reversed(first))
+    assert evaluator.data.val.dataset.augment == "none"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..arch import Arch
-from ..data import ImageData, split_train
+from ..data import ImageData, split_train, without_augmentation
 from ..errors import HwnasError
 from ..training import TrainConfig, train_arch
 
@@ -104,9 +104,10 @@ class ScratchEvaluator(Evaluator):
 
 def holdout_data(data: ImageData, holdout: float, seed: int) -> ImageData:
     """`data` whose train split is `1 - holdout` of the training set and whose val split is the
-    rest (split by `seed`): selecting an architecture on it never sees `data.val`."""
+    rest (split by `seed`), without augmentation: selecting an architecture on it never sees
+    `data.val`."""
     fit, held_out = split_train(data.train, holdout, seed)
-    return dataclasses.replace(data, name=f"{data.name}-holdout", train=fit, val=held_out)
+    return dataclasses.replace(data, name=f"{data.name}-holdout", train=fit, val=without_augmentation(held_out))
 
 
 def holdout_evaluator(data: ImageData, holdout: float, seed: int, config: TrainConfig) -> ScratchEvaluator:

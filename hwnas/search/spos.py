@@ -171,10 +171,14 @@ class SharedEvaluator(Evaluator):
         net.train()
         loader = make_loader(self.data.train, self.config.calib_batch_size, shuffle=True, seed=self.config.split_seed,
                              epoch=10_000)
-        for i, (x, _) in enumerate(loader):
-            if i >= self.config.calib_batches:
-                break
-            net.forward_path(x, indices)
+        # the augmentation draws from torch's global generator: seeded here, the calibration images are
+        # the same for every candidate, whatever was evaluated before it in this process (or worker)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.split_seed)
+            for i, (x, _) in enumerate(loader):
+                if i >= self.config.calib_batches:
+                    break
+                net.forward_path(x, indices)
 
     def score(self, arch: Arch, seed: int) -> float:
         self.prepare()
