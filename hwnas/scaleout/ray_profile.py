@@ -259,6 +259,9 @@ def profile_space_ray(
     if is_gpu_backend(backend) and options.get("device") not in (None, 0):
         raise ProfileError("--device picks a GPU of this machine; with --ray each actor gets its own GPU from Ray "
                            "(device 0 inside it): drop --device, and tag hosts with --ray-resource to choose them")
+    out_file = Path(out)
+    if not resume and out_file.is_file():  # refused as locally, before any actor starts
+        raise ProfileError(f"{out_file} exists; pass --resume to continue it or choose another --out")
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
