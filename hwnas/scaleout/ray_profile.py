@@ -14,7 +14,10 @@ atomically as each chunk comes back (in completion order). Every round is rescal
 table's reference time, fixed by the first chunk that returns for a new table: the reference
 network is timed by every actor around its own rounds, so entries timed by actors on different
 hosts of the same device kind, or at different moments on one loaded host, are expressed at one
-speed and are comparable.
+speed and are comparable. Several CPU actors on one host time at the same moment and slow each
+other (shared caches, memory bandwidth, clocks); the rescaling cancels what slows the reference
+and the ops alike, not every difference, so a table to ship is best timed by one actor per host
+(a host tag with one unit per host: `--ray-resource`).
 
 An actor that dies (a crash, a lost node) is restarted by Ray (`max_restarts`); the chunk it
 was timing is queued again for any live actor of its group, at most `max_failures` times. An

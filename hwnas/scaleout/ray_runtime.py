@@ -10,6 +10,10 @@ from typing import Iterator
 from ..errors import MissingDependencyError
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'hwnas[ray]')"
+#: Ray >= 2.59 turns token authentication on for clusters it starts with a token at hand; a joining
+#: node or a driver given an explicit address must then send that token
+AUTH_HINT = ("if the cluster uses token authentication, set RAY_AUTH_MODE=token here and give its token "
+             "(RAY_AUTH_TOKEN=..., or copy ~/.ray/auth_token from the head; `ray get-auth-token` there prints it)")
 #: what a bare `--ray` means: RAY_ADDRESS when set, else a new local instance on this machine
 LOCAL = "local"
 
@@ -40,13 +44,15 @@ def connected(address: str | None = LOCAL, **init_kwargs) -> Iterator[object]:
     target = None if address in (None, LOCAL) else address
     if target is None and not os.environ.get("RAY_ADDRESS"):
         init_kwargs.setdefault("include_dashboard", False)
+    from ray.exceptions import AuthenticationError
+
     try:
         ray.init(address=target, logging_level="WARNING", log_to_driver=True, **init_kwargs)
-    except ConnectionError as exc:
+    except (ConnectionError, AuthenticationError) as exc:
         from ..errors import HwnasError
 
-        raise HwnasError(f"cannot reach the Ray cluster at {address}: {exc}; start one with `ray start --head` "
-                         "(or pass its HOST:PORT to --ray)") from None
+        raise HwnasError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}; start one "
+                         f"with `ray start --head` (or pass its HOST:PORT to --ray); {AUTH_HINT}") from None
     try:
         yield ray
     finally:
