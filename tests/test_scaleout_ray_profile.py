@@ -53,8 +53,8 @@ def test_ray_resumes_a_local_table_measuring_only_its_missing_ops(ray_cluster, t
     doc["entries"] = kept
     out.write_text(json.dumps(doc))
     capsys.readouterr()
-    assert profile(out, "--resume", "--ray") == 0
-    assert "5 ops measured by" in capsys.readouterr().out
+    assert profile(out, "--resume", "--ray", "--ray-actors", "1") == 0
+    assert "5 ops measured by 1 actors" in capsys.readouterr().out
     table = LatencyTable.load(out)
     assert set(table.entries) == TINY_KEYS
     assert {k: table.entries[k].to_dict() for k in kept} == kept  # finished entries untouched
@@ -106,7 +106,7 @@ def test_a_dead_actor_is_restarted_and_its_chunk_timed_again(ray_cluster, tmp_pa
         assert set(saved) <= set(LatencyTable.load(out).entries)
 
     report = profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, progress=False,
-                               rounds=RoundsConfig.quick(), actors=2, ops_per_chunk=4,
+                               rounds=RoundsConfig.quick(), actors=1, ops_per_chunk=4,
                                worker=crashing_worker(tmp_path / "crashed"), on_chunk=on_chunk)
     assert (tmp_path / "crashed").exists() and report.requeued == 1
     [device] = report.tables
@@ -115,14 +115,30 @@ def test_a_dead_actor_is_restarted_and_its_chunk_timed_again(ray_cluster, tmp_pa
     assert set(table.entries) == TINY_KEYS and set(saved) == TINY_KEYS and not table.pending
 
 
-def failing_worker() -> type:
-    """A worker whose profiler cannot be made on its node."""
+@pytest.mark.ray
+def test_when_no_actor_comes_back_the_run_stops_with_its_entries_saved(ray_cluster, tmp_path):
+    from hwnas.errors import ProfileError
 
-    class FailingWorker(ProfileWorker):
+    out = tmp_path / "t.json"
+    with pytest.raises(ProfileError, match=r"every Ray actor of t.json died .* rerun with --resume$"):
+        profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, progress=False, rounds=RoundsConfig.quick(),
+                          actors=1, max_restarts=0, worker=crashing_worker(tmp_path / "crashed"))
+    table = LatencyTable.load(out)  # valid, with what was finished (nothing: the first chunk died)
+    assert table.entries == {} and table.spaces == ["tiny"]
+
+
+def failing_worker() -> type:
+    """A worker whose profiler cannot be made on its node (a plain class: the driver only needs the
+    worker's constructor signature, and this one starts without importing torch)."""
+
+    class FailingWorker:
         def __init__(self, backend, options, stats=None):
             from hwnas.errors import BackendError
 
-            raise BackendError("backend 'torch-cpu' is not available here: test")
+            raise BackendError(f"backend {backend!r} is not available here: test")
+
+        def describe(self):  # what the driver asks first; never reached
+            raise AssertionError("the constructor failed, so no call may run")
 
     return FailingWorker
 

@@ -214,6 +214,7 @@ class _Group:
     measured: int = 0
     remeasured: int = 0
     contributed: set = field(default_factory=set)
+    dead: set = field(default_factory=set)  # actor indices given up on
     reference_times: dict = field(default_factory=dict)  # actor index -> local reference times
 
 
@@ -266,7 +267,7 @@ def profile_space_ray(
     if not resume and out_file.is_file():  # refused as locally, before any actor starts
         raise ProfileError(f"{out_file} exists; pass --resume to continue it or choose another --out")
     ray = import_ray()
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # Ray is imported by now
 
     rounds = rounds or RoundsConfig()
     placement = Placement.for_backend(backend, options, resource)
@@ -288,8 +289,8 @@ def profile_space_ray(
         with hold_all(paths, "latency table"):
             for group, path in zip(groups, paths):
                 _open(group, path, space, batch, resume, rounds, seed, ops_per_chunk)
-            requeued = _run(ray, groups, space, batch, rounds, progress, max_restarts, max_failures, on_chunk,
-                            RayActorError, RayTaskError)
+            requeued = _run(ray, groups, space, batch, rounds, progress, max_restarts, max_failures, start_timeout_s,
+                            on_chunk)
     finally:
         for group in groups:
             if group.saver is not None and group.path.exists():
@@ -372,8 +373,10 @@ def _open(group: _Group, path: Path, space: SearchSpace, batch: int, resume: boo
 
 
 def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: RoundsConfig, progress: bool,
-         max_restarts: int, max_failures: int, on_chunk, RayActorError, RayTaskError) -> int:
-    """Keep every actor busy with its group's chunks; record results in completion order."""
+         max_restarts: int, max_failures: int, recover_timeout_s: float, on_chunk) -> int:
+    """Keep every actor busy with its group's chunks; record results in completion order. An actor
+    whose call failed gets no chunk until a probe (`describe`) shows it back, on the same device."""
+    from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
     from tqdm import tqdm
 
     for group in groups:
@@ -387,9 +390,19 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
     bar = tqdm(total=total, initial=done, unit="op-round", file=sys.stderr, dynamic_ncols=True,
                desc=f"{groups[0].device.name} {space.name}@{space.resolution} on Ray",
                disable=not progress or done == total)
-    deaths: dict[int, int] = {}
-    inflight: dict = {}
+    inflight: dict = {}  # chunk call -> (group, actor index, handle, chunk)
+    probes: dict = {}  # probe call -> (group, actor index, handle, failing since)
+    waiting: list = []  # (probe again at, group, actor index, handle, failing since)
     requeued = 0
+
+    def drop(group: _Group, index: int, handle) -> None:
+        group.dead.add(index)
+        ray.kill(handle)
+        if group.queue and len(group.dead) == len(group.actors):
+            raise ProfileError(f"every Ray actor of {group.path.name} died (Ray restarts each at most "
+                               f"{max_restarts} times); {len(group.table)} finished entries are saved in "
+                               f"{group.path}; check the nodes (`ray status`), then rerun with --resume")
+
     try:
         while True:
             for group in groups:
@@ -399,28 +412,53 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
                     job = ChunkJob(space.build_config, tuple(chunk.ops), group.table.reference, batch, rounds,
                                    chunk.seed, _pending(group.table, chunk), len(group.table), str(group.path))
                     inflight[handle.profile_chunk.remote(job)] = (group, index, handle, chunk)
-            if not inflight:
+            now = time.monotonic()
+            for entry in [w for w in waiting if w[0] <= now]:
+                waiting.remove(entry)
+                probes[entry[3].describe.remote()] = entry[1:]
+            if not inflight and not probes and not waiting:
                 break
-            [ready], _ = ray.wait(list(inflight), num_returns=1)
-            group, index, handle, chunk = inflight.pop(ready)
+            timeout = max(0.0, min(w[0] for w in waiting) - now) if waiting else None
+            if inflight or probes:
+                ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=timeout)
+            else:  # only actors that are restarting: probe them again shortly
+                time.sleep(timeout)
+                ready = []
+            if not ready:
+                continue
+            [ref] = ready
+            if ref in probes:
+                group, index, handle, since = probes.pop(ref)
+                try:
+                    info = ray.get(ref)
+                except ActorDiedError:  # restarts used up, or its node is gone for good
+                    drop(group, index, handle)
+                    continue
+                except RayActorError:  # still restarting
+                    if time.monotonic() - since > recover_timeout_s:
+                        drop(group, index, handle)
+                    else:
+                        waiting.append((time.monotonic() + 0.5, group, index, handle, since))
+                    continue
+                same = ActorDevice(info["name"], info["options"], info["dtype"], info["device"]).identity()
+                if same == group.device.identity():
+                    group.idle.append((index, handle))
+                else:  # restarted on another kind of node: its numbers belong to another table
+                    drop(group, index, handle)
+                continue
+            group, index, handle, chunk = inflight.pop(ref)
             try:
-                timing = ray.get(ready)
+                timing = ray.get(ref)
             except RayActorError:
-                deaths[index] = deaths.get(index, 0) + 1
                 chunk.failures += 1
-                keys = ", ".join(k.text for k, _ in chunk.ops)
                 if chunk.failures > max_failures:
+                    keys = ", ".join(k.text for k, _ in chunk.ops)
                     raise ProfileError(f"the Ray actors timing {keys} died {chunk.failures} times; "
                                        f"{len(group.table)} finished entries are saved in {group.path}; "
                                        "check the nodes' logs (`ray logs`), then rerun with --resume") from None
-                group.queue.appendleft(chunk)
+                group.queue.appendleft(chunk)  # for any live actor of the group
                 requeued += 1
-                if deaths[index] <= max_restarts:
-                    group.idle.append((index, handle))  # Ray restarts it; calls wait for the new process
-                elif not group.idle and not any(g is group for g, *_ in inflight.values()):
-                    raise ProfileError(f"every Ray actor of {group.path.name} died more than {max_restarts} times; "
-                                       f"{len(group.table)} finished entries are saved in {group.path}; "
-                                       "rerun with --resume") from None
+                probes[handle.describe.remote()] = (group, index, handle, time.monotonic())
                 continue
             except RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
