@@ -192,6 +192,10 @@ def test_one_table_per_device_kind(tmp_path):
 
     with pytest.raises(ProfileError, match=r"2 device kinds .*give --out a folder"):
         _table_paths(groups, tmp_path / "one.json", folder=False)
+    newer = {**mine, "libraries": {**mine["libraries"], "torch": "99.0"}}  # same name, another table
+    groups[1] = _Group(ActorDevice("torch-cpu", options, "float32", newer), [])
+    with pytest.raises(ProfileError, match=r"share the table name .* differ in device libraries"):
+        _table_paths(groups, tmp_path, folder=True)
 
 
 def test_without_ray_flag_profile_never_imports_ray(tmp_path, monkeypatch, capsys):

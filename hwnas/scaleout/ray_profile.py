@@ -330,12 +330,13 @@ def _table_paths(groups: list[_Group], out: Path, folder: bool) -> list[Path]:
     """One table per device group: `out` itself for one group, else `out/<default name>`."""
     if out.is_dir() or folder:
         paths = [out / default_table_name(g.device, g.device.fingerprint()) for g in groups]
-        if len(set(paths)) < len(paths):
-            first, second = groups[0].device, groups[1].device
-            difference = LatencyTable(first.name, first.options(), first.device).first_difference(
-                LatencyTable(second.name, second.options(), second.device))
-            raise ProfileError(f"two device kinds of the cluster would share the table name {paths[0].name} "
-                               f"(they differ in {difference[0] if difference else 'their fingerprint'}); "
+        for i, j in ((i, j) for j in range(len(paths)) for i in range(j) if paths[i] == paths[j]):
+            first, second = groups[i].device, groups[j].device
+            mine, theirs = device_identity(first.device), device_identity(second.device)
+            differ = [f"device {k}" for k in sorted({*mine, *theirs}) if mine.get(k) != theirs.get(k)]
+            differ = differ or [n for n, a, b in [("options", first.options(), second.options())] if a != b]
+            raise ProfileError(f"two device kinds of the cluster would share the table name {paths[i].name} "
+                               f"(they differ in {', '.join(differ) or 'their fingerprint'}); "
                                "profile them one at a time with --ray-resource, each into its own --out file")
     else:
         if len(groups) > 1:
