@@ -12,6 +12,7 @@ from ..profilers import PROFILERS, available_backends, backend_options, get_prof
 from ..profilers.session import default_table_name, profile_space
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
+from ..scaleout.ray_runtime import LOCAL
 from ..spaces import get_space
 
 # CLI flag -> profiler keyword; a flag given to a backend that does not take it is an error
@@ -73,6 +74,17 @@ def register(subparsers) -> None:
     timing.add_argument("--chunk-size", type=int, default=None,
                         help="ops prepared (sessions open) at a time (default 64; fewer use less memory)")
     timing.add_argument("--seed", type=int, default=0, help="seed of the round orders")
+    scale = p.add_argument_group("scale-out on Ray (optional: pip install -r requirements-ray.txt)")
+    scale.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                       help="profile on Ray actors, one per device, one table per device kind: a bare --ray starts "
+                            "Ray on this machine (or joins RAY_ADDRESS), `auto` joins the cluster `ray start` "
+                            "runs here, HOST:PORT a remote one; --out a folder gets one table per device kind")
+    scale.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="profiling actors (default: as many as the cluster holds, each taking --threads CPUs, "
+                            "or a GPU for GPU backends)")
+    scale.add_argument("--ray-resource", default=None, metavar="NAME",
+                       help="place actors only on nodes with this custom resource (a host tag: "
+                            "`ray start --resources '{\"NAME\": 1}'`), one unit each")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_profile)
 
@@ -112,6 +124,11 @@ def cmd_profile(args) -> int:
     rounds = rounds_config(args)
     stats = StatsConfig.quick() if args.quick else StatsConfig()  # the backend's per-call overhead
     options = _options(args)
+    if args.ray is not None:
+        return _profile_on_ray(args, space, rounds, stats, options)
+    if args.ray_actors is not None or args.ray_resource is not None:
+        flag = "--ray-actors" if args.ray_actors is not None else "--ray-resource"
+        raise ProfileError(f"{flag} places Ray actors; add --ray (or --ray ADDRESS) to profile on Ray, or drop {flag}")
     with get_profiler(args.backend, stats=stats, **options) as profiler:
         out = Path(args.out)
         if out.is_dir() or args.out.endswith(("/", "\\")):
@@ -125,6 +142,31 @@ def cmd_profile(args) -> int:
     if report.drift is not None:
         print(f"  reference network {report.reference_ms:.3f} ms at the table's speed; the machine's speed moved "
               f"{(report.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
+    return 0
+
+
+def _profile_on_ray(args, space, rounds, stats, options) -> int:
+    """`profile --ray`: Ray is imported here only."""
+    from ..scaleout.ray_profile import profile_space_ray
+    from ..scaleout.ray_runtime import connected
+
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise ProfileError(f"--ray-actors must be >= 1, got {args.ray_actors}")
+    with connected(args.ray):
+        report = profile_space_ray(space, args.backend, options, args.out, batch=args.batch, resume=args.resume,
+                                   progress=not args.no_progress, rounds=rounds, seed=args.seed, stats=stats,
+                                   actors=args.ray_actors, resource=args.ray_resource)
+    measured = sum(t.measured for t in report.tables)
+    requeued = f", {report.requeued} chunks re-queued after an actor died" if report.requeued else ""
+    print(f"profiled {space.name}@{space.resolution} on {report.actors} Ray actors into {len(report.tables)} "
+          f"table(s): {measured} ops measured ({report.elapsed_s:.1f} s{requeued})")
+    for t in report.tables:
+        note = f", {t.remeasured} re-timed for drift" if t.remeasured else ""
+        print(f"wrote {t.path}: {t.measured} ops measured by {t.actors} actors on {', '.join(t.hosts) or '-'}, "
+              f"{t.skipped} already there, {t.total} in {space.name}@{space.resolution}{note}")
+        if t.drift is not None:
+            print(f"  reference network {t.reference_ms:.3f} ms at the table's speed; an actor's machine speed moved "
+                  f"up to {(t.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
     return 0
 
 

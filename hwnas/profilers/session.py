@@ -122,7 +122,7 @@ def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> Laten
     return fresh
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     probe = parent
     while not probe.exists() and probe != probe.parent:
@@ -158,7 +158,7 @@ def profile_space(
         raise ProfileError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
     rounds = rounds or RoundsConfig()
     out = Path(out)
-    _check_writable(out)
+    check_writable(out)
     table = open_table(profiler, out, batch, resume)
     table.note_space(space.name, space.resolution)
     table.rounds = table.rounds or rounds.to_dict()
@@ -176,7 +176,7 @@ def profile_space(
         table.overhead_ms = profiler.overhead_ms()
     bar = _progress(len(keys) * rounds.rounds, (len(keys) - len(todo)) * rounds.rounds,
                     f"{profiler.name} {space.name}@{space.resolution}", progress and bool(todo), unit="op-round")
-    saver = _Checkpoint(table, out, checkpoint_every_s)
+    saver = Checkpoint(table, out, checkpoint_every_s)
     measured = remeasured = 0
     locals_seen: list[float] = []
     reference_runner = None
@@ -187,40 +187,26 @@ def profile_space(
             reference_runner = profiler.prepare(model, shape)
         for start in range(0, len(todo), rounds.chunk_size):
             chunk = todo[start:start + rounds.chunk_size]
-            runners = _prepare_chunk(profiler, space, chunk, len(table), out)
-            try:
-                finished_rounds = {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])]
-                                   for k, _ in chunk}
-                bar.update(sum(len(v) for v in finished_rounds.values()))
+            finished_rounds = {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])]
+                               for k, _ in chunk}
+            bar.update(sum(len(v) for v in finished_rounds.values()))
 
-                def checkpoint(records, chunk_keys=tuple(k.text for k, _ in chunk)):
-                    for text in chunk_keys:
-                        if records[text]:
-                            table.pending[text] = [r.to_dict() for r in records[text]]
-                    saver.maybe_save()
+            def checkpoint(records, chunk_keys=tuple(k.text for k, _ in chunk)):
+                for text in chunk_keys:
+                    if records[text]:
+                        table.pending[text] = [r.to_dict() for r in records[text]]
+                saver.maybe_save()
 
-                records = time_rounds({k.text: runners[k.text].time_call for k, _ in chunk},
-                                      reference_runner.time_call, rounds, seed=seed + start, records=finished_rounds,
-                                      on_segment=checkpoint, progress=bar.update)
-                if not table.reference.get("ms"):
-                    set_reference_time(table.reference, reference_median(records),
-                                       sum(len(v) for v in records.values()))
-                r0 = float(table.reference["ms"])
-                for key, op in chunk:
-                    fields = summarise(records[key.text], r0)
-                    memory = runners[key.text].memory()
-                    entry = Measurement(**fields, **memory.fields(), rounds_dropped=0)
-                    table.put(key, entry)
-                    table.pending.pop(key.text, None)
-                    measured += 1
-                    remeasured += bool(entry.remeasured)
-                    locals_seen += [r.reference_ms for r in records[key.text]]
-                    if on_entry:
-                        on_entry(key, entry)
-                saver.save()
-            finally:
-                for runner in runners.values():
-                    runner.close()
+            timing = time_chunk(profiler, space.build_config, chunk, reference_runner, rounds, seed=seed + start,
+                                records=finished_rounds, on_segment=checkpoint, progress=bar.update,
+                                done=len(table), out=out)
+            for key, entry in record_chunk(table, [k for k, _ in chunk], timing):
+                measured += 1
+                remeasured += bool(entry.remeasured)
+                if on_entry:
+                    on_entry(key, entry)
+            locals_seen += timing.reference_times()
+            saver.save()
     finally:
         bar.close()
         if reference_runner is not None:
@@ -232,7 +218,7 @@ def profile_space(
                          (table.reference or {}).get("ms"), drift)
 
 
-class _Checkpoint:
+class Checkpoint:
     """Atomic saves of the table: now, or at most every `every_s` seconds (checkpoints of rounds)."""
 
     def __init__(self, table: LatencyTable, out: Path, every_s: float):
@@ -250,13 +236,59 @@ class _Checkpoint:
             self.save()
 
 
-def _prepare_chunk(profiler: Profiler, space: SearchSpace, chunk, done: int, out: Path) -> dict[str, Runner]:
+@dataclass(frozen=True)
+class ChunkTiming:
+    """What timing one chunk of ops gives: every op's rounds (key text -> RoundRecords, at the
+    machine's speed of the moment) and its memory fields; `record_chunk` turns it into entries."""
+
+    records: dict[str, list[RoundRecord]]
+    memory: dict[str, dict]
+
+    def reference_times(self) -> list[float]:
+        """The reference's local times around the chunk's rounds (the machine's speed as it went)."""
+        return [r.reference_ms for rounds in self.records.values() for r in rounds]
+
+
+def time_chunk(profiler: Profiler, build_config: BuildConfig, chunk, reference_runner: Runner,
+               rounds: RoundsConfig, *, seed: int = 0, records=None, on_segment=None, progress=None,
+               done: int = 0, out: Path | str = "the table") -> ChunkTiming:
+    """Prepare a chunk's ops ((key, op) pairs), time them in interleaved rounds against the
+    reference runner (continuing `records`, finished rounds of a resumed table), read their
+    memory, release them. The one per-chunk step of a local profile and of a Ray actor's."""
+    runners = _prepare_chunk(profiler, build_config, chunk, done, out)
+    try:
+        timed = time_rounds({k.text: runners[k.text].time_call for k, _ in chunk}, reference_runner.time_call,
+                            rounds, seed=seed, records=records, on_segment=on_segment, progress=progress)
+        memory = {k.text: runners[k.text].memory().fields() for k, _ in chunk}
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return ChunkTiming({k.text: timed[k.text] for k, _ in chunk}, memory)
+
+
+def record_chunk(table: LatencyTable, keys, timing: ChunkTiming) -> list[tuple[OpKey, Measurement]]:
+    """Put a timed chunk's entries into the table, each round rescaled to the table's reference
+    time (fixed here by the first chunk of a new table); drops their pending rounds."""
+    if not table.reference.get("ms"):
+        set_reference_time(table.reference, reference_median(timing.records),
+                           sum(len(v) for v in timing.records.values()))
+    r0 = float(table.reference["ms"])
+    entries = []
+    for key in keys:
+        entry = Measurement(**summarise(timing.records[key.text], r0), **timing.memory[key.text], rounds_dropped=0)
+        table.put(key, entry)
+        table.pending.pop(key.text, None)
+        entries.append((key, entry))
+    return entries
+
+
+def _prepare_chunk(profiler: Profiler, build_config: BuildConfig, chunk, done: int, out) -> dict[str, Runner]:
     """Runners of a chunk's ops (closed again if one fails to prepare)."""
     runners: dict[str, Runner] = {}
     try:
         for key, op in chunk:
             try:
-                runners[key.text] = profiler.prepare(op_module(op, space.build_config), key.shape)
+                runners[key.text] = profiler.prepare(op_module(op, build_config), key.shape)
             except HwnasError as exc:
                 raise type(exc)(f"{op.label}: {exc} ({done} finished entries are saved in {out})") from exc
             except Exception as exc:
