@@ -28,6 +28,7 @@ def ray_cluster():
     tests that use it are marked `ray`. Skipped with the install hint where Ray is absent."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-ray.txt")
     # address="local": a new instance even where `ray start` left a cluster running on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # log_to_driver=False: a worker's output would land, late, in another test's captured stderr
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
