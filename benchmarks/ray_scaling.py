@@ -5,7 +5,9 @@ briefly from scratch on digits, scored on a held-out part) over a fixed list of 
 the `tiny` space. Each round, in a random order, evaluates the list three ways:
   - local:  in this process, one after another (no Ray): the per-trial cost;
   - ray x1: as Ray tasks, one in flight at a time (`--batch 1`);
-  - ray x2: two in flight (`--batch 2`), the two workers this 2-core machine has.
+  - ray x2: two in flight (`--batch 2`), the two workers this 2-core machine has;
+  - ray x2 batch 4: four asked at once on the same two workers (`--batch 4`): Ray starts the
+    next as a worker frees, so only the batch's tail waits for its slowest trial.
 The speed-up is the ratio of the x1 and x2 wall times of the same round (so a change of the
 machine's speed between rounds cancels); the report gives its median, its range over rounds and
 the worst round. Ray's per-task overhead is measured apart: the round trip of an empty task, one
@@ -46,15 +48,23 @@ from hwnas.training import TrainConfig  # noqa: E402
 
 
 def evaluate_in_batches(evaluator, requests: list[EvalRequest], batch: int) -> tuple[float, list[float]]:
-    """Wall time of evaluating `requests` `batch` at a time, as the trial loop does; the trials' own times."""
+    """Wall time of evaluating `requests` `batch` at a time, as the trial loop does; each trial's
+    own time (in request order)."""
     t0 = time.perf_counter()
-    walls = []
+    walls = {}
     for start in range(0, len(requests), batch):
         for outcome in evaluator.evaluate_batch(requests[start:start + batch]):
             if outcome.metrics is None:
                 raise RuntimeError(f"trial {outcome.number} failed: {outcome.error}")
-            walls.append(outcome.wall_s)
-    return time.perf_counter() - t0, walls
+            walls[outcome.number] = outcome.wall_s
+    return time.perf_counter() - t0, [walls[r.number] for r in requests]
+
+
+def straggler_factor(solo: list[float], batch: int) -> float:
+    """How much longer batches of `batch` take than perfectly shared work, from the trials' solo
+    times: sum over batches of the slowest / (sum of all / batch)."""
+    batches = [solo[i:i + batch] for i in range(0, len(solo), batch)]
+    return sum(max(b) for b in batches) / (sum(solo) / batch)
 
 
 def ray_overhead(ray, calls: int = 200) -> dict:
@@ -104,18 +114,25 @@ def main(argv=None) -> int:
         overhead = ray_overhead(ray)
         order_rng = random.Random(args.seed + 1)
         for r in range(args.rounds):
-            ways = ["local", "ray_x1", "ray_x2"]
+            ways = ["local", "ray_x1", "ray_x2", "ray_x2_batch4"]
             order_rng.shuffle(ways)
             row = {"round": r + 1, "order": ways}
             for way in ways:
-                evaluator, batch = (local, 1) if way == "local" else (remote, 1 if way == "ray_x1" else 2)
+                evaluator, batch = (local, 1) if way == "local" else (remote, {"ray_x1": 1, "ray_x2": 2,
+                                                                                "ray_x2_batch4": 4}[way])
                 wall, trial_walls = evaluate_in_batches(evaluator, requests, batch)
-                row[way] = {"wall_s": wall, "trial_s_median": statistics.median(trial_walls)}
+                row[way] = {"wall_s": wall, "trial_s": trial_walls, "trial_s_median": statistics.median(trial_walls)}
             row["speedup_x2"] = row["ray_x1"]["wall_s"] / row["ray_x2"]["wall_s"]
+            row["speedup_x2_batch4"] = row["ray_x1"]["wall_s"] / row["ray_x2_batch4"]["wall_s"]
+            # the speed-up's two losses: waiting for a batch's slowest trial, and two trials at once
+            # running slower than one (shared caches, memory bandwidth, the driver's own CPU)
+            row["straggler_x2"] = straggler_factor(row["ray_x1"]["trial_s"], 2)
+            row["contention_x2"] = (sum(row["ray_x2"]["trial_s"]) / sum(row["ray_x1"]["trial_s"]))
             row["ray_cost_x1"] = row["ray_x1"]["wall_s"] / row["local"]["wall_s"]
             rows.append(row)
             print(f"round {r + 1}: local {row['local']['wall_s']:.2f} s, ray x1 {row['ray_x1']['wall_s']:.2f} s, "
-                  f"ray x2 {row['ray_x2']['wall_s']:.2f} s: speed-up {row['speedup_x2']:.2f}x", flush=True)
+                  f"ray x2 {row['ray_x2']['wall_s']:.2f} s (batch 4: {row['ray_x2_batch4']['wall_s']:.2f} s): speed-up "
+                  f"{row['speedup_x2']:.2f}x ({row['speedup_x2_batch4']:.2f}x)", flush=True)
     speedups = [r["speedup_x2"] for r in rows]
     trial_s = statistics.median(r["local"]["wall_s"] / args.candidates for r in rows)
     drift = max(r["local"]["wall_s"] for r in rows) / min(r["local"]["wall_s"] for r in rows)
@@ -123,18 +140,29 @@ def main(argv=None) -> int:
         "machine": {"node": platform.node(), "processor": platform.processor(), "cpus": 2},
         "settings": vars(args), "rounds": rows, "ray_overhead": overhead,
         "speedup_x2_median": statistics.median(speedups), "speedup_x2_worst": min(speedups),
-        "speedup_x2_best": max(speedups), "trial_s_local_median": trial_s,
+        "speedup_x2_best": max(speedups),
+        "speedup_x2_batch4_median": statistics.median(r["speedup_x2_batch4"] for r in rows),
+        "speedup_x2_batch4_worst": min(r["speedup_x2_batch4"] for r in rows), "trial_s_local_median": trial_s,
         "ray_x1_over_local_median": statistics.median(r["ray_cost_x1"] for r in rows),
         "machine_drift_local_max_over_min": drift,
+        "straggler_x2_median": statistics.median(r["straggler_x2"] for r in rows),
+        "contention_x2_median": statistics.median(r["contention_x2"] for r in rows),
+        "trial_s_spread": [min(min(r["local"]["trial_s"]) for r in rows), max(max(r["local"]["trial_s"]) for r in rows)],
     }
     out = Path(args.out)
     atomic_write_json(out / "report.json", report)
     print(f"speed-up 2 vs 1 Ray workers: median {report['speedup_x2_median']:.2f}x, worst round "
           f"{report['speedup_x2_worst']:.2f}x, best {report['speedup_x2_best']:.2f}x over {args.rounds} rounds "
           f"({args.candidates} candidates, {trial_s:.2f} s each in-process)")
+    print(f"with --batch 4 on the 2 workers (Ray starts the next trial as one frees): median "
+          f"{report['speedup_x2_batch4_median']:.2f}x, worst round {report['speedup_x2_batch4_worst']:.2f}x")
     print(f"Ray per task: empty round trip {overhead['round_trip_ms_median']:.2f} ms median "
           f"(p90 {overhead['round_trip_ms_p90']:.2f} ms), {overhead['burst_tasks_per_s']:.0f} empty tasks/s in a burst; "
           f"one worker through Ray costs {report['ray_x1_over_local_median']:.3f}x the in-process time")
+    print(f"losses of the x2 run: batches wait for their slowest trial ({report['straggler_x2_median']:.3f}x the "
+          f"perfectly shared time), a trial runs {report['contention_x2_median']:.3f}x slower beside another than "
+          f"alone (medians over rounds; trials take {report['trial_s_spread'][0]:.2f} to "
+          f"{report['trial_s_spread'][1]:.2f} s in-process)")
     print(f"machine drift over the rounds (in-process wall, slowest/fastest): {drift:.3f}; wrote {out / 'report.json'}")
     print(json.dumps({k: report[k] for k in ("speedup_x2_median", "speedup_x2_worst", "trial_s_local_median")}))
     return 0
