@@ -136,13 +136,20 @@ def cmd_profile(args) -> int:
         with hold(out, "latency table"):  # a second `profile` onto this table is refused, not interleaved
             report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
                                    progress=not args.no_progress, rounds=rounds, seed=args.seed)
-    note = f", {report.remeasured} re-timed for drift" if report.remeasured else ""
     print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
-          f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{note})")
-    if report.drift is not None:
-        print(f"  reference network {report.reference_ms:.3f} ms at the table's speed; the machine's speed moved "
-              f"{(report.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
+          f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{_remeasured(report)})")
+    _print_drift(report, "the machine's speed moved")
     return 0
+
+
+def _remeasured(report) -> str:
+    return f", {report.remeasured} re-timed for drift" if report.remeasured else ""
+
+
+def _print_drift(report, what: str) -> None:
+    if report.drift is not None:
+        print(f"  reference network {report.reference_ms:.3f} ms at the table's speed; {what} "
+              f"{(report.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
 
 
 def _profile_on_ray(args, space, rounds, stats, options) -> int:
@@ -161,12 +168,9 @@ def _profile_on_ray(args, space, rounds, stats, options) -> int:
     print(f"profiled {space.name}@{space.resolution} on {report.actors} Ray actors into {len(report.tables)} "
           f"table(s): {measured} ops measured ({report.elapsed_s:.1f} s{requeued})")
     for t in report.tables:
-        note = f", {t.remeasured} re-timed for drift" if t.remeasured else ""
         print(f"wrote {t.path}: {t.measured} ops measured by {t.actors} actors on {', '.join(t.hosts) or '-'}, "
-              f"{t.skipped} already there, {t.total} in {space.name}@{space.resolution}{note}")
-        if t.drift is not None:
-            print(f"  reference network {t.reference_ms:.3f} ms at the table's speed; an actor's machine speed moved "
-                  f"up to {(t.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
+              f"{t.skipped} already there, {t.total} in {space.name}@{space.resolution}{_remeasured(t)}")
+        _print_drift(t, "an actor's machine speed moved up to")
     return 0
 
 

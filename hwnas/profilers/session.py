@@ -122,6 +122,24 @@ def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> Laten
     return fresh
 
 
+def table_and_todo(profiler, out: Path, space: SearchSpace, batch: int, resume: bool, rounds: RoundsConfig,
+                   seed: int) -> tuple[LatencyTable, list, list]:
+    """The table at `out` (new, or resumed and checked), noted with the space, its rounds settings
+    and reference network; every op key of the space; and those still to measure: unfinished ops
+    first, so that their finished rounds are used up, the rest in a seeded order. `profiler`
+    needs `name`, `options()`, `fingerprint()` and `dtype` only (a Ray actor's stand-in will do)."""
+    table = open_table(profiler, out, batch, resume)
+    table.note_space(space.name, space.resolution)
+    table.rounds = table.rounds or rounds.to_dict()
+    if table.reference is None:
+        table.reference = new_reference(space)
+    keys = space_keys(space, batch, table.dtype)
+    todo = [(k, op) for k, op in keys if k not in table]
+    random.Random(seed).shuffle(todo)
+    todo.sort(key=lambda item: item[0].text not in table.pending)
+    return table, keys, todo
+
+
 def check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     probe = parent
@@ -159,17 +177,7 @@ def profile_space(
     rounds = rounds or RoundsConfig()
     out = Path(out)
     check_writable(out)
-    table = open_table(profiler, out, batch, resume)
-    table.note_space(space.name, space.resolution)
-    table.rounds = table.rounds or rounds.to_dict()
-    if table.reference is None:
-        table.reference = new_reference(space)
-    keys = space_keys(space, batch, table.dtype)
-    todo = [(k, op) for k, op in keys if k not in table]
-    # unfinished ops first, so that their finished rounds are used up; the rest in a seeded order
-    rng = random.Random(seed)
-    rng.shuffle(todo)
-    todo.sort(key=lambda item: item[0].text not in table.pending)
+    table, keys, todo = table_and_todo(profiler, out, space, batch, resume, rounds, seed)
     started = time.perf_counter()
     torch.manual_seed(0)
     if todo and table.overhead_ms is None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import socket
 import sys
 import time
@@ -44,8 +43,8 @@ from ..errors import HwnasError, ProfileError
 from ..latency_tables.table import LatencyTable, OpKey, device_identity
 from ..locks import hold_all
 from ..profilers.interleaved import RoundRecord, RoundsConfig
-from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, open_table,
-                                 record_chunk, space_keys, time_chunk)
+from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, record_chunk,
+                                 table_and_todo, time_chunk)
 from ..profilers.statistics import StatsConfig
 from ..spaces import OpInstance, SearchSpace
 from .ray_runtime import import_ray
@@ -353,18 +352,7 @@ def _table_paths(groups: list[_Group], out: Path, folder: bool) -> list[Path]:
 def _open(group: _Group, path: Path, space: SearchSpace, batch: int, resume: bool, rounds: RoundsConfig,
           seed: int, ops_per_chunk: int) -> None:
     """Open or resume the group's table (the local rules), save its metadata, and queue its missing ops."""
-    table = open_table(group.device, path, batch, resume)
-    table.note_space(space.name, space.resolution)
-    table.rounds = table.rounds or rounds.to_dict()
-    if table.reference is None:
-        from ..reference import new_reference
-
-        table.reference = new_reference(space)
-    keys = space_keys(space, batch, table.dtype)
-    todo = [(k, op) for k, op in keys if k not in table]
-    rng = random.Random(seed)
-    rng.shuffle(todo)
-    todo.sort(key=lambda item: item[0].text not in table.pending)  # unfinished ops first, as locally
+    table, keys, todo = table_and_todo(group.device, path, space, batch, resume, rounds, seed)
     size = max(1, min(ops_per_chunk, rounds.chunk_size))
     group.queue.extend(_Chunk(todo[i:i + size], seed + i) for i in range(0, len(todo), size))
     group.path, group.table, group.total, group.skipped = path, table, len(keys), len(keys) - len(todo)
