@@ -205,3 +205,47 @@ def test_without_ray_flag_profile_never_imports_ray(tmp_path, monkeypatch, capsy
     assert set(LatencyTable.load(tmp_path / "t.json").entries) == TINY_KEYS
     assert profile(tmp_path / "u.json", "--ray") == 2  # while --ray without Ray says how to install it
     assert "pip install -r requirements-ray.txt" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_ray_continues_the_pending_rounds_of_an_interrupted_local_profile(ray_cluster, tmp_path, monkeypatch):
+    """Rounds a local profile finished before it stopped travel to the actor with their chunk:
+    the actor times only the rounds still missing, and the table ends complete."""
+    import argparse
+
+    from hwnas.commands.profile import rounds_config
+    from hwnas.profilers import get_profiler
+    from hwnas.profilers import session as session_mod
+    from hwnas.profilers.statistics import StatsConfig
+    from hwnas.scaleout import ray_profile
+
+    out = tmp_path / "t.json"
+    rounds = rounds_config(argparse.Namespace(quick=True, rounds=None, max_calls=3, drift_limit=None, chunk_size=None))
+    original = session_mod.time_rounds
+
+    def stopped_after_one_segment(items, reference, config, *, on_segment, **kw):
+        def checkpoint_then_stop(records):
+            on_segment(records)
+            raise KeyboardInterrupt  # as a Ctrl-C after the first segment's checkpoint
+        return original(items, reference, config, on_segment=checkpoint_then_stop, **kw)
+
+    monkeypatch.setattr(session_mod, "time_rounds", stopped_after_one_segment)
+    with get_profiler("torch-cpu", stats=StatsConfig.quick()) as profiler, pytest.raises(KeyboardInterrupt):
+        session_mod.profile_space(get_space("tiny"), profiler, out, progress=False, rounds=rounds,
+                                  checkpoint_every_s=0.0)
+    monkeypatch.setattr(session_mod, "time_rounds", original)
+    interrupted = LatencyTable.load(out)
+    assert interrupted.pending and not interrupted.entries
+    sent = {}
+    real_pending = ray_profile._pending
+
+    def spy(table, chunk):
+        found = real_pending(table, chunk)
+        sent.update({k: len(v) for k, v in found.items() if v})
+        return found
+
+    monkeypatch.setattr(ray_profile, "_pending", spy)
+    assert profile(out, "--resume", "--ray", "--ray-actors", "1") == 0
+    assert sent == {k: len(v) for k, v in interrupted.pending.items()}
+    table = LatencyTable.load(out)
+    assert set(table.entries) == TINY_KEYS and not table.pending
