@@ -237,14 +237,14 @@ def test_ray_continues_the_pending_rounds_of_an_interrupted_local_profile(ray_cl
     interrupted = LatencyTable.load(out)
     assert interrupted.pending and not interrupted.entries
     sent = {}
-    real_pending = ray_profile._pending
+    real_pending = ray_profile.pending_rounds
 
     def spy(table, chunk):
         found = real_pending(table, chunk)
         sent.update({k: len(v) for k, v in found.items() if v})
         return found
 
-    monkeypatch.setattr(ray_profile, "_pending", spy)
+    monkeypatch.setattr(ray_profile, "pending_rounds", spy)
     assert profile(out, "--resume", "--ray", "--ray-actors", "1") == 0
     assert sent == {k: len(v) for k, v in interrupted.pending.items()}
     table = LatencyTable.load(out)

@@ -222,9 +222,8 @@ def _search(args) -> None:
 
 def _ray_options(args):
     """The Ray task options of --ray-*; those flags without --ray are an error. None without --ray."""
-    given = [flag for dest, flag in (("ray_cpus_per_trial", "--ray-cpus-per-trial"),
-                                     ("ray_gpus_per_trial", "--ray-gpus-per-trial"),
-                                     ("ray_retries", "--ray-retries")) if hasattr(args, dest)]
+    given = [OPTIONAL[dest] for dest in ("ray_cpus_per_trial", "ray_gpus_per_trial", "ray_retries")
+             if hasattr(args, dest)]
     if not hasattr(args, "ray"):
         if given:
             raise HwnasError(f"{given[0]} applies to Ray tasks only; add --ray [ADDRESS] or drop it")
@@ -237,8 +236,6 @@ def _ray_options(args):
 
 def _ray_connection(args):
     """Ray, connected for the search (--ray), or a no-op context giving None."""
-    import contextlib
-
     if not hasattr(args, "ray"):
         return contextlib.nullcontext(None)
     from ..scaleout.ray_runtime import connected

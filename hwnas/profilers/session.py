@@ -195,8 +195,7 @@ def profile_space(
             reference_runner = profiler.prepare(model, shape)
         for start in range(0, len(todo), rounds.chunk_size):
             chunk = todo[start:start + rounds.chunk_size]
-            finished_rounds = {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])]
-                               for k, _ in chunk}
+            finished_rounds = pending_rounds(table, chunk)
             bar.update(sum(len(v) for v in finished_rounds.values()))
 
             def checkpoint(records, chunk_keys=tuple(k.text for k, _ in chunk)):
@@ -272,6 +271,11 @@ def time_chunk(profiler: Profiler, build_config: BuildConfig, chunk, reference_r
         for runner in runners.values():
             runner.close()
     return ChunkTiming({k.text: timed[k.text] for k, _ in chunk}, memory)
+
+
+def pending_rounds(table: LatencyTable, chunk) -> dict[str, list[RoundRecord]]:
+    """The rounds a resumed table already holds for a chunk's ops ((key, op) pairs), by key text."""
+    return {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])] for k, _ in chunk}
 
 
 def record_chunk(table: LatencyTable, keys, timing: ChunkTiming) -> list[tuple[OpKey, Measurement]]:

@@ -13,13 +13,12 @@ bad candidate), the end of the search.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..errors import HwnasError
 from ..search.evaluators import EvalOutcome, EvalRequest, Evaluator, evaluate_request
-from .ray_runtime import import_ray
+from .ray_runtime import cluster_slots, import_ray, raise_hwnas_cause
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,10 @@ class RayTaskOptions:
 
 
 def task_slots(ray, options: RayTaskOptions) -> int:
-    """How many evaluation tasks the cluster runs at once: its CPUs (GPUs) over a task's share."""
-    total = ray.cluster_resources()
-    slots = [math.floor(total.get(name, 0.0) / need + 1e-9) for name, need in (("CPU", options.cpus),
-                                                                               ("GPU", options.gpus)) if need > 0]
-    count = min(slots)
+    """How many evaluation tasks the cluster runs at once: each node's CPUs (GPUs) over a task's share."""
+    count = cluster_slots(ray, options.cpus, options.gpus)
     if count < 1:
+        total = ray.cluster_resources()
         raise HwnasError(f"the Ray cluster ({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs) cannot fit one "
                          f"trial of {options.cpus:g} CPUs and {options.gpus:g} GPUs; lower --ray-cpus-per-trial / "
                          "--ray-gpus-per-trial or add nodes")
@@ -115,9 +112,7 @@ class RayEvaluator(Evaluator):
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # raised by the evaluation itself: not a system failure
-            cause = exc.cause if isinstance(exc.cause, BaseException) else None
-            if isinstance(cause, HwnasError):
-                raise cause from None
+            raise_hwnas_cause(exc)
             raise
         except ray.exceptions.RayError as exc:  # worker, node or object lost, after Ray's re-runs
             first_line = (str(exc).strip().splitlines() or [""])[0][:300]

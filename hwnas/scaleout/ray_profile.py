@@ -28,7 +28,6 @@ as it would locally, with every finished entry saved.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sys
@@ -42,12 +41,12 @@ from ..build import BuildConfig
 from ..errors import HwnasError, ProfileError
 from ..latency_tables.table import LatencyTable, OpKey, device_identity
 from ..locks import hold_all
-from ..profilers.interleaved import RoundRecord, RoundsConfig
-from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, record_chunk,
-                                 table_and_todo, time_chunk)
+from ..profilers.interleaved import RoundsConfig
+from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, pending_rounds,
+                                 record_chunk, table_and_todo, time_chunk)
 from ..profilers.statistics import StatsConfig
 from ..spaces import OpInstance, SearchSpace
-from .ray_runtime import import_ray
+from .ray_runtime import cluster_slots, fits, import_ray, raise_hwnas_cause
 
 #: ops sent to an actor at a time: small, so that a dead actor loses little and the work spreads
 OPS_PER_CHUNK = 8
@@ -81,12 +80,7 @@ class Placement:
 
     def fits(self, resources: dict) -> int:
         """How many such actors a node with these (total) resources holds."""
-        count = math.floor(resources.get("CPU", 0) / self.num_cpus) if self.num_cpus else math.inf
-        if self.num_gpus:
-            count = min(count, math.floor(resources.get("GPU", 0) / self.num_gpus))
-        if self.resource:
-            count = min(count, math.floor(resources.get(self.resource, 0)))
-        return int(count) if math.isfinite(count) else 0
+        return fits(resources, self.num_cpus, self.num_gpus, self.resource)
 
     def describe(self) -> str:
         parts = [f"{self.num_cpus:g} CPU"] + ([f"{self.num_gpus:g} GPU"] if self.num_gpus else [])
@@ -219,7 +213,7 @@ class _Group:
 
 def actor_count(ray, placement: Placement, requested: int | None) -> int:
     """`requested`, or as many actors as the cluster's live nodes hold; refuses more than that."""
-    fitting = sum(placement.fits(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive"))
+    fitting = cluster_slots(ray, placement.num_cpus, placement.num_gpus, placement.resource)
     if requested is not None and requested < 1:
         raise ProfileError(f"--ray-actors must be >= 1, got {requested}")
     if fitting < 1 or (requested is not None and requested > fitting):
@@ -399,7 +393,7 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
                     index, handle = group.idle.pop(0)
                     chunk = group.queue.popleft()
                     job = ChunkJob(space.build_config, tuple(chunk.ops), group.table.reference, batch, rounds,
-                                   chunk.seed, _pending(group.table, chunk), len(group.table), str(group.path))
+                                   chunk.seed, pending_rounds(group.table, chunk.ops), len(group.table), str(group.path))
                     inflight[handle.profile_chunk.remote(job)] = (group, index, handle, chunk)
             now = time.monotonic()
             for entry in [w for w in waiting if w[0] <= now]:
@@ -450,9 +444,7 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
                 probes[handle.describe.remote()] = (group, index, handle, time.monotonic())
                 continue
             except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, HwnasError):
-                    raise cause from None
+                raise_hwnas_cause(exc)
                 raise ProfileError(f"profiling on a Ray actor failed ({_cause(exc)}); {len(group.table)} finished "
                                    f"entries are saved in {group.path}; rerun with --resume once fixed") from None
             keys = [k for k, _ in chunk.ops]
@@ -469,7 +461,3 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
     finally:
         bar.close()
     return requeued
-
-
-def _pending(table: LatencyTable, chunk: _Chunk) -> dict[str, list[RoundRecord]]:
-    return {k.text: [RoundRecord.from_dict(r) for r in table.pending.get(k.text, [])] for k, _ in chunk.ops}

@@ -4,10 +4,11 @@ missing, and the meaning of `--ray [ADDRESS]`."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Iterator
 
-from ..errors import MissingDependencyError
+from ..errors import HwnasError, MissingDependencyError
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'hwnas[ray]')"
 #: Ray >= 2.59 turns token authentication on for clusters it starts with a token at hand; a joining
@@ -50,11 +51,30 @@ def connected(address: str | None = LOCAL, **init_kwargs) -> Iterator[object]:
     try:
         ray.init(address=target, logging_level="WARNING", log_to_driver=True, **init_kwargs)
     except (ConnectionError, AuthenticationError) as exc:
-        from ..errors import HwnasError
-
         raise HwnasError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}; start one "
                          f"with `ray start --head` (or pass its HOST:PORT to --ray); {AUTH_HINT}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def fits(resources: dict, cpus: float, gpus: float = 0.0, resource: str | None = None) -> int:
+    """How many units of `cpus` CPUs, `gpus` GPUs and one `resource` a node with these (total)
+    resources holds at once (a task or an actor never spans nodes)."""
+    counts = [math.floor(resources.get(name, 0.0) / need + 1e-9)
+              for name, need in (("CPU", cpus), ("GPU", gpus), (resource, 1.0)) if name and need > 0]
+    return min(counts) if counts else 0
+
+
+def cluster_slots(ray, cpus: float, gpus: float = 0.0, resource: str | None = None) -> int:
+    """How many such units the cluster's live nodes hold at once, node by node."""
+    return sum(fits(node.get("Resources", {}), cpus, gpus, resource) for node in ray.nodes() if node.get("Alive"))
+
+
+def raise_hwnas_cause(exc: BaseException) -> None:
+    """Re-raise the HwnasError a Ray task or actor call raised (a bad set-up, with its own one-line
+    message) instead of Ray's wrapper; any other error returns to the caller."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, HwnasError):
+        raise cause from None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..arch import Arch
@@ -136,9 +138,6 @@ class SyntheticEvaluator(Evaluator):
     def _crash_if_due(self, arch: Arch, position: float) -> None:
         if not self.fail_fraction <= position < self.fail_fraction + self.crash_fraction:
             return
-        import os
-        from pathlib import Path
-
         for n in range(self.crash_times):
             marker = Path(self.crash_dir) / f"{arch.hash}.{n}"
             try:
@@ -177,8 +176,6 @@ def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches
         return ScratchEvaluator(holdout_data(problem.data, holdout, problem.seed),
                                 TrainConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches))
     if name == "shared":
-        from pathlib import Path
-
         from .spos import SharedEvaluator, SPOSConfig
 
         cfg = SPOSConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches, holdout=holdout,

@@ -143,7 +143,7 @@ class TPEStrategy(OptunaStrategy):
         # a batch asked before any is told: trials still running count as the worst seen (constant
         # liar), so that parallel proposals spread instead of piling onto one region
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials,
-                                          constant_liar=getattr(self, "batch", 1) > 1)
+                                          constant_liar=self.batch > 1)
 
 
 class NSGA2Strategy(OptunaStrategy):

@@ -66,14 +66,15 @@ class SharedEvaluator(Evaluator):
         self.checkpoint = Path(checkpoint)
         self._net: Supernet | None = None
         self._scores: dict[str, float] | None = None
+        self._shipped = False  # a pickled copy (a worker's): scores are not written to the cache file
+        self._weights: dict | None = None  # the trained weights a pickled copy carries until it is prepared
 
     def __getstate__(self):
         """Picklable for workers (Ray tasks): a prepared evaluator travels with its trained weights,
         so a worker on another machine needs neither the checkpoint file nor a training of its own;
         a worker's scores are not written to the cache file (the run's history keeps them)."""
-        net = self.__dict__.get("_net")
         return {**self.__dict__, "_net": None, "_scores": None, "_shipped": True,
-                "_weights": net.state_dict() if net is not None else self.__dict__.get("_weights")}
+                "_weights": self._net.state_dict() if self._net is not None else self._weights}
 
     @property
     def identity(self) -> dict:
@@ -89,11 +90,11 @@ class SharedEvaluator(Evaluator):
         return self.checkpoint.with_name(self.checkpoint.stem + ".scores.json")
 
     def prepare(self, progress: bool = False) -> None:
-        if self._net is None and getattr(self, "_weights", None) is not None:  # shipped to a worker
+        if self._net is None and self._weights is not None:  # shipped to a worker
             self._net = Supernet(get_space(self.space_name, resolution=self.resolution,
                                            num_classes=self.data.num_classes), "hard")
             self._net.load_state_dict(self._weights)
-            self._scores = {}
+            self._weights, self._scores = None, {}  # the net holds the weights now
             return
         if self._net is None:
             self._net = self._train_or_load(progress)
@@ -191,7 +192,7 @@ class SharedEvaluator(Evaluator):
         top1, _ = evaluate(net, self.data.val, max_batches=self.config.score_batches,
                            forward=lambda x: net.forward_path(x, indices))
         self._scores[arch.hash] = top1
-        if not getattr(self, "_shipped", False):
+        if not self._shipped:
             atomic_write_json(self.scores_path, {"settings": self._score_settings(), "scores": self._scores})
         return top1
 
