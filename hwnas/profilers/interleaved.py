@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ProfileError
-from .statistics import _median, percentile, relative_ci
+from .statistics import median, percentile, relative_ci
 
 
-ROUND_STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {"min": min, "median": _median}
+ROUND_STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {"min": min, "median": median}
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _local_references(probes: Sequence[tuple[float, float]], window: int, drift_
     out = []
     for i, (before, after) in enumerate(probes):
         near = [p for pair in probes[max(0, i - window):i + window + 1] for p in pair]
-        pair, smooth = math.sqrt(before * after), _median(near)
+        pair, smooth = math.sqrt(before * after), median(near)
         out.append(smooth if abs(math.log(pair / smooth)) <= math.log1p(drift_limit / 2) else pair)
     return out
 
@@ -202,7 +202,7 @@ def reference_median(records: Mapping[str, Sequence[RoundRecord]]) -> float:
     values = [r.reference_ms for rounds in records.values() for r in rounds]
     if not values:
         raise ProfileError("no rounds were timed, so the reference has no time yet")
-    return _median(values)
+    return median(values)
 
 
 def summarise(rounds: Sequence[RoundRecord], r0: float) -> dict:
@@ -215,7 +215,7 @@ def summarise(rounds: Sequence[RoundRecord], r0: float) -> dict:
         raise ProfileError("an item without timed rounds cannot be summarised")
     per_round = [r.normalised(r0) for r in rounds]
     calls = sorted(s * r0 / r.reference_ms for r in rounds for s in r.samples)
-    p50 = _median(per_round)
+    p50 = median(per_round)
     p10, p90 = min(percentile(calls, 10), p50), max(percentile(calls, 90), p50)
     ci = relative_ci(per_round) if len(per_round) > 1 else math.inf
     return {

@@ -125,7 +125,7 @@ def relative_ci(samples: Sequence[float], confidence: float = 0.95) -> float:
     return (hi - lo) / (2 * med) if med > 0 else math.inf
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return pystats.median(values)
 
 
@@ -134,8 +134,8 @@ def _drop_disturbed(rounds: list[list[float]], ratio: float, budget: int) -> int
     round medians; the slowest go first. Needs 3 rounds for a reference. Returns the count."""
     if budget <= 0 or len(rounds) < 3:
         return 0
-    reference = _median([_median(r) for r in rounds])
-    slow = sorted((r for r in rounds if _median(r) > ratio * reference), key=_median, reverse=True)
+    reference = median([median(r) for r in rounds])
+    slow = sorted((r for r in rounds if median(r) > ratio * reference), key=median, reverse=True)
     for r in slow[:budget]:
         rounds.remove(r)
     return min(len(slow), budget)
