@@ -6,12 +6,13 @@ from ..errors import SpaceError
 from .base import SKIP, Decision, LayerwiseSpace, OpInstance, SearchableLayer, SearchSpace
 from .fbnet import FBNetSpace
 from .mnasnet import MnasNetSpace
+from .nb201 import NB201Space
 from .mobilenetv3 import MobileNetV3Space, MobileNetV3W12Space
 from .proxylessnas import ProxylessNASSpace
 from .tiny import TinySpace
 
 SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (FBNetSpace, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, ProxylessNASSpace, TinySpace)
+    cls.name: cls for cls in (FBNetSpace, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, NB201Space, ProxylessNASSpace, TinySpace)
 }
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from ..errors import ArchError
+from ..errors import ArchError, SpaceError
+from .base import Decision, SearchSpace
 
 #: NB201's op names, in its order
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -49,3 +50,31 @@ def parse_nb201_string(text: str) -> dict[str, str]:
                 raise ArchError(f"NB201 string {text!r}: op {op!r} is not one of {', '.join(NB201_OPS)}")
             choices[f"edge_{j}_{i}"] = op
     return choices
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201's cell, stacked in its macro skeleton: stem conv3x3 c16 + BN; 3 stages of 5
+    cells at C = 16/32/64 with a residual reduction block between stages; BN, ReLU, global pool,
+    linear. 32x32 input (CIFAR-10/100) or 16x16 (ImageNet16-120)."""
+
+    name = "nb201"
+    description = "NAS-Bench-201 cell: 6 edges x {none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3}"
+    default_resolution = 32
+    default_num_classes = 10
+    min_resolution = 16
+    resolution_step = 16
+    channels = (16, 32, 64)
+    cells_per_stage = 5
+
+    def __init__(self, resolution: int | None = None, num_classes: int | None = None):
+        super().__init__(resolution, num_classes)
+        self.decisions = tuple(Decision(name, NB201_OPS) for name, _, _ in EDGES)
+
+    def arch_def(self, choices):  # filled in by the model integration
+        raise SpaceError("space nb201 builds no timm arch_def yet")
+
+    def candidate_blocks(self):
+        raise SpaceError("space nb201 has no profiled ops yet")
+
+    def final_shapes(self):
+        raise SpaceError("space nb201 has no profiled ops yet")
