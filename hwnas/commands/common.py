@@ -7,10 +7,14 @@ import argparse
 from ..data import BUILTIN
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR|" + "|".join(BUILTIN),
+def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
+    """`data_required=False`: the command checks itself when --data is needed (search: not with a
+    tabular evaluator)."""
+    parser.add_argument("--data", required=data_required, default=None, metavar="DIR|" + "|".join(BUILTIN),
                         help="ImageFolder directory with train/ and val/ subfolders, 'digits' (scikit-learn's bundled "
-                             "8x8 digits, offline) or 'cifar10' (torchvision; downloads once, needs the network)")
+                             "8x8 digits, offline) or 'cifar10' (torchvision; downloads once, needs the network)"
+                             + ("" if data_required else "; not with --evaluator nb201 (the benchmark trained "
+                                                          "every candidate)"))
     parser.add_argument("--data-root", default=None, help="where cifar10 is cached (default ~/.cache/hwnas/cifar10)")
     parser.add_argument("--train-resolution", type=int, default=32,
                         help="image size the network trains at (default 32). Independent of the latency: the "

@@ -20,12 +20,14 @@ from ..search.loop import run_search
 from ..search.verify import Verification, verify_result
 from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
 from ..spaces import get_space
+from ..tabular.nb201 import CSV as NB201_CSV, DEVICES, ENV as NB201_ENV, SIGNALS
 from .common import add_data_arguments
 
 S = argparse.SUPPRESS
 #: evaluator flags (dests) each evaluator uses
 EVALUATOR_OPTIONS = {"scratch": {"holdout"},
-                     "shared": {"holdout", "supernet", "calib_batches", "calib_batch_size", "score_batches"}}
+                     "shared": {"holdout", "supernet", "calib_batches", "calib_batch_size", "score_batches"},
+                     "nb201": {"benchmark_dataset", "benchmark_data"}}
 #: dest -> flag of every option whose use depends on the strategy or evaluator; filled by register
 OPTIONAL: dict[str, str] = {}
 #: strategy name -> the dests of its own flags
@@ -50,7 +52,11 @@ def register(subparsers) -> None:
                         "evolution (aging), tpe, nsga2 (Optuna), mnas (RL controller): samplers over candidates "
                         "scored by --evaluator")
     p.add_argument("--space", required=True)
-    p.add_argument("--lut", required=True, metavar="FILE", help="latency table of the target device (hwnas profile)")
+    p.add_argument("--lut", default=None, metavar="FILE",
+                   help="latency table of the target device (hwnas profile); required unless --device gives one")
+    p.add_argument("--device", default=None, choices=sorted(DEVICES),
+                   help="space nb201 only: the latency is HW-NAS-Bench's measured (raspi4, pixel3) or simulated "
+                        "(eyeriss, fpga) latency of the whole network on that device, in place of --lut")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
     p.add_argument("--latency-budget", default=None, metavar="BUDGET",
@@ -64,14 +70,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="do not measure the result end to end on this machine against the budget (by default, "
                         "when the table's backend runs here, it is measured and repaired if over the budget)")
-    add_data_arguments(p)
+    add_data_arguments(p, data_required=False)
     loop = p.add_argument_group("trial strategies (random, evolution, tpe, nsga2, mnas)")
     _optional(loop, "--trials", type=int, help="evaluated candidates (default 20; those rejected over a budget do "
                                                "not count); a resume may raise it")
     _optional(loop, "--time-limit", type=float, metavar="S", help="seconds of run time after which no trial starts")
     _optional(loop, "--evaluator", choices=EVALUATORS,
               help="scratch: train each candidate --epochs (default); shared: score it with the weights of a SPOS "
-                   "supernet trained once for --epochs (see --supernet)")
+                   "supernet trained once for --epochs (see --supernet); nb201 (space nb201): look its accuracy up "
+                   "in NAS-Bench-201, no training, no --data (one query is one trial)")
     _optional(loop, "--objectives", help="acc (default), acc,latency or acc,latency,memory: several write the "
                                          "Pareto front (pareto.json, pareto.png); the result is its most accurate "
                                          "member within the budgets")
@@ -85,7 +92,7 @@ def register(subparsers) -> None:
               help="proposals asked before any is told, evaluated in parallel (default 1; with --ray the number of "
                    "trials the cluster runs at once; a resume keeps the run's). Part of the run's identity: the "
                    "same seed and batch give the same search wherever it runs")
-    _optional(loop, "--population", type=int, help="evolution (default 100) and nsga2 (default 50): population size")
+    _optional(loop, "--population", type=int, help="evolution (default 30) and nsga2 (default 20): population size")
     scale = p.add_argument_group("Ray (trial strategies: each evaluation a Ray task; see README 'Scale-out')")
     _optional(scale, "--ray", nargs="?", const="local", metavar="ADDRESS",
               help="evaluate candidates as Ray tasks: alone, on RAY_ADDRESS, else the cluster `ray start` started on "
@@ -107,6 +114,11 @@ def register(subparsers) -> None:
                                                     "(SPOS: 200, the default)")
     _optional(ev, "--calib-batch-size", type=int, help="shared: their size (SPOS: 128, the default)")
     _optional(ev, "--score-batches", type=int, help="shared: cap on held-out batches of 256 per score")
+    _optional(ev, "--benchmark-dataset", choices=sorted(SIGNALS),
+              help="nb201: the dataset whose accuracies are looked up (default cifar10): the search sees the "
+                   "12-epoch validation accuracy, the result reports the 200-epoch test accuracy")
+    _optional(ev, "--benchmark-data", metavar="DIR", help=f"nb201: the folder holding {NB201_CSV} (default "
+                                                          f"${NB201_ENV}, else ../shared/data/nasbench)")
     for name, cls in sorted(STRATEGIES.items()):
         group = p.add_argument_group(f"{name} strategy")
         before = len(group._group_actions)
@@ -170,26 +182,20 @@ def _search(args) -> None:
     ray_options = _ray_options(args)
     if hasattr(args, "batch"):
         LoopConfig(batch=args.batch)  # says what is wrong with it before the data loads
-    table = LatencyTable.load(args.lut)
-    num_classes = peek_num_classes(args.data)
-    if num_classes is None:
-        load_data(args.data, args.train_resolution, args.seed, args.data_root)  # says what is wrong with it
-    # latency is predicted for the network that will be deployed: its head has the data's classes
-    space = get_space(args.space, resolution=args.resolution, num_classes=num_classes)
-    predictor = LatencyPredictor(table, space)
+    tabular = strategy_cls.uses_evaluator and getattr(args, "evaluator", None) == "nb201"
+    space, predictor, evaluator = _space_and_latency(args, tabular)
     if args.task_head:
         _use_task_head(predictor, args)
     budget = resolve_budget(spec, predictor) if spec is not None else None
     strategy = strategy_cls.from_args(args)
     ddp.on_main(lambda: refuse_nonempty(args.out, args.resume))  # only process 0 looks at (and writes) --out
-    data = load_data(args.data, args.train_resolution, args.seed, args.data_root)
+    data = None if tabular else load_data(args.data, args.train_resolution, args.seed, args.data_root)
     progress = not args.no_progress and ddp.is_main()
     problem = SearchProblem(space, predictor, budget, data, Path(args.out), args.seed, args.resume, progress,
-                            lut_source=str(args.lut), memory_budget=memory, params_budget=params,
-                            budget_mode=getattr(args, "budget_mode", "reject"), penalty=getattr(args, "penalty", 1.0),
-                            objectives=objectives)
-    evaluator = None
-    if strategy_cls.uses_evaluator:
+                            lut_source=str(args.lut) if args.lut else predictor.source, memory_budget=memory,
+                            params_budget=params, budget_mode=getattr(args, "budget_mode", "reject"),
+                            penalty=getattr(args, "penalty", 1.0), objectives=objectives)
+    if strategy_cls.uses_evaluator and not tabular:
         evaluator = make_evaluator(
             getattr(args, "evaluator", "scratch"), problem, epochs=args.epochs, batch_size=args.batch_size,
             max_batches=args.max_batches, holdout=getattr(args, "holdout", 0.2), supernet=getattr(args, "supernet", None),
@@ -197,7 +203,8 @@ def _search(args) -> None:
             score_batches=getattr(args, "score_batches", None))
     if progress:
         budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
-        print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {data.describe()}")
+        what = data.describe() if data is not None else f"looked up in NAS-Bench-201 ({evaluator.signal.dataset})"
+        print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {what}")
     with contextlib.ExitStack() as claimed:
         def claim():
             claimed.enter_context(hold(args.out, "run directory"))  # a second search into this --out is refused
@@ -216,8 +223,51 @@ def _search(args) -> None:
                       f"and {ray_options.gpus:g} GPU(s) per trial")
             result = run_search(problem, strategy, evaluator, loop)
         print_result(result, args, budget)
-        if result.finished and not args.no_verify:
+        if result.finished and args.device:
+            print(f"on-device check skipped: the latency is {predictor.source.split(':')[0]}; no such device here")
+        elif result.finished and not args.no_verify:
             print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
+
+
+def _space_and_latency(args, tabular: bool):
+    """The space (its classes those of --data, or of the benchmark's dataset), the latency model
+    (--lut's table, or --device's published latencies) and, for --evaluator nb201, the evaluator."""
+    if args.lut and args.device:
+        raise HwnasError("give --lut (a table profiled here) or --device (HW-NAS-Bench's latency), not both")
+    if not args.lut and not args.device:
+        raise HwnasError("--lut TABLE is required (hwnas profile makes one)" + (
+            "; or --device raspi4|pixel3|eyeriss|fpga for HW-NAS-Bench's published latency"
+            if args.space == "nb201" else ""))
+    evaluator = None
+    if tabular:
+        from ..search.tabular import NUM_CLASSES, RESOLUTION, TabularEvaluator
+
+        if args.space != "nb201":
+            raise HwnasError(f"--evaluator nb201 looks architectures up in NAS-Bench-201: use --space nb201, "
+                             f"not {args.space}")
+        if args.data is not None:
+            raise HwnasError("--evaluator nb201 trains nothing (NAS-Bench-201 trained every candidate): drop --data")
+        dataset = getattr(args, "benchmark_dataset", "cifar10")
+        evaluator = TabularEvaluator(dataset, getattr(args, "benchmark_data", None))
+        if args.resolution not in (None, RESOLUTION[dataset]):
+            raise HwnasError(f"NAS-Bench-201 trained on {dataset} at {RESOLUTION[dataset]}px: drop --resolution")
+        space = get_space("nb201", resolution=RESOLUTION[dataset], num_classes=NUM_CLASSES[dataset])
+    else:
+        if args.data is None:
+            raise HwnasError("--data DIR|digits is required: candidates are trained on it (only --evaluator nb201 "
+                             "needs none)")
+        num_classes = peek_num_classes(args.data)
+        if num_classes is None:
+            load_data(args.data, args.train_resolution, args.seed, args.data_root)  # says what is wrong with it
+        # latency is predicted for the network that will be deployed: its head has the data's classes
+        space = get_space(args.space, resolution=args.resolution, num_classes=num_classes)
+    if args.device:
+        from ..tabular.latency import DeviceLatency
+        from ..tabular.nb201 import NB201Table
+
+        root = evaluator.root if evaluator is not None else None
+        return space, DeviceLatency(NB201Table.load(root), args.device, space), evaluator
+    return space, LatencyPredictor(LatencyTable.load(args.lut), space), evaluator
 
 
 def _ray_options(args):
@@ -303,14 +353,20 @@ def print_verification(verification: Verification, budget: float | None) -> None
 
 def print_result(result, args, budget) -> None:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
-    print(f"architecture {result.arch.hash}: predicted {result.predicted_ms:.4g} ms"
+    latency = f"{args.device} latency (HW-NAS-Bench)" if args.device else "predicted"
+    print(f"architecture {result.arch.hash}: {latency} {result.predicted_ms:.4g} ms"
           + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
     details = result.details
     if "trial_states" in details:
         states, best = details["trial_states"], details["best_trial"]
+        where = "on the held-out split" if "benchmark" not in details else "looked up"
         print(f"best of {details['trials']} evaluated trials: trial {best['number']}, top-1 {best['metrics']['top1']:.2f}% "
-              f"on the held-out split ({details['evaluator']['evaluator']} evaluator); {states['failed']} failed, "
+              f"{where} ({details['evaluator']['evaluator']} evaluator); {states['failed']} failed, "
               f"{states['infeasible']} rejected over a budget (see trials.jsonl, `hwnas runs show {args.out}`)")
+    bench = details.get("benchmark")
+    if bench:
+        print(f"NAS-Bench-201 #{bench['index']} {bench['arch_str']}: {bench['final']} {bench['final_value']:.2f}% "
+              f"(the search saw {bench['signal']} {bench['signal_value']:.2f}%)")
         if len(details["objectives"]) > 1:
             print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
                   f"{Path(args.out) / 'pareto.png'}")
@@ -333,4 +389,4 @@ def print_result(result, args, budget) -> None:
         print(f"{which} was well under the budget and was filled with {len(result.budget_steps)} "
               f"LUT-guided upgrade(s) (see result.json; --no-fill-budget keeps it as sampled)")
     print(f"wrote {Path(args.out) / 'arch.json'}; train it with `hwnas train {Path(args.out) / 'arch.json'} "
-          f"--data {args.data} --epochs N --out RUN_DIR`")
+          f"--data {args.data or 'DIR'} --epochs N --out RUN_DIR`")

@@ -123,3 +123,6 @@ class RayEvaluator(Evaluator):
         """The inner evaluator's: where a candidate is evaluated does not change its score (a run
         started without Ray may be resumed with it, and the other way round)."""
         return self.inner.describe()
+
+    def result_details(self, arch) -> dict:
+        return self.inner.result_details(arch)

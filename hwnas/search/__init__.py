@@ -12,9 +12,11 @@ from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStr
                    write_result)
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
 from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, SyntheticEvaluator
+from .bananas import BananasStrategy
 from .enas import ENASConfig, ENASStrategy
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
+from .local_search import LocalSearchStrategy
 from .loop import LoopConfig, run_search
 from .mnas import MnasStrategy
 from .objectives import Budgets, pareto_front
@@ -23,8 +25,9 @@ from .random_search import RandomStrategy
 from .trials import Trial, read_history
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy)}
-EVALUATORS = ("scratch", "shared")
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy,
+    BananasStrategy, LocalSearchStrategy)}
+EVALUATORS = ("scratch", "shared", "nb201")
 
 
 def get_strategy(name: str) -> type[Strategy]:
@@ -35,8 +38,8 @@ def get_strategy(name: str) -> type[Strategy]:
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
-    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
+    "EVALUATORS", "STRATEGIES", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
+    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LocalSearchStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",
     "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",

@@ -22,14 +22,14 @@ from .objectives import Budgets
 @dataclass(frozen=True)
 class SearchProblem:
     """What to search: a space at the LUT's resolution, its latency predictor, an optional latency
-    budget (ms, already checked feasible), the data, where and how to run, the other budgets
+    budget (ms, already checked feasible), the data (None for a tabular evaluator), where and how to run, the other budgets
     (peak activation bytes, parameters) with what to do about a candidate over one, and the
     objectives (`acc` first; `latency`, `memory` make the run multi-objective)."""
 
     space: SearchSpace
     predictor: LatencyPredictor
     budget_ms: float | None
-    data: ImageData
+    data: ImageData | None
     run_dir: Path
     seed: int = 0
     resume: bool = False

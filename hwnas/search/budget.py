@@ -53,6 +53,8 @@ def latency_range_ms(predictor: LatencyPredictor, samples: int = 2000, seed: int
     """Predicted latency of the fastest and the slowest architecture: exact for a layer-wise space
     (per-layer minima and maxima), else the extremes of `samples` uniform architectures (a stage-wise
     space has no per-layer costs; sampled extremes are inside the true range)."""
+    if hasattr(predictor, "latency_range"):  # a benchmark's table: every architecture is in it
+        return predictor.latency_range()
     if isinstance(predictor.space, LayerwiseSpace):
         fixed, per_layer = predictor.layer_costs()
         return fixed + float(sum(t.min() for t in per_layer)), fixed + float(sum(t.max() for t in per_layer))

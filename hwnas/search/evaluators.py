@@ -66,6 +66,10 @@ class Evaluator(ABC):
     def describe(self) -> dict:
         return {"evaluator": self.name}
 
+    def result_details(self, arch: Arch) -> dict:
+        """What result.json adds about the result beyond its score (a benchmark's final figures)."""
+        return {}
+
 
 def evaluate_request(evaluator: Evaluator, request: EvalRequest) -> EvalOutcome:
     """A module-level function (picklable) that a worker pool can map over requests."""

@@ -73,9 +73,18 @@ def run_search(problem: SearchProblem, strategy: Strategy, evaluator: Evaluator 
 
 def lut_fingerprint(predictor) -> str:
     """Hash of everything of the LUT that a search of this space sees (op latencies, calibration)."""
+    if hasattr(predictor, "fingerprint"):  # a benchmark's device latencies
+        return predictor.fingerprint()
     doc = {"ops": [predictor.op_latency_ms(op) for op in predictor.space.all_ops()],
            "calibration": predictor.calibration.fit_dict() if predictor.calibration else None}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _data_config(data) -> dict:
+    """The data a run trains on (none for a tabular evaluator: the benchmark trained every candidate)."""
+    if data is None:
+        return {"data": None}
+    return {"data": data.name, "num_classes": data.num_classes, "train_resolution": data.resolution}
 
 
 class TrialLoop:
@@ -86,8 +95,8 @@ class TrialLoop:
     def run_config(self) -> dict:
         p = self.problem
         return {"strategy": self.strategy.name, "settings": self.strategy.settings(), "space": p.space.name,
-                "resolution": p.space.resolution, "lut": lut_fingerprint(p.predictor), "data": p.data.name,
-                "num_classes": p.data.num_classes, "train_resolution": p.data.resolution, "seed": p.seed,
+                "resolution": p.space.resolution, "lut": lut_fingerprint(p.predictor),
+                **_data_config(p.data), "seed": p.seed,
                 "budgets": self.budgets.to_dict(), "objectives": list(p.objectives),
                 "evaluator": self.evaluator.describe(), **asdict(self.loop)}
 
@@ -227,12 +236,14 @@ class TrialLoop:
         elapsed = self.elapsed()
         evaluated = counts["complete"] + counts["failed"]
         details = {
-            "space": p.space.name, "resolution": p.space.resolution, "data": p.data.name, "lut": p.lut_source,
+            "space": p.space.name, "resolution": p.space.resolution, "data": p.data.name if p.data else None,
+            "lut": p.lut_source,
             "evaluator": self.evaluator.describe(), "objectives": list(p.objectives), "budgets": p.budgets.to_dict(),
             "best_trial": best.to_dict(), "best_score": best.top1, "trials": evaluated, "trial_states": counts,
             "front_size": len(front), "trials_per_minute": round(60.0 * evaluated / max(elapsed, 1e-9), 3),
             "meets_budgets": {name: over <= 1e-9 for name, over in best.violations.items()},
             "predicted_params": best.params, "predicted_peak_activation_bytes": best.peak_activation_bytes,
+            **self.evaluator.result_details(best.arch),
         }
         candidates = tuple(Candidate(t.arch, t.predicted_ms, t.top1, note=f"trial {t.number}") for t in front)
         return SearchResult(self.strategy.name, best.arch, best.predicted_ms, p.budget_ms, (), candidates, elapsed,

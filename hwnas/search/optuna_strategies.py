@@ -153,14 +153,14 @@ class NSGA2Strategy(OptunaStrategy):
     name = "nsga2"
     shared_options = OptunaStrategy.shared_options | {"population"}
 
-    def __init__(self, population: int = 50):
+    def __init__(self, population: int = 20):
         if population < 2:
             raise HwnasError(f"--population must be >= 2, got {population}")
         self.population = population
 
     @classmethod
     def from_args(cls, args) -> "NSGA2Strategy":
-        return cls(getattr(args, "population", 50))
+        return cls(getattr(args, "population", 20))
 
     def settings(self) -> dict:
         return {"population": self.population}

@@ -65,6 +65,9 @@ class NB201Space(SearchSpace):
     resolution_step = 16
     channels = (16, 32, 64)
     cells_per_stage = 5
+    #: the cell as a DAG (decision, to node, from node) and the op that cuts an edge (path encodings)
+    cell_edges = EDGES
+    zero_op = "none"
 
     def __init__(self, resolution: int | None = None, num_classes: int | None = None):
         super().__init__(resolution, num_classes)
