@@ -33,8 +33,8 @@ class OpInstance:
     """An op at its concrete input shape: a trunk block, the stem or the head.
 
     `spec` is a timm block string (or an NB201 op, `nb201_nor_conv_3x3_c16`) for kind 'block',
-    `c{stem}_k3_s2` for the stem, and `f{num_features}_n{num_classes}` for the head. Two ops with equal fields are the same
-    module at the same shape and are measured once.
+    `c{stem}_k3_s2` for the stem, and `f{num_features}_n{num_classes}` for the head. Two ops
+    with equal fields are the same module at the same shape and are measured once.
     """
 
     kind: OpKind
