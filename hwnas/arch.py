@@ -49,6 +49,11 @@ class Arch:
         self.check_space(space)
         return space.arch_def(self.choice_map)
 
+    def ops(self, space: SearchSpace) -> list:
+        """The LUT ops (OpInstance: stem, blocks, head) of this architecture's network in `space`."""
+        self.check_space(space)
+        return space.arch_ops(self.choice_map)
+
     def check_space(self, space: SearchSpace) -> None:
         if space.name != self.space:
             raise ArchError(f"architecture is of space {self.space!r}, not {space.name!r}; use a {space.name!r} architecture")

@@ -41,6 +41,10 @@ class BuildConfig:
     no bias) and the classifier, as MobileNetV3 and Once-for-All do; the wide 1x1 conv before
     the pool is then the trunk's last block (`cn_r1_k1_s1_c960`). Otherwise the head is timm
     EfficientNet's: 1x1 conv, BN, activation, pool, classifier.
+
+    `family`: "timm" for the networks built here; "nb201" for NAS-Bench-201's network
+    (hwnas.cells), whose stem, blocks and head are NB201's own (the other fields then only
+    name the stem width and the head's input width).
     """
 
     stem_size: int
@@ -49,10 +53,13 @@ class BuildConfig:
     se_gate: str = "sigmoid"
     se_from_exp: bool = False
     pooled_head: bool = False
+    family: str = "timm"
 
     @property
     def name(self) -> str:
         """Short identifier that goes into LUT op keys (ops built differently never share a row)."""
+        if self.family != "timm":
+            return self.family
         se = "sexp" if self.se_from_exp else "sin"
         return f"{self.act}-{self.se_gate}-{se}" + ("-pooledhead" if self.pooled_head else "")
 

@@ -1,11 +1,12 @@
-"""Architecture -> torch module, through the space's arch_def and hwnas.build."""
+"""Architecture -> torch module, through the space (a timm arch_def built by hwnas.build, or a
+cell space's own network)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from .arch import Arch
-from .build import build_features, build_model
+from .build import build_features
 from .spaces import SearchSpace, get_space
 
 
@@ -14,9 +15,11 @@ def space_of(arch: Arch, resolution: int | None = None, num_classes: int | None 
 
 
 def arch_model(arch: Arch, num_classes: int | None = None, drop_rate: float = 0.0) -> nn.Module:
-    """timm EfficientNet of an architecture (classifier with the space's default class count)."""
+    """The network of an architecture (a timm EfficientNet, or NB201's network for nb201), with the
+    space's default class count unless `num_classes` is given."""
     space = space_of(arch, num_classes=num_classes)
-    return build_model(arch.arch_def(space), space.build_config, space.num_classes, drop_rate=drop_rate)
+    arch.check_space(space)
+    return space.build_model(arch.choice_map, drop_rate=drop_rate)
 
 
 def arch_backbone(arch: Arch, out_indices=(1, 2, 3, 4)) -> nn.Module:

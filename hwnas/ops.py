@@ -3,7 +3,8 @@ parsed arguments of the fixed ops, instead of string tests and `split("_")` at e
 
 `OpKind` is a str enum, so `kind == "stem"` and f-strings keep working where a kind is compared or
 printed. A stem spec is `c{channels}_k{kernel}_s{stride}`, a head spec `f{features}_n{classes}`;
-block specs are timm block strings (hwnas.build.decode_block parses those).
+block specs are timm block strings (hwnas.build.decode_block parses those), or for the cell space
+nb201 an op of NB201's network, `nb201_{op}_c{channels}` (CellOpSpec).
 """
 
 from __future__ import annotations
@@ -76,3 +77,38 @@ class HeadSpec:
         if not match:
             raise ValueError(f"head spec {text!r} is not f<features>_n<classes>")
         return cls(int(match["features"]), int(match["classes"]))
+
+
+_CELL = re.compile(r"^nb201_(?P<op>[a-z][a-z0-9_]*?)_c(?P<channels>\d+)$")
+#: the NB201 network's block ops: the cell edge ops (shape-preserving) and the reduction block
+CELL_OPS = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "resblock")
+
+
+@dataclass(frozen=True)
+class CellOpSpec:
+    """A block of NB201's network (hwnas.cells): a cell edge op at `channels` in and out, stride 1
+    (`nb201_nor_conv_3x3_c16`), or the residual reduction block to `channels`, stride 2
+    (`nb201_resblock_c32`)."""
+
+    op: str
+    channels: int
+
+    @property
+    def text(self) -> str:
+        return f"nb201_{self.op}_c{self.channels}"
+
+    @property
+    def stride(self) -> int:
+        return 2 if self.op == "resblock" else 1
+
+    @staticmethod
+    def matches(text: str) -> bool:
+        """Whether a block spec names an NB201 op (else it is a timm block string)."""
+        return text.startswith("nb201_")
+
+    @classmethod
+    def parse(cls, text: str) -> "CellOpSpec":
+        match = _CELL.match(text)
+        if not match or match["op"] not in CELL_OPS:
+            raise ValueError(f"NB201 op spec {text!r} is not nb201_<op>_c<channels> with op one of {', '.join(CELL_OPS)}")
+        return cls(match["op"], int(match["channels"]))

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from torch import nn
 
 from .arch import Arch
-from .build import build_model
 from .errors import LutError
 from .spaces import SearchSpace, get_space
 
@@ -56,7 +55,7 @@ def reference_model(record: dict | None, batch: int = 1) -> tuple[nn.Module, tup
         arch = Arch.create(space, record["choices"])
     except (KeyError, TypeError, ValueError) as exc:
         raise LutError(f"the table's reference record is malformed ({exc}); profile the device again") from None
-    model = build_model(arch.arch_def(space), space.build_config, space.num_classes).eval()
+    model = space.build_model(arch.choice_map).eval()
     return model, (batch, 3, space.resolution, space.resolution)
 
 

@@ -13,6 +13,7 @@ from ..models import arch_model, space_of
 from ..ofa_config import load_ofa_config
 from ..presets import PRESETS, get_preset
 from ..spaces import get_space
+from ..spaces.nb201 import EDGES, NB201Space, nb201_string, parse_nb201_string
 from ..summary import summarize
 
 
@@ -33,14 +34,16 @@ def register(subparsers) -> None:
     summary.add_argument("--json", action="store_true", help="print JSON (keys params, macs, activations)")
     summary.set_defaults(func=cmd_summary)
 
-    show = sub.add_parser("show", help="the timm arch_def of an architecture")
+    show = sub.add_parser("show", help="the timm arch_def of an architecture (for nb201: its cell, string and genotype)")
     show.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     show.set_defaults(func=cmd_show)
 
-    imp = sub.add_parser("import", help="an architecture of ours from a Once-for-All net.config")
-    imp.add_argument("file", metavar="FILE", help="the JSON that OFA's get_active_subnet().config (net.config) holds")
-    imp.add_argument("--format", required=True, choices=["ofa"],
-                     help="ofa: an OFA MobileNetV3 w1.2 subnet, imported into space mobilenetv3_w12")
+    imp = sub.add_parser("import", help="an architecture of ours from a Once-for-All net.config or an NB201 string")
+    imp.add_argument("file", metavar="SOURCE", help="ofa: the JSON file that OFA's get_active_subnet().config "
+                     "(net.config) holds; nb201: the NB201 string itself, e.g. '|nor_conv_3x3~0|+|...|'")
+    imp.add_argument("--format", required=True, choices=["ofa", "nb201"],
+                     help="ofa: an OFA MobileNetV3 w1.2 subnet, imported into space mobilenetv3_w12; "
+                          "nb201: a NAS-Bench-201 cell string, imported into space nb201")
     imp.add_argument("--out", required=True, help="architecture JSON to write")
     imp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     imp.set_defaults(func=cmd_import)
@@ -67,10 +70,14 @@ def cmd_summary(args) -> int:
     space = space_of(arch, resolution=args.resolution)
     summary = summarize(arch_model(arch), space.resolution)
     doc = {"arch": arch.hash, "space": arch.space, **summary.to_dict()}
+    if isinstance(space, NB201Space):
+        doc["nb201_string"] = nb201_string(arch.choice_map)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     print(f"{args.arch} ({arch.space}, hash {arch.hash}) at {space.resolution}x{space.resolution}")
+    if "nb201_string" in doc:
+        print(f"  cell         {doc['nb201_string']}")
     print(f"  params       {summary.params:>14,}")
     print(f"  MACs         {summary.macs:>14,}")
     print(f"  activations  {summary.activations:>14,}")
@@ -80,14 +87,31 @@ def cmd_summary(args) -> int:
 def cmd_show(args) -> int:
     arch = resolve_arch(args.arch)
     space = space_of(arch)
+    if isinstance(space, NB201Space):
+        print(json.dumps({"space": arch.space, "hash": arch.hash, **nb201_document(arch.choice_map)}, indent=2))
+        return 0
     print(json.dumps({"space": arch.space, "hash": arch.hash, "arch_def": arch.arch_def(space)}, indent=2))
     return 0
+
+
+def nb201_document(choices) -> dict:
+    """An nb201 cell: its NB201 string, and each node as the sum of its non-`none` input edges."""
+    nodes = []
+    for j in (1, 2, 3):
+        terms = [f"{choices[name]}(node {i})" for name, to, i in EDGES if to == j and choices[name] != "none"]
+        nodes.append(f"node {j} = {' + '.join(terms) or '0'}")
+    return {"nb201_string": nb201_string(choices), "cell": nodes, "output": "node 3"}
 
 
 def cmd_import(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ArchError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if args.format == "nb201":
+        arch = Arch.create(get_space("nb201"), parse_nb201_string(args.file))
+        save_arch(arch, out)
+        print(f"wrote {out} ({arch.space}, hash {arch.hash}, cell {nb201_string(arch.choice_map)})")
+        return 0
     arch, classes = load_ofa_config(args.file)
     save_arch(arch, out)
     depths = ", ".join(arch.choice_map[f"s{i}.depth"] for i in range(1, 6))

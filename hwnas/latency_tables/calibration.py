@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import LutError
+from ..ops import CellOpSpec
 
 MODELS = ("raw", "scale", "linear", "ops", "types", "types_ops")
 MIN_SAMPLES = {"raw": 1, "scale": 2, "linear": 3, "ops": 4, "types": 8, "types_ops": 9}
@@ -50,9 +51,12 @@ SCALE_BOUNDS = (0.25, 4.0)
 
 
 def op_category(op) -> str:
-    """Kind of an op for the `types` model: `fixed` (stem, head), `ir_e6`, `ir_e1_g2`, `ds`, ..."""
+    """Kind of an op for the `types` model: `fixed` (stem, head), `ir_e6`, `ir_e1_g2`, `ds`, ...,
+    or for NB201's network the op, `nb201_nor_conv_3x3`, `nb201_resblock`, ..."""
     if op.kind != "block":
         return "fixed"
+    if CellOpSpec.matches(op.spec):
+        return f"nb201_{CellOpSpec.parse(op.spec).op}"
     from ..build import decode_block
 
     args = decode_block(op.spec)[0]

@@ -83,16 +83,16 @@ class LatencyPredictor:
 
     def raw_sum_ms(self, arch: Arch) -> float:
         """Sum of the LUT medians of the stem, every block and the head."""
-        return sum(self.op_latency_ms(op) for op in self.space.ops(arch.arch_def(self.space)))
+        return sum(self.op_latency_ms(op) for op in arch.ops(self.space))
 
     def n_ops(self, arch: Arch) -> int:
         """Ops of the network: stem, blocks, head (what the `ops` calibration counts)."""
-        return len(self.space.ops(arch.arch_def(self.space)))
+        return len(arch.ops(self.space))
 
     def type_sums(self, arch: Arch) -> dict[str, float]:
         """Raw LUT latency summed per op category (what the `types` calibration weighs)."""
         sums: dict[str, float] = {}
-        for op in self.space.ops(arch.arch_def(self.space)):
+        for op in arch.ops(self.space):
             category = op_category(op)
             sums[category] = sums.get(category, 0.0) + self.op_latency_ms(op)
         return sums
@@ -114,12 +114,12 @@ class LatencyPredictor:
 
     def latency_ms(self, arch: Arch) -> float:
         """Calibrated latency (the raw sum where the table has no calibration)."""
-        return self._calibrated(self.space.ops(arch.arch_def(self.space)))
+        return self._calibrated(arch.ops(self.space))
 
     def predict(self, arch: Arch) -> Prediction:
         """Calibrated latency with its stated error, widened (and the reason given) for an
         architecture outside the range of raw sums or op mixes the calibration sampled."""
-        ops = self.space.ops(arch.arch_def(self.space))
+        ops = arch.ops(self.space)
         raw = sum(self.op_latency_ms(op) for op in ops)
         params, peak = self._memory(ops)
         error, note = None, None

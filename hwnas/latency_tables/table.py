@@ -47,7 +47,7 @@ from typing import Iterable
 
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
-from ..ops import OpKind
+from ..ops import CellOpSpec, OpKind
 from ..schemas import first_error
 
 LUT_FORMAT = "hwnas.lut"
@@ -68,7 +68,13 @@ def canonical_block(spec: str) -> str:
     """One spelling per block: options in a fixed order, numbers normalised (`e6.0` -> `e6`).
 
     The expansion ratio of `ds` blocks is dropped (they have none) and `se0` is dropped (no SE).
+    NB201 op specs (`nb201_nor_conv_3x3_c16`) have one spelling already and are kept as they are.
     """
+    if CellOpSpec.matches(spec):
+        try:
+            return CellOpSpec.parse(spec).text
+        except ValueError as exc:
+            raise LutError(str(exc)) from None
     parts = spec.split("_")
     block_type, options, flags = parts[0], {}, []
     for part in parts[1:]:

@@ -22,7 +22,6 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from ..arch import Arch
-from ..build import build_model
 from ..errors import LutError
 from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread, time_rounds
 from ..reference import reference_model, reference_ms
@@ -75,7 +74,7 @@ def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], table: La
             runners = {}
             try:
                 for arch in chunk:
-                    net = build_model(arch.arch_def(space), space.build_config, space.num_classes).eval()
+                    net = space.build_model(arch.choice_map).eval()
                     runners[arch.hash] = profiler.prepare(net, input_shape)
 
                 def checkpoint(done):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..build import BuildConfig, Head, Stem, build_block
+from ..cells import cell_op_module
 from ..errors import HwnasError, LutError, ProfileError
 from ..latency_tables.table import LatencyTable, Measurement, OpKey
 from ..reference import new_reference, reference_model, set_reference_time
@@ -40,7 +41,10 @@ from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise,
 
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
-    """The module an OpInstance measures: timm's stem, one block from the builder, or the head."""
+    """The module an OpInstance measures: timm's stem, one block from the builder, or the head
+    (for NB201's network, the stem, op, reduction block or head of hwnas.cells)."""
+    if cfg.family == "nb201":
+        return cell_op_module(op)
     if op.kind == "stem":
         return Stem(cfg, in_chans=op.in_chs)
     if op.kind == "head":

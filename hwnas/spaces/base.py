@@ -1,5 +1,6 @@
-"""What every search space is: named decisions, a map from choices to a timm arch_def, and
-the concrete ops (block string + input shape) that any of its architectures can contain."""
+"""What every search space is: named decisions, a map from choices to a network (a timm arch_def
+that hwnas.build builds, or for a cell space its own network), and the concrete ops (block
+string + input shape) that any of its architectures can contain."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping
 
-from ..build import BuildConfig, decode_block
+from torch import nn
+
+from ..build import BuildConfig, build_model, decode_block
 from ..errors import ArchError
-from ..ops import HeadSpec, OpKind, StemSpec
+from ..ops import CellOpSpec, HeadSpec, OpKind, StemSpec
 
 SKIP = "skip"
 
@@ -29,9 +32,9 @@ class Decision:
 class OpInstance:
     """An op at its concrete input shape: a trunk block, the stem or the head.
 
-    `spec` is a timm block string for kind 'block', `c{stem}_k3_s2` for the stem, and
-    `f{num_features}_n{num_classes}` for the head. Two ops with equal fields are the same
-    module at the same shape and are measured once.
+    `spec` is a timm block string (or an NB201 op, `nb201_nor_conv_3x3_c16`) for kind 'block',
+    `c{stem}_k3_s2` for the stem, and `f{num_features}_n{num_classes}` for the head. Two ops
+    with equal fields are the same module at the same shape and are measured once.
     """
 
     kind: OpKind
@@ -83,12 +86,23 @@ def conv_out(size: int, stride: int) -> int:
 
 @lru_cache(maxsize=None)
 def block_out_chs(block_str: str) -> int:
+    if CellOpSpec.matches(block_str):
+        return _cell_spec(block_str).channels
     return decode_block(block_str)[0]["out_chs"]
 
 
 @lru_cache(maxsize=None)
 def block_stride(block_str: str) -> int:
+    if CellOpSpec.matches(block_str):
+        return _cell_spec(block_str).stride
     return decode_block(block_str)[0]["stride"]
+
+
+def _cell_spec(block_str: str) -> CellOpSpec:
+    try:
+        return CellOpSpec.parse(block_str)
+    except ValueError as exc:
+        raise ArchError(str(exc)) from None
 
 
 class SearchSpace(ABC):
@@ -96,7 +110,8 @@ class SearchSpace(ABC):
 
     Subclasses set `name`, `description`, `default_resolution`, `default_num_classes`,
     build `self.decisions` and `self.build_config` in `__init__`, and implement
-    `arch_def` and `candidate_blocks`.
+    `arch_def` and `candidate_blocks`. A space whose networks are not timm arch_defs (the cell
+    space nb201) overrides `build_model` and `arch_ops` instead, and refuses `arch_def`.
     """
 
     name: str = ""
@@ -174,6 +189,15 @@ class SearchSpace(ABC):
 
     def head_op(self, in_chs: int, in_h: int, in_w: int) -> OpInstance:
         return OpInstance(OpKind.HEAD, HeadSpec(self.build_config.num_features, self.num_classes).text, in_chs, in_h, in_w)
+
+    def build_model(self, choices: Mapping[str, str], drop_rate: float = 0.0) -> nn.Module:
+        """The network of validated choices, classifying `self.num_classes` classes."""
+        return build_model(self.arch_def(choices), self.build_config, self.num_classes, drop_rate=drop_rate)
+
+    def arch_ops(self, choices: Mapping[str, str]) -> list[OpInstance]:
+        """The LUT ops (stem, blocks, head) of the network of validated choices: what a
+        prediction sums."""
+        return self.ops(self.arch_def(choices))
 
     def ops(self, arch_def: list[list[str]]) -> list[OpInstance]:
         """The stem, every block and the head of an arch_def, each at its input shape."""

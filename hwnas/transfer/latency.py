@@ -142,7 +142,7 @@ def lut_backbone_ms(arch: Arch, lut: str, resolution: int) -> float:
     table = LatencyTable.load(lut)
     space = space_for_table(table, arch.space, resolution)
     predictor = LatencyPredictor(table, space)
-    head_op = space.ops(arch.arch_def(space))[-1]
+    head_op = arch.ops(space)[-1]
     return predictor.latency_ms(arch) - predictor.op_cost_ms(head_op)
 
 
