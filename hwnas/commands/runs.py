@@ -61,7 +61,8 @@ def show_trials(run_dir: Path, result: dict | None, failures: int) -> None:
     trials = read_history(run_dir / HISTORY)
     counts = {s: sum(t.state == s for t in trials) for s in ("complete", "failed", "infeasible")}
     budgets = {k: v for k, v in config["budgets"].items() if k not in ("mode", "penalty") and v is not None}
-    print(f"{run_dir}: {config['strategy']} search of {config['space']}@{config['resolution']} on {config['data']}, "
+    data = config["data"] or f"NAS-Bench-201 look-ups ({config['evaluator'].get('dataset')})"
+    print(f"{run_dir}: {config['strategy']} search of {config['space']}@{config['resolution']} on {data}, "
           f"seed {config['seed']}, {config['evaluator']['evaluator']} evaluator, objectives "
           f"{','.join(config['objectives'])}, budgets {budgets or 'none'} ({config['budgets']['mode']})")
     print(f"trials: {len(trials)} ({counts['complete']} complete, {counts['failed']} failed, "
@@ -71,6 +72,10 @@ def show_trials(run_dir: Path, result: dict | None, failures: int) -> None:
     if best is not None:
         print("best trial within the budgets (the most accurate of the front):")
         print(_trial_line(best))
+    bench = (result or {}).get("benchmark")
+    if bench:
+        print(f"result in NAS-Bench-201: #{bench['index']} {bench['arch_str']}, {bench['final']} "
+              f"{bench['final_value']:.2f}% ({bench['signal']} {bench['signal_value']:.2f}%)")
     if (run_dir / PARETO).is_file():
         front = read_json(run_dir / PARETO, "Pareto front")["front"]
         print(f"Pareto front ({len(front)}):")

@@ -363,13 +363,13 @@ def print_result(result, args, budget) -> None:
         print(f"best of {details['trials']} evaluated trials: trial {best['number']}, top-1 {best['metrics']['top1']:.2f}% "
               f"{where} ({details['evaluator']['evaluator']} evaluator); {states['failed']} failed, "
               f"{states['infeasible']} rejected over a budget (see trials.jsonl, `hwnas runs show {args.out}`)")
+        if len(details["objectives"]) > 1:
+            print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
+                  f"{Path(args.out) / 'pareto.png'}")
     bench = details.get("benchmark")
     if bench:
         print(f"NAS-Bench-201 #{bench['index']} {bench['arch_str']}: {bench['final']} {bench['final_value']:.2f}% "
               f"(the search saw {bench['signal']} {bench['signal_value']:.2f}%)")
-        if len(details["objectives"]) > 1:
-            print(f"Pareto front of {details['front_size']} architectures: {Path(args.out) / 'pareto.json'}, "
-                  f"{Path(args.out) / 'pareto.png'}")
     curve_path = Path(args.out) / "controller.json"  # mnas, enas
     curve = read_json(curve_path, "controller curve")["curve"] if curve_path.is_file() else []
     if curve:

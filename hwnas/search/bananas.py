@@ -7,7 +7,9 @@ one-hot per decision on a chain), makes `candidates` new architectures by mutati
 trials so far (one or two decisions changed; a few uniform samples keep it exploring), and
 proposes the `per_round` candidates that rank highest by independent Thompson sampling: one draw
 per candidate from a normal with the ensemble's mean and spread. No architecture is proposed
-twice. The state is a function of the seed and the tells (a resumed run replays them).
+twice (nor the same network under another name, see encodings.canonical); under budgets in reject
+mode, only candidates within them are made and ranked (the loop's `feasible`), so the acquisition
+is maximised over the feasible set and no round is spent on proposals the loop would reject. The state is a function of the seed and the tells (a resumed run replays them).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class MLPEnsemble:
     def __init__(self, members: int = 5, hidden: int = 32, layers: int = 3, epochs: int = 100, lr: float = 0.01):
         self.members, self.hidden, self.layers, self.epochs, self.lr = members, hidden, layers, epochs, lr
 
-    def fit_predict(self, x: np.ndarray, y: np.ndarray, queries: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Train on (x, y) and return the ensemble's mean and standard deviation at `queries`."""
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int):
+        """Train on (x, y); returns `predict(queries) -> (mean, std)` of the ensemble."""
         generator = torch.Generator().manual_seed(seed)
         mean, scale = float(y.mean()), float(y.std()) or 1.0
         xt = torch.from_numpy(x).float()
@@ -59,10 +61,15 @@ class MLPEnsemble:
             loss = ((self._forward(weights, xb).squeeze(-1) - yb) ** 2).mean()
             loss.backward()
             optimiser.step()
-        with torch.no_grad():
-            q = torch.from_numpy(queries).float().expand(self.members, -1, -1)
-            out = self._forward(weights, q).squeeze(-1).numpy() * scale + mean
-        return out.mean(axis=0), out.std(axis=0)
+        weights = [w.detach().view(shape) for w, shape in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
+
+        def predict(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.no_grad():
+                q = torch.from_numpy(queries).float().expand(self.members, -1, -1)
+                out = self._forward(weights, q).squeeze(-1).numpy() * scale + mean
+            return out.mean(axis=0), out.std(axis=0)
+
+        return predict
 
     @staticmethod
     def _forward(weights, x):
@@ -115,6 +122,7 @@ class BananasStrategy(TrialStrategy):
         self.queue: list[Arch] = []
         self.scored: list[tuple[Arch, float]] = []
         self.rounds = 0
+        self.model = None  # (trials it was fitted on, its predict function)
         self.open_decisions = [d for d in space.decisions if len(d.choices) > 1]
 
     def ask(self) -> Arch:
@@ -130,21 +138,24 @@ class BananasStrategy(TrialStrategy):
 
     # --- a round: fit, make candidates, rank them -------------------------------------------
     def _round(self) -> list[Arch]:
+        """The next proposals; the ensemble is refitted only when a trial was scored since the last
+        fit (proposals rejected over a budget are not evaluated: they bring nothing to learn)."""
         self.rounds += 1
         pool = self._candidates()
         if not pool:
             return []
-        x = self.encoder.encode_many([a for a, _ in self.scored])
-        y = np.array([s for _, s in self.scored], dtype=np.float64)
-        mean, std = self.ensemble.fit_predict(x, y, self.encoder.encode_many(pool),
-                                              seed=self.seed * 1_000_003 + self.rounds)
+        if self.model is None or self.model[0] != len(self.scored):
+            x = self.encoder.encode_many([a for a, _ in self.scored])
+            y = np.array([s for _, s in self.scored], dtype=np.float64)
+            self.model = (len(self.scored), self.ensemble.fit(x, y, seed=self.seed * 1_000_003 + self.rounds))
+        mean, std = self.model[1](self.encoder.encode_many(pool))
         draws = np.random.default_rng([self.seed, self.rounds]).normal(mean, std)  # independent Thompson sampling
         order = np.argsort(-draws, kind="stable")
         return [pool[i] for i in order[:self.per_round]]
 
     def _candidates(self) -> list[Arch]:
         """Mutations (1 or 2 decisions changed) of the best trials so far, and a share of uniform
-        samples; none proposed before, none twice."""
+        samples; none proposed before, none twice, none over a budget (when the loop says)."""
         best = [a for a, _ in sorted(self.scored, key=lambda t: -t[1])[:self.mutate_top]]
         pool: dict[str, Arch] = {}
         n_uniform = int(round(self.explore * self.candidates))
@@ -156,8 +167,9 @@ class BananasStrategy(TrialStrategy):
                 arch = self._mutate(parent, 1 if self.rng.random() < 0.5 else 2)
             else:
                 arch = self._uniform()
-            if self._key(arch) not in self.proposed:
-                pool.setdefault(self._key(arch), arch)
+            if self._key(arch) not in self.proposed and self._key(arch) not in pool \
+                    and (self.feasible is None or self.feasible(arch)):
+                pool[self._key(arch)] = arch
         return list(pool.values())
 
     def _key(self, arch: Arch) -> str:
@@ -165,7 +177,13 @@ class BananasStrategy(TrialStrategy):
         return canonical(arch, self.space).hash
 
     def _uniform(self) -> Arch:
-        return Arch.create(self.space, self.space.sample(self.rng))
+        """A uniform sample; within the budgets when the loop says which are (at most 1,000 draws)."""
+        arch = Arch.create(self.space, self.space.sample(self.rng))
+        for _ in range(1000 if self.feasible else 0):
+            if self.feasible(arch):
+                break
+            arch = Arch.create(self.space, self.space.sample(self.rng))
+        return arch
 
     def _fresh(self, make) -> Arch:
         """A new architecture from `make` (a repeat only once the space is nearly exhausted)."""

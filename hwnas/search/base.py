@@ -136,6 +136,9 @@ class TrialStrategy(Strategy, ABC):
     freshly started strategy of the same seed reproduces its state: that is how a run resumes.
     """
 
+    #: set by the trial loop in reject mode: arch -> within every budget by prediction (cheap, no
+    #: evaluation); a strategy may use it to rank or sample only candidates the loop will evaluate
+    feasible = None
     shared_options = frozenset({"trials", "time_limit", "evaluator", "objectives", "memory_budget", "params_budget",
                                 "budget_mode", "penalty", "batch", "ray", "ray_cpus_per_trial", "ray_gpus_per_trial",
                                 "ray_retries"})

@@ -1,14 +1,15 @@
 """The `local` strategy: local search, i.e. hill climbing over one-edit neighbours with restarts
 (White, Nolen, Savani, "Local search is state of the art for NAS benchmarks", 2020).
 
-A climb starts at the best of `init` uniform samples. It then evaluates the current architecture's
-neighbours (every architecture with one decision changed) in a random order, and moves to the
-first one that scores higher (first improvement); a neighbour already evaluated, or the same
-network as one (a cell whose changed edge is dead, see encodings.canonical), is not asked again:
-its recorded score is used. When no neighbour is better the current architecture is a
-local optimum: the search restarts (from the best of `init` new uniform samples). A climb that steps onto an
-architecture an earlier climb stood on would end where that one did, so it restarts at once. The state is a function of the
-seed and the tells (a resumed run replays them).
+A climb starts at the best of `init` uniform samples within the budgets (a sample over a budget
+is rejected unevaluated and replaced). It then evaluates the current architecture's neighbours
+(every architecture with one decision changed) in a random order and moves to the first one that
+scores higher (first improvement). A neighbour already evaluated, or the same network as one (a
+cell whose changed edge is dead, see encodings.canonical), is not asked again: its recorded score
+is used. When no neighbour is better, the current architecture is a local optimum and the search
+restarts from the best of `init` new uniform samples. A climb that steps onto an architecture an
+earlier climb stood on would end where that one did, so it restarts at once. The state is a
+function of the seed and the tells (a resumed run replays them).
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class LocalSearchStrategy(TrialStrategy):
     def tell(self, trial) -> None:
         score = float(trial.objective) if trial.state == "complete" and trial.objective is not None else float("-inf")
         self.scores[self._key(trial.arch)] = score
+        if trial.state == "infeasible" and any(a.hash == trial.arch.hash for a in self.starts):
+            # a start over a budget was not evaluated (no query spent): draw another in its place
+            self.starts = [a for a in self.starts if a.hash != trial.arch.hash]
+            self.to_start += 1
         if self.current is not None and score > self.current[1] and \
                 any(n.hash == trial.arch.hash for n in self._neighbourhood(self.current[0])):
             self._move(trial.arch, score)

@@ -118,6 +118,8 @@ class TrialLoop:
         self.recorded = {t.number: t for t in recorded}
         self.history_path = history_path
         self.strategy.start(p.space, p.seed, run_dir, p.objectives, self.loop.batch)
+        if self.budgets.mode == "reject" and self.budgets.names():
+            self.strategy.feasible = self.within_budgets  # a strategy may rank only what the loop will evaluate
         self.evaluator.prepare(p.progress)
         self.elapsed_before = max((t.elapsed_s for t in recorded), default=0.0)
         self.t0 = time.perf_counter()
@@ -160,6 +162,12 @@ class TrialLoop:
                 bar.set_postfix(best=f"{best.top1:.2f}%" if best else "-", trial=trial.number)
         bar.close()
         return trials, True
+
+    def within_budgets(self, arch) -> bool:
+        """Whether `arch` is within every budget by prediction (what reject mode evaluates)."""
+        pred = self.problem.predictor.predict(arch)
+        return all(v <= 0 for v in self.budgets.violations(pred.latency_ms, pred.peak_activation_bytes,
+                                                           pred.params).values())
 
     def _propose(self, number: int) -> Trial:
         """Ask the strategy; the trial is 'pending' (to evaluate), 'infeasible' (rejected), or the

@@ -64,8 +64,9 @@ class DeviceLatency:
             raise HwnasError(f"--device {device} gives HW-NAS-Bench's latency of NB201 cells, not of space "
                              f"{space.name!r}; search with --space nb201, or profile your space and give --lut")
         if space.resolution != 32 or space.num_classes not in (10, 100):
-            raise HwnasError(f"HW-NAS-Bench measured NB201's CIFAR network (32x32 input, 10 or 100 classes), not "
-                             f"{space.resolution}px and {space.num_classes} classes; drop --resolution")
+            raise HwnasError(f"HW-NAS-Bench measured NB201's CIFAR network (32x32 input, 10 or 100 classes), not one "
+                             f"at {space.resolution}px with {space.num_classes} classes; with --device use "
+                             "--benchmark-dataset cifar10 or cifar100 and the space's resolution")
         self.table, self.device, self.space = table, device, space
         self.values = table.columns[DEVICES[device]]
 
