@@ -240,6 +240,7 @@ def plot_regret(report: dict, path: Path) -> None:
         ax.plot(xs, [v for v in curve if v is not None], label=f"{name} ({entry['curve_runs']} runs)")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=0.01)  # a regret of 0 (every run at the optimum) stays on the plot
+    ax.set_ylim(bottom=0.0)
     ax.set_xlabel("queries (trials)")
     ax.set_ylabel("regret: 94.37 - mean test accuracy of the result (%)")
     ax.set_title("NAS-Bench-201 CIFAR-10, 12-epoch validation signal")
