@@ -30,9 +30,16 @@ def _trial_line(t) -> str:
 
 def cmd_show(args) -> int:
     run_dir = Path(args.run_dir)
+    if args.failures < 0:
+        raise HwnasError(f"--failures must be >= 0, got {args.failures}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise HwnasError(f"{run_dir} is a file, not a run directory; give the --out of a `hwnas search`")
     if not run_dir.is_dir():
         raise HwnasError(f"run directory {run_dir} does not exist; give the --out of a `hwnas search`")
     result = read_json(run_dir / "result.json", "search result") if (run_dir / "result.json").is_file() else None
+    if result is not None and not isinstance(result, dict):
+        raise HwnasError(f"{run_dir / 'result.json'} is not a search result (a JSON object); remove it and rerun the "
+                         "search with --resume")
     if (run_dir / RUN_FILE).is_file():
         show_trials(run_dir, result, args.failures)
     elif (run_dir / "log.jsonl").is_file() and (run_dir / "supernet.pt").is_file():

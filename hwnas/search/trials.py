@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..arch import Arch, arch_from_dict
+from ..errors import HwnasError
+from ..runs import RunError
 
 #: a trial's state: evaluated, raised while evaluated, or over a budget and not evaluated (reject mode)
 STATES = ("complete", "failed", "infeasible")
@@ -56,8 +60,13 @@ class Trial:
 
     @classmethod
     def from_dict(cls, doc: dict) -> "Trial":
+        """A trial read back; one recorded complete without a finite top-1 counts as failed."""
         fields = {k: v for k, v in doc.items() if k not in ("hash",)}
         fields["arch"] = arch_from_dict(doc["arch"], "trial history")
+        top1 = (fields.get("metrics") or {}).get("top1")
+        if fields.get("state") == "complete" and not (isinstance(top1, (int, float)) and not isinstance(top1, bool)
+                                                     and math.isfinite(top1)):
+            fields.update(state="failed", objective=None, note=f"recorded complete without a finite top-1 ({top1!r})")
         return cls(**fields)
 
 
@@ -77,21 +86,34 @@ def append_trial(path: Path, trial: Trial) -> None:
 
 
 def read_history(path: Path) -> list[Trial]:
-    """The trials of a history by number (parallel evaluations append them as they finish); a
-    torn last line (a kill during the write) is dropped."""
+    """The trials of a history by number (parallel evaluations append them as they finish). A torn
+    last line (a kill during the write) is dropped with a warning on stderr; any other line that
+    is not a trial is an error naming the file and the line."""
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not a UTF-8 trial history; restore it or start a new --out") from None
     trials = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            trials.append(Trial.from_dict(json.loads(line)))
-        except json.JSONDecodeError:
+            doc = json.loads(line)
+            if not isinstance(doc, dict):
+                raise TypeError(f"a JSON {type(doc).__name__}, not an object")
+            trials.append(Trial.from_dict(doc))
+        except json.JSONDecodeError as exc:
             if i == len(lines) - 1:
+                print(f"hwnas: warning: {path} line {i + 1} is torn (the run was killed while writing it); "
+                      "it is dropped and its trial runs again", file=sys.stderr)
                 break
-            raise
+            raise RunError(f"{path} line {i + 1} is not JSON ({exc.msg}); restore the file or start a new --out") \
+                from None
+        except (TypeError, KeyError, ValueError, HwnasError) as exc:
+            raise RunError(f"{path} line {i + 1} is not a trial record ({exc}); restore the file or start a new "
+                           "--out") from None
     return sorted(trials, key=lambda t: t.number)
 
 

@@ -1,0 +1,84 @@
+"""A search run survives a bad line: a torn last line of trials.jsonl is dropped with a warning and
+the run resumes to the uninterrupted result; a garbage line elsewhere, a trial that is no trial and
+a result.json of the wrong type are one line naming the file; a trial recorded complete without a
+finite top-1 counts as failed; `runs show` on a file says it is not a directory."""
+
+import json
+
+import pytest
+
+from hwnas.cli import main
+from hwnas.runs import RunError
+from hwnas.search import LoopConfig, read_history, run_search
+from hwnas.search.evaluators import SyntheticEvaluator
+from search_contract_setup import make_problem, make_strategy, tiny_setup
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_setup()
+
+
+def search(tiny, run_dir, resume=False, trials=8):
+    problem = make_problem("random", *tiny, run_dir, resume=resume)
+    return run_search(problem, make_strategy("random"), SyntheticEvaluator(), LoopConfig(trials=trials))
+
+
+def lines_of(path):
+    return path.read_text().splitlines()
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning_and_the_run_resumes(tiny, tmp_path, capsys):
+    full = search(tiny, tmp_path / "full")
+    search(tiny, tmp_path / "run", trials=4)
+    history = tmp_path / "run" / "trials.jsonl"
+    history.write_text(history.read_text() + lines_of(history)[-1][:40])  # a kill in the middle of a write
+    (tmp_path / "run" / "result.json").unlink()
+    resumed = search(tiny, tmp_path / "run", resume=True)
+    assert "is torn" in capsys.readouterr().err
+    assert resumed.arch == full.arch
+    assert [t.arch for t in read_history(history)] == [t.arch for t in read_history(tmp_path / "full" / "trials.jsonl")]
+
+
+@pytest.mark.parametrize("garbage, message", [
+    ("{not json", "line 2 is not JSON"),
+    ("[1, 2]", "line 2 is not a trial record"),
+    ('{"number": 1}', "line 2 is not a trial record"),
+])
+def test_a_bad_line_inside_the_history_is_one_line_naming_it(tiny, tmp_path, capsys, garbage, message):
+    search(tiny, tmp_path / "run", trials=4)
+    history = tmp_path / "run" / "trials.jsonl"
+    lines = lines_of(history)
+    history.write_text("\n".join([lines[0], garbage, *lines[1:]]) + "\n")
+    with pytest.raises(RunError, match=message):
+        read_history(history)
+    assert main(["runs", "show", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(history) in err and len(err.splitlines()) == 1
+
+
+def test_a_trial_recorded_complete_without_a_finite_top1_counts_as_failed(tiny, tmp_path):
+    search(tiny, tmp_path / "run", trials=4)
+    history = tmp_path / "run" / "trials.jsonl"
+    docs = [json.loads(line) for line in lines_of(history)]
+    complete = [d for d in docs if d["state"] == "complete"]
+    complete[0]["metrics"] = {"top1": float("nan")}
+    complete[1]["metrics"] = {}
+    history.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    trials = {t.number: t for t in read_history(history)}
+    for doc in complete[:2]:
+        trial = trials[doc["number"]]
+        assert trial.state == "failed" and trial.objective is None and "without a finite top-1" in trial.note
+
+
+def test_runs_show_refuses_a_file_and_a_result_of_the_wrong_type(tiny, tmp_path, capsys):
+    a_file = tmp_path / "trials.txt"
+    a_file.write_text("x")
+    assert main(["runs", "show", str(a_file)]) == 2
+    assert "is a file, not a run directory" in capsys.readouterr().err
+    search(tiny, tmp_path / "run", trials=2)
+    (tmp_path / "run" / "result.json").write_text("[1, 2, 3]")
+    assert main(["runs", "show", str(tmp_path / "run")]) == 2
+    assert "is not a search result" in capsys.readouterr().err
+    assert main(["runs", "show", str(tmp_path / "run"), "--failures", "-1"]) == 2
+    assert "--failures must be >= 0" in capsys.readouterr().err
