@@ -124,14 +124,29 @@ def restore_training(state: dict, modules: Mapping[str, object]) -> tuple[list[d
     return list(state["log"]), state["epoch"], state["wall_s"]
 
 
+#: run settings (keys of a run's config) by the flag that sets them, the first checked first: a
+#: resume that changes the strategy is told so, not that the strategy's own settings differ
+CONFIG_FLAGS = {"strategy": "--strategy", "space": "--space", "evaluator": "--evaluator", "data": "--data",
+                "lut": "--lut/--device (the latency table)", "task_head": "--task-head/--task-classes",
+                "seed": "--seed", "resolution": "--resolution", "batch": "--batch", "objectives": "--objectives",
+                "budgets": "the budgets", "budget_ms": "--latency-budget"}
+
+
 def check_same_config(saved: Mapping, current: Mapping, run_dir: Path, ignore: Iterable[str] = ()) -> None:
-    """A resumed run must use the settings it was started with (except `ignore`, e.g. epochs)."""
+    """A resumed run must use the settings it was started with (except `ignore`, e.g. epochs); the
+    first difference, by flag where one sets it, is one line with both values."""
     skip = set(ignore)
-    for key in sorted(set(saved) | set(current)):
-        if key in skip:
+    keys = sorted(set(saved) | set(current), key=lambda k: (list(CONFIG_FLAGS).index(k) if k in CONFIG_FLAGS
+                                                            else len(CONFIG_FLAGS), k))
+    for key in keys:
+        if key in skip or saved.get(key) == current.get(key):
             continue
-        if saved.get(key) != current.get(key):
-            raise RunError(
-                f"{run_dir} was started with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
-                f"resume with the same settings or choose a new --out"
-            )
+        what = CONFIG_FLAGS.get(key, key)
+        raise RunError(f"{run_dir}: {what} was {_shown(saved.get(key))}, now {_shown(current.get(key))}; resume with "
+                       "the same settings or choose a new --out")
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict) and set(value) >= {"evaluator"}:
+        return str(value["evaluator"])
+    return "none" if value is None else str(value)

@@ -82,3 +82,22 @@ def test_runs_show_refuses_a_file_and_a_result_of_the_wrong_type(tiny, tmp_path,
     assert "is not a search result" in capsys.readouterr().err
     assert main(["runs", "show", str(tmp_path / "run"), "--failures", "-1"]) == 2
     assert "--failures must be >= 0" in capsys.readouterr().err
+
+
+def test_a_resume_that_changes_the_strategy_or_the_task_model_is_refused_naming_the_flag(tiny, tmp_path):
+    import dataclasses
+
+    search(tiny, tmp_path / "run", trials=3)
+    problem = make_problem("random", *tiny, tmp_path / "run", resume=True)
+    with pytest.raises(RunError, match="--strategy was random, now evolution"):
+        run_search(problem, make_strategy("evolution"), SyntheticEvaluator(), LoopConfig(trials=3))
+    with_head = dataclasses.replace(problem, task_head="fasterrcnn, 2 classes")
+    with pytest.raises(RunError, match="--task-head/--task-classes was none, now fasterrcnn, 2 classes"):
+        run_search(with_head, make_strategy("random"), SyntheticEvaluator(), LoopConfig(trials=3))
+
+
+def test_task_classes_without_a_task_head_is_refused(tmp_path, capsys):
+    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", "x.json", "--data", "digits",
+                 "--task-classes", "3", "--out", str(tmp_path / "run")]) == 2
+    assert "--task-classes is used with --task-head only" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

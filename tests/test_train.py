@@ -67,4 +67,4 @@ def test_resume_with_other_settings_is_refused(tmp_path, arch_file, capsys):
             "--max-batches", "2"]
     assert main(base) == 0
     assert main([*base, "--resume", "--lr", "0.5"]) == 2
-    assert "was started with lr=0.025" in capsys.readouterr().err
+    assert "lr was 0.025, now" in capsys.readouterr().err

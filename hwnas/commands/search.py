@@ -65,8 +65,8 @@ def register(subparsers) -> None:
                    help="budget the whole task model: every prediction has the classifier head replaced by this "
                         "detection or segmentation head's measured cost (ONNX Runtime CPU, on the space's reference "
                         "architecture; see `hwnas transfer`)")
-    p.add_argument("--task-classes", type=int, default=2,
-                   help="classes of the task head, background included for detection (default 2)")
+    p.add_argument("--task-classes", type=int, default=None,
+                   help="with --task-head: classes of the task head, background included for detection (default 2)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not measure the result end to end on this machine against the budget (by default, "
                         "when the table's backend runs here, it is measured and repaired if over the budget)")
@@ -172,6 +172,9 @@ def cmd_search(args) -> int:
 
 
 def _search(args) -> None:
+    if args.task_classes is not None and not args.task_head:
+        raise HwnasError("--task-classes is used with --task-head only; add --task-head HEAD or drop it")
+    args.task_classes = 2 if args.task_classes is None else args.task_classes
     if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
         raise HwnasError("--penalty is used by --budget-mode penalise only; add it or drop --penalty")
     strategy_cls = get_strategy(args.strategy)
@@ -194,7 +197,8 @@ def _search(args) -> None:
     problem = SearchProblem(space, predictor, budget, data, Path(args.out), args.seed, args.resume, progress,
                             lut_source=str(args.lut) if args.lut else predictor.source, memory_budget=memory,
                             params_budget=params, budget_mode=getattr(args, "budget_mode", "reject"),
-                            penalty=getattr(args, "penalty", 1.0), objectives=objectives)
+                            penalty=getattr(args, "penalty", 1.0), objectives=objectives,
+                            task_head=f"{args.task_head}, {args.task_classes} classes" if args.task_head else None)
     if strategy_cls.uses_evaluator and not tabular:
         evaluator = make_evaluator(
             getattr(args, "evaluator", "scratch"), problem, epochs=args.epochs, batch_size=args.batch_size,

@@ -40,6 +40,7 @@ class SearchProblem:
     budget_mode: str = "reject"
     penalty: float = 1.0
     objectives: tuple[str, ...] = ("acc",)
+    task_head: str | None = None  # the task model budgeted (`--task-head`), e.g. "fasterrcnn, 2 classes"
 
     @property
     def budgets(self) -> Budgets:

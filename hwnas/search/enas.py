@@ -104,7 +104,7 @@ class ENASStrategy(ControllerSearch, SupernetStrategy):
         run_config = {"strategy": self.name, "space": space.name, "resolution": space.resolution,
                       "lut": lut_fingerprint(problem.predictor), "budget_ms": problem.budget_ms,
                       "data": problem.data.name, "num_classes": problem.data.num_classes, "seed": problem.seed,
-                      **self.settings()}
+                      "task_head": problem.task_head, **self.settings()}
         run_dir, state = open_run(problem.run_dir, problem.resume, CHECKPOINT, run_config,
                                   lambda path: load_checkpoint(path, CHECKPOINT_FORMAT), ignore=("epochs",))
         torch.manual_seed(problem.seed)

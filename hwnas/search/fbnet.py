@@ -187,7 +187,7 @@ class FBNetStrategy(SupernetStrategy):
                       "lut": lut_fingerprint(problem.predictor), "budget_ms": problem.budget_ms,
                       "data": problem.data.name, "num_classes": problem.data.num_classes,
                       "train_resolution": problem.data.resolution, "seed": problem.seed,
-                      "loss_kind": cfg.loss_kind(problem.budget_ms), **asdict(cfg)}
+                      "loss_kind": cfg.loss_kind(problem.budget_ms), "task_head": problem.task_head, **asdict(cfg)}
         training = SupernetTraining(problem, cfg, run_config)
         training.train(stop_after)
         ddp.leave_unless_main()  # under torchrun: the result is derived (and written) by process 0 alone

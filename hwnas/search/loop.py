@@ -96,7 +96,7 @@ class TrialLoop:
         p = self.problem
         return {"strategy": self.strategy.name, "settings": self.strategy.settings(), "space": p.space.name,
                 "resolution": p.space.resolution, "lut": lut_fingerprint(p.predictor),
-                **_data_config(p.data), "seed": p.seed,
+                **_data_config(p.data), "seed": p.seed, "task_head": p.task_head,
                 "budgets": self.budgets.to_dict(), "objectives": list(p.objectives),
                 "evaluator": self.evaluator.describe(), **asdict(self.loop)}
 
