@@ -15,6 +15,7 @@ from ..presets import PRESETS, get_preset
 from ..spaces import get_space
 from ..spaces.nb201 import EDGES, NB201Space, nb201_string, parse_nb201_string
 from ..summary import summarize
+from .common import SEED
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
 
     sample = sub.add_parser("sample", help="sample a random architecture of a space")
     sample.add_argument("--space", required=True)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=SEED, default=0)
     sample.add_argument("--out", default=None, help="write the JSON here (default: print it)")
     sample.add_argument("--force", action="store_true", help="replace --out if it exists")
     sample.set_defaults(func=cmd_sample)

@@ -7,6 +7,27 @@ import argparse
 from ..data import BUILTIN
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= `minimum` (refused at parse time, before any work)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+#: seeds are non-negative (numpy and torch refuse negative seeds deep in the work)
+SEED = at_least(0)
+#: counts that mean "at least one" (a cap of 0 is not "no cap")
+COUNT = at_least(1)
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
     """`data_required=False`: the command checks itself when --data is needed (search: not with a
     tabular evaluator)."""
@@ -23,10 +44,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = Tr
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10,
                         help="training epochs (fbnet: of the supernet; random: of each sampled architecture)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (must be new or empty)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--max-batches", type=int, default=None, metavar="N",
+    parser.add_argument("--max-batches", type=COUNT, default=None, metavar="N",
                         help="cap on training batches per epoch: each epoch then sees a different random subset "
                              "(fits a search into a CPU-time budget; also for smoke tests)")

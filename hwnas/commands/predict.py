@@ -21,6 +21,7 @@ from ..latency_tables.validation import END_TO_END, calibrate_table, calibration
 from ..locks import hold
 from ..profilers.interleaved import RoundRecord
 from ..runs import check_writable
+from .common import SEED
 
 
 def register(subparsers) -> None:
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     c.add_argument("--samples", type=int, default=40,
                    help="architectures to measure (default 40: half uniform, half lopsided: all-e1, all-e6, many "
                         "skips, heavy front or back, ...)")
-    c.add_argument("--seed", type=int, default=1000)
+    c.add_argument("--seed", type=SEED, default=1000)
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted calibration from its checkpoint (TABLE.calibrate-progress.json)")
     c.set_defaults(func=cmd_calibrate)
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
     v.add_argument("--lopsided", type=int, default=20,
                    help="lopsided samples of the kinds searches return (all-e1, all-e6, many skips, ...; default 20)")
     v.add_argument("--archs", nargs="*", default=[], help="more architectures: JSON files or preset:NAME")
-    v.add_argument("--seed", type=int, default=2000)
+    v.add_argument("--seed", type=SEED, default=2000)
     v.add_argument("--out", required=True, help="directory for report.json and scatter.png")
     v.add_argument("--force", action="store_true", help="overwrite the report of an earlier validation in --out")
     v.add_argument("--no-store", action="store_true",
@@ -158,7 +159,9 @@ def _open_calibration_progress(args, space, predictor: LatencyPredictor):
 
 def cmd_calibrate(args) -> int:
     _positive(args.samples, "--samples")
-    _positive(args.rounds, "--rounds")
+    if args.rounds < 2:
+        raise HwnasError(f"--rounds must be >= 2 (the noise a calibration states is the spread between rounds; one "
+                         f"round cannot measure it), got {args.rounds}")
     with hold(args.lut, "latency table"):  # a second calibrate or profile of this table is refused
         return _calibrate(args)
 

@@ -14,6 +14,7 @@ from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
 from ..scaleout.ray_runtime import LOCAL
 from ..spaces import get_space
+from .common import SEED
 
 # CLI flag -> profiler keyword; a flag given to a backend that does not take it is an error
 _BACKEND_FLAGS = {
@@ -73,7 +74,7 @@ def register(subparsers) -> None:
                              "around it (default 0.10)")
     timing.add_argument("--chunk-size", type=int, default=None,
                         help="ops prepared (sessions open) at a time (default 64; fewer use less memory)")
-    timing.add_argument("--seed", type=int, default=0, help="seed of the round orders")
+    timing.add_argument("--seed", type=SEED, default=0, help="seed of the round orders")
     scale = p.add_argument_group("scale-out on Ray (optional: pip install -r requirements-ray.txt)")
     scale.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
                        help="profile on Ray actors, one per device, one table per device kind: a bare --ray starts "

@@ -8,6 +8,7 @@ from ..arch import resolve_arch
 from ..errors import HwnasError
 from ..locks import hold
 from ..runs import check_writable, refuse_nonempty
+from .common import COUNT, SEED
 from ..transfer.data import FORMATS
 from ..transfer.heads import HEADS, TASKS
 from ..transfer.latency import check_clock, lut_backbone_ms
@@ -38,13 +39,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of the images held out for validation")
-    p.add_argument("--max-images", type=int, default=None, metavar="N", help="use N images of the folder (smoke runs)")
+    p.add_argument("--max-images", type=COUNT, default=None, metavar="N", help="use N images of the folder (smoke runs)")
     p.add_argument("--latency", action="store_true",
                    help="time the task model and its backbone on ONNX Runtime CPU (the head = the difference)")
     p.add_argument("--lut", default=None, help="latency table: predict the backbone's latency beside the measurement")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --latency (default 1)")
+    p.add_argument("--threads", type=COUNT, default=1, help="ONNX Runtime threads for --latency (default 1)")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="wall time (default, as the LUT records it) or the calling thread's CPU time (1 thread "
                         "only; stays near the quiet figure on a busy machine)")
