@@ -133,6 +133,18 @@ def test_masks_that_do_not_match_their_images_are_one_line_errors(arch_file, sha
     _one_line_error(_args(arch_file, data, tmp_path / "o2"), capsys, "has no mask")
 
 
+def test_an_image_or_mask_that_cannot_be_decoded_is_a_one_line_error(arch_file, shared_data, tmp_path, capsys):
+    data = _pennfudan_copy(shared_data, tmp_path)
+    image = sorted((data / "PNGImages").glob("*.png"))[0]
+    image.write_bytes(b"not a png")
+    _one_line_error(_args(arch_file, data, tmp_path / "o1"), capsys, "cannot read image", image.name)
+    data = _pennfudan_copy(shared_data, tmp_path / "again")
+    mask = sorted((data / "PedMasks").glob("*.png"))[0]
+    mask.write_bytes(b"not a png either")
+    _one_line_error(_args(arch_file, data, tmp_path / "o2"), capsys, "cannot read mask", mask.name)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
 def test_coco_image_listed_but_missing_is_a_one_line_error(arch_file, tmp_path, capsys):
     folder = tmp_path / "coco"
     (folder / "annotations").mkdir(parents=True)

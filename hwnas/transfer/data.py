@@ -218,16 +218,27 @@ def _pennfudan_records(directory: Path, task: str) -> tuple[list[_Record], tuple
         mask_path = masks_dir / f"{path.stem}_mask.png"
         if not mask_path.is_file():
             raise DataError(f"image {path.name} has no mask {mask_path.name} in {masks_dir}; add it or remove the image")
-        with Image.open(path) as img:
-            width, height = img.size
+        width, height = _image_size(path)
         records.append(_Record(path, width, height, _pennfudan_target(mask_path, width, height)))
     return records, ("person",)
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file; one line naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise DataError(f"cannot read image {path} ({type(exc).__name__}); remove or replace it") from None
+
+
 def _pennfudan_target(mask_path: Path, width: int, height: int):
     def target(resolution: int) -> dict:
-        with Image.open(mask_path) as img:
-            ids = np.asarray(img)
+        try:
+            with Image.open(mask_path) as img:
+                ids = np.asarray(img)
+        except OSError as exc:
+            raise DataError(f"cannot read mask {mask_path} ({type(exc).__name__}); remove or replace it") from None
         if ids.shape != (height, width):
             raise DataError(f"mask {mask_path.name} is {ids.shape[1]}x{ids.shape[0]}, its image {width}x{height}; "
                             "masks must match their images")
