@@ -101,3 +101,31 @@ def test_task_classes_without_a_task_head_is_refused(tmp_path, capsys):
                  "--task-classes", "3", "--out", str(tmp_path / "run")]) == 2
     assert "--task-classes is used with --task-head only" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_smallest_network_is_exact_on_a_layerwise_space(tiny):
+    import itertools
+
+    from hwnas.arch import Arch
+
+    space, predictor, _ = tiny
+    predictions = [predictor.predict(Arch.create(space, dict(zip(space.decision_names, combo))))
+                   for combo in itertools.product(*[d.choices for d in space.decisions])]
+    assert predictor.smallest_memory() == (min(p.params for p in predictions),
+                                           min(p.peak_activation_bytes for p in predictions))
+
+
+@pytest.mark.parametrize("flag", ["--params-budget", "--memory-budget"])
+def test_a_budget_below_the_smallest_network_is_refused_at_once(tiny, tmp_path, capsys, flag):
+    from search_contract_setup import memory_table
+
+    lut = tmp_path / "lut.json"
+    memory_table(tiny[0]).save(lut)
+    fewest, lowest = tiny[1].smallest_memory()
+    value = fewest - 1 if flag == "--params-budget" else lowest - 1
+    out = tmp_path / "run"
+    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+                 flag, str(value), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is infeasible" in err and f"at least {fewest if flag == '--params-budget' else lowest:,}" in err
+    assert not out.exists()

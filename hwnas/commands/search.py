@@ -18,7 +18,8 @@ from ..search import EVALUATORS, STRATEGIES, LoopConfig, SearchProblem, get_stra
 from ..search.evaluators import make_evaluator
 from ..search.loop import run_search
 from ..search.verify import Verification, verify_result
-from ..search.objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
+from ..search.objectives import (BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget,
+                                 refuse_infeasible_budgets)
 from ..spaces import get_space
 from ..tabular.nb201 import CSV as NB201_CSV, DEVICES, ENV as NB201_ENV, SIGNALS
 from .common import add_data_arguments
@@ -190,6 +191,7 @@ def _search(args) -> None:
     if args.task_head:
         _use_task_head(predictor, args)
     budget = resolve_budget(spec, predictor) if spec is not None else None
+    refuse_infeasible_budgets(predictor, memory, params)
     strategy = strategy_cls.from_args(args)
     ddp.on_main(lambda: refuse_nonempty(args.out, args.resume))  # only process 0 looks at (and writes) --out
     data = None if tabular else load_data(args.data, args.train_resolution, args.seed, args.data_root)

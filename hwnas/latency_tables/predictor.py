@@ -146,6 +146,20 @@ class LatencyPredictor:
         bytes_per_param = 2 if self.table.dtype in ("float16", "bfloat16") else 4
         return params_bytes // bytes_per_param, peak
 
+    def smallest_memory(self) -> tuple[int, int] | None:
+        """The fewest parameters and the lowest peak activation bytes of any architecture (each
+        minimised on its own), exact for a layer-wise space; None for other spaces (a sampled
+        minimum could refuse a budget that some architecture meets)."""
+        if not isinstance(self.space, LayerwiseSpace):
+            return None
+        (final_shape,) = self.space.final_shapes()
+        params, peak = self._memory([self.space.stem_op(), self.space.head_op(*final_shape)])
+        for layer in self.space.layers:
+            options = [(0, 0) if (op := layer.op(c)) is None else self._memory([op]) for c in layer.candidates]
+            params += min(p for p, _ in options)
+            peak = max(peak, min(b for _, b in options))
+        return params, peak
+
     # --- differentiable form for supernet search ------------------------------------------
     def _layer_tables(self, cost) -> tuple[float, list[torch.Tensor]]:
         if not isinstance(self.space, LayerwiseSpace):

@@ -89,6 +89,26 @@ class Budgets:
                 "mode": self.mode, "penalty": self.penalty}
 
 
+def refuse_infeasible_budgets(predictor, memory_bytes: int | None, params: int | None) -> None:
+    """A memory or parameter budget below the space's smallest network is refused before the
+    search starts (not after thousands of rejected proposals), where the predictor knows that
+    minimum exactly."""
+    if memory_bytes is None and params is None:
+        return
+    smallest = predictor.smallest_memory() if hasattr(predictor, "smallest_memory") else None
+    if smallest is None:
+        return
+    fewest, lowest = smallest
+    space = predictor.space.name
+    if params is not None and params < fewest:
+        raise BudgetError(f"parameter budget {params:,} is infeasible: the smallest network of space {space!r} has "
+                          f"{fewest:,} parameters; give --params-budget of at least {fewest:,}")
+    if memory_bytes is not None and memory_bytes < lowest:
+        raise BudgetError(f"memory budget {memory_bytes:,} bytes is infeasible: every network of space {space!r} "
+                          f"peaks at {lowest:,} bytes of activations or more; give --memory-budget of at least "
+                          f"{lowest:,}")
+
+
 def objective_values(trial, objectives: Sequence[str]) -> tuple[float, ...]:
     """The trial's objectives, all turned into 'higher is better' (minimised ones negated); top-1
     itself for acc, not the penalised objective."""

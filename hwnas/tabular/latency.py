@@ -87,6 +87,11 @@ class DeviceLatency:
                           params=nb201_params(choices, self.space.num_classes),
                           peak_activation_bytes=nb201_peak_activation_bytes(choices, self.space.resolution))
 
+    def smallest_memory(self) -> tuple[int, int]:
+        """The fewest parameters and the lowest peak activation bytes of any cell (all `none`)."""
+        empty = {name: "none" for name, _, _ in EDGES}
+        return nb201_params(empty, self.space.num_classes), nb201_peak_activation_bytes(empty, self.space.resolution)
+
     def latency_range(self) -> tuple[float, float]:
         """The fastest and the slowest architecture's latency: exact, over every cell."""
         return float(self.values.min()), float(self.values.max())
