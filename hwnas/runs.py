@@ -73,13 +73,15 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, expected_format: str) -> dict:
+def load_checkpoint(path: str | os.PathLike, expected_format: str,
+                    fix: str = "start a new run with another --out") -> dict:
+    """A checkpoint of `expected_format`; one line naming the file and `fix` when it is not one."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise RunError(f"checkpoint {path} is unreadable ({type(exc).__name__}); start a new run with another --out") from None
+        raise RunError(f"checkpoint {path} is unreadable ({type(exc).__name__}); {fix}") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
-        raise RunError(f"{path} is not a {expected_format} checkpoint; start a new run with another --out")
+        raise RunError(f"{path} is not a {expected_format} checkpoint; {fix}")
     return payload
 
 

@@ -129,3 +129,18 @@ def test_a_budget_below_the_smallest_network_is_refused_at_once(tiny, tmp_path, 
     err = capsys.readouterr().err
     assert "is infeasible" in err and f"at least {fewest if flag == '--params-budget' else lowest:,}" in err
     assert not out.exists()
+
+
+def test_an_unreadable_supernet_file_is_refused_before_any_run_folder(tiny, tmp_path, capsys):
+    from search_contract_setup import memory_table
+
+    lut = tmp_path / "lut.json"
+    memory_table(tiny[0]).save(lut)
+    supernet = tmp_path / "spos.pt"
+    supernet.write_bytes(b"not a checkpoint")
+    out = tmp_path / "run"
+    assert main(["search", "--strategy", "random", "--space", "tiny", "--lut", str(lut), "--data", "digits",
+                 "--evaluator", "shared", "--supernet", str(supernet), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(supernet) in err and "remove it (it is trained again) or give another --supernet FILE" in err
+    assert not out.exists()

@@ -211,6 +211,8 @@ def _search(args) -> None:
         budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
         what = data.describe() if data is not None else f"looked up in NAS-Bench-201 ({evaluator.signal.dataset})"
         print(f"search {args.strategy} on {space.name}@{space.resolution} ({budget_text}), {what}")
+    if hasattr(evaluator, "check_supernet") and ddp.is_main():
+        evaluator.check_supernet()  # a bad --supernet file is refused before the run folder is made
     with contextlib.ExitStack() as claimed:
         def claim():
             claimed.enter_context(hold(args.out, "run directory"))  # a second search into this --out is refused

@@ -138,12 +138,19 @@ class SharedEvaluator(Evaluator):
         self.train_wall_s = wall
         return net
 
+    def check_supernet(self) -> None:
+        """Refuse an unreadable or otherwise-trained --supernet file now, before a run folder is
+        made (the search would stop on it only after setting the run up)."""
+        if self.checkpoint.is_file():
+            self._load_checkpoint()
+
     def _load_checkpoint(self) -> dict | None:
         """The supernet checkpoint to resume (None when absent), refused if trained otherwise."""
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if not self.checkpoint.is_file():
             return None
-        state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT)
+        state = load_checkpoint(self.checkpoint, CHECKPOINT_FORMAT,
+                                fix="remove it (it is trained again) or give another --supernet FILE")
         saved, wanted = state["config"], self.identity
         differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         if differ:
