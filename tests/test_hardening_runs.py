@@ -144,3 +144,20 @@ def test_an_unreadable_supernet_file_is_refused_before_any_run_folder(tiny, tmp_
     err = capsys.readouterr().err
     assert str(supernet) in err and "remove it (it is trained again) or give another --supernet FILE" in err
     assert not out.exists()
+
+
+def test_a_ray_address_nothing_answers_on_is_one_line_at_once():
+    import socket
+    import time
+
+    from hwnas.errors import HwnasError
+    from hwnas.scaleout.ray_runtime import probe_head
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(HwnasError, match=f"no Ray cluster answers at 127.0.0.1:{port} .*ray start --head"):
+        probe_head(f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 10
+    probe_head("auto")  # left to Ray

@@ -44,6 +44,8 @@ def connected(address: str | None = LOCAL, **init_kwargs) -> Iterator[object]:
         yield ray
         return
     target = None if address in (None, LOCAL) else address
+    if target is not None:
+        probe_head(target)
     if target is None and not os.environ.get("RAY_ADDRESS"):
         init_kwargs.setdefault("include_dashboard", False)
     from ray.exceptions import AuthenticationError
@@ -57,6 +59,22 @@ def connected(address: str | None = LOCAL, **init_kwargs) -> Iterator[object]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def probe_head(address: str, timeout_s: float = 5.0) -> None:
+    """A `HOST:PORT` head that nothing answers on is one line at once (ray.init would retry for
+    minutes); `auto`, `ray://` and other forms are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise HwnasError(f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}); start one there "
+                         "with `ray start --head --port PORT` (README 'Scale-out'), or drop the address to run a "
+                         "local Ray instance") from None
 
 
 def fits(resources: dict, cpus: float, gpus: float = 0.0, resource: str | None = None) -> int:
