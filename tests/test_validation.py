@@ -224,6 +224,10 @@ def test_validate_and_calibrate_bad_inputs(tmp_path, capsys):
     assert main(["validate", "--lut", str(lut), "--archs", "preset:fbnet_c", "--out", str(tmp_path / "v")]) == 2
     assert "not 'tiny'" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+    a_file = tmp_path / "v.txt"
+    a_file.write_text("not a folder")
+    assert main(["validate", "--lut", str(lut), "--samples", "2", "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err and a_file.read_text() == "not a folder"
     # a table from another device or with unreproducible options is refused before measuring
     assert main(["calibrate", "--lut", str(lut), "--samples", "2"]) == 2
     assert "cannot reproduce the table's backend options" in capsys.readouterr().err

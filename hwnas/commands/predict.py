@@ -208,6 +208,9 @@ def cmd_validate(args) -> int:
     labels = list(args.archs) + [f"{s.family}:{s.arch.hash}" for s in drawn]
     groups = ["given"] * len(given) + group_of(drawn)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HwnasError(f"--out {out} is a file; validate writes report.json and scatter.png into a folder: give a "
+                         "folder path")
     check_writable(out)
     if (out / "report.json").exists() and not args.force:
         raise HwnasError(f"{out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
