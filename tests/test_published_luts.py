@@ -296,3 +296,40 @@ def test_mobilenetv3_w12_builds_ofas_widths_and_pooled_head():
     assert count == sum(p.numel() for n, p in model.named_parameters() if n.startswith(("conv_head", "classifier")))
     with pytest.raises(Exception, match="multiple of 4"):
         get_space("mobilenetv3_w12", resolution=174)
+
+
+ROW = "expanded_conv-input:7x7x160-output:7x7x160-expand:960-kernel:3-stride:1-idskip:1-se:1-hs:1"
+
+
+@pytest.mark.parametrize("body, message", [
+    (f"{ROW}:\n  count: 10\n  mean: .nan\n  std: 0.1\n", "mean nan; it must be a finite number > 0"),
+    (f"{ROW}:\n  count: 10\n  mean: .inf\n  std: 0.1\n", "mean inf"),
+    (f"{ROW}:\n  count: 10\n  mean: -1.0\n  std: 0.1\n", "mean -1.0"),
+    (f"{ROW}:\n  count: 10\n  mean: true\n  std: 0.1\n", "mean True, which is not a number"),
+    (f"{ROW}:\n  count: 10\n  mean: '1.0'\n  std: 0.1\n", "mean '1.0', which is not a number"),
+    (f"{ROW}:\n  count: 10\n  mean: 1.0\n  var: -0.5\n", "var -0.5; it must be a finite number >= 0"),
+    (f"{ROW}:\n  count: 0\n  mean: 1.0\n  std: 0.1\n", "count 0; it must be a whole number >= 1"),
+    (f"{ROW}:\n  count: 10\n  mean: 0.994\n  std: 0.1\n{ROW}:\n  count: 10\n  mean: 99.0\n  std: 0.1\n",
+     "is given twice"),
+])
+def test_lut_import_checks_every_value(tmp_path, capsys, body, message):
+    path = tmp_path / "note10" / "224_lookup_table.yaml"
+    path.parent.mkdir()
+    path.write_text(body)
+    out = tmp_path / "t.json"
+    assert main(["lut", "import", str(path), "--format", "ofa", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_lut_import_refuses_a_file_that_is_not_utf8_and_an_empty_device(tmp_path, capsys):
+    path = tmp_path / "note10" / "224_lookup_table.yaml"
+    path.parent.mkdir()
+    path.write_bytes(b"\xff\xfe\x00bad")
+    assert main(["lut", "import", str(path), "--format", "ofa", "--out", str(tmp_path / "t.json")]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    path.write_text(f"{ROW}:\n  count: 10\n  mean: 1.0\n  std: 0.1\n")
+    assert main(["lut", "import", str(path), "--format", "ofa", "--device", " ", "--out", str(tmp_path / "t.json")]) == 2
+    assert "--device is empty" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()

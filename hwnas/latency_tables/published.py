@@ -83,13 +83,47 @@ class FileImport:
     unmapped: tuple[tuple[str, str], ...]
 
 
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"row {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def _number(path: Path, key: str, field: str, value, minimum: float, strict: bool) -> float:
+    """A finite number above (`strict`) or at least `minimum`; booleans and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LutError(f"{path}: row {key!r} has {field} {value!r}, which is not a number; fix the row")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise LutError(f"{path}: row {key!r} has {field} {value!r}; it must be a finite number {bound}: fix the row")
+    return value
+
+
 def read_rows(path: str | Path) -> dict[str, Row]:
-    """The rows of a published YAML table; anything else is a LutError naming the file."""
+    """The rows of a published YAML table, every value checked (a finite positive mean, a finite
+    std or variance >= 0, a whole count >= 1, no row twice); anything else is a LutError naming
+    the file and the row."""
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
+    except UnicodeDecodeError:
+        raise LutError(f"{path} is not UTF-8 text; a published latency table is a YAML file") from None
     except (OSError, yaml.YAMLError) as exc:
         raise LutError(f"cannot read {path} as a YAML latency table: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict) or not data:
@@ -98,11 +132,15 @@ def read_rows(path: str | Path) -> dict[str, Row]:
     for key, value in data.items():
         if not isinstance(value, dict) or "mean" not in value or not ("std" in value or "var" in value):
             raise LutError(f"{path}: row {key!r} lacks a mean and a std or var; is this an OFA/ProxylessNAS table?")
-        try:
-            std = float(value["std"]) if "std" in value else math.sqrt(float(value["var"]))
-            rows[str(key)] = Row(float(value["mean"]), std, int(value.get("count", 0)))
-        except (TypeError, ValueError) as exc:
-            raise LutError(f"{path}: row {key!r} has a value that is not a number ({exc})") from None
+        mean = _number(path, key, "mean", value["mean"], 0.0, strict=True)
+        if "std" in value:
+            std = _number(path, key, "std", value["std"], 0.0, strict=False)
+        else:
+            std = math.sqrt(_number(path, key, "var", value["var"], 0.0, strict=False))
+        count = value.get("count", 1)  # a published mean whose count is not given stands for one measurement
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise LutError(f"{path}: row {key!r} has count {count!r}; it must be a whole number >= 1: fix the row")
+        rows[str(key)] = Row(mean, std, count)
     return rows
 
 
@@ -203,6 +241,9 @@ def _why_unmapped(key: str, space: SearchSpace) -> str:
 def import_published(paths: list[str | Path], fmt: str, device: str | None = None) -> list[tuple[LatencyTable, FileImport]]:
     """Published YAML tables of one source and device -> one hwnas table per file (per resolution):
     the sources time an op once per network resolution, and our keys do not carry it."""
+    if device is not None and not device.strip():
+        raise LutError("--device is empty; name the device the table was measured on, e.g. --device 'Samsung Galaxy "
+                       "Note10', or drop --device where the file's folder names it")
     if fmt not in FORMATS:
         raise LutError(f"unknown published format {fmt!r}; choose one of: {', '.join(sorted(FORMATS))}")
     if not paths:
