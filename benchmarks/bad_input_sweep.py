@@ -219,7 +219,7 @@ def cases():
     # overwrites
     yield "export onto an existing onnx", ["export", "{dir}/arch.json", "--onnx", "{dir}/m.onnx"], write_text("m.onnx", "x")
     yield "export onto an existing report", ["export", "{dir}/arch.json", "--onnx", "{dir}/m.onnx"], \
-        write_text("export_report.json", "{}")
+        write_text("m.export_report.json", "{}")
     yield "lut merge onto an existing file", ["lut", "merge", "{dir}/good.json", "{dir}/good.json", "--out",
                                               "{dir}/arch.json"], None
     yield "arch sample onto an existing file", ["arch", "sample", "--space", "tiny", "--out", "{dir}/good.json"], None

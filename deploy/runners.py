@@ -199,19 +199,21 @@ def batch_shape(runner, batch: int | None) -> tuple[int, ...]:
 
 
 def engine_metadata(engine_path) -> dict:
-    """An engine carries no metadata: take the preprocessing from the `export_report.json` that
-    `hwnas export` wrote beside it (when that report names this engine), as ONNX metadata keys."""
+    """An engine carries no metadata: take the preprocessing from the report `hwnas export` wrote
+    beside it (`MODEL.export_report.json`, or an older `export_report.json`) that names this engine,
+    as ONNX metadata keys."""
     engine_path = Path(engine_path)
-    report_path = engine_path.parent / "export_report.json"
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        if Path((report.get("tensorrt") or {}).get("path", "")).name != engine_path.name:
-            return {}
-        prep = report["model"]["preprocessing"]
-        return {"hwnas.mean": json.dumps(prep["mean"]), "hwnas.std": json.dumps(prep["std"]),
-                "hwnas.resize": prep["resize"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    for report_path in sorted(engine_path.parent.glob("*export_report.json")):
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            if Path((report.get("tensorrt") or {}).get("path", "")).name != engine_path.name:
+                continue
+            prep = report["model"]["preprocessing"]
+            return {"hwnas.mean": json.dumps(prep["mean"]), "hwnas.std": json.dumps(prep["std"]),
+                    "hwnas.resize": prep["resize"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {}
 
 
 def preprocessing(runner) -> tuple[np.ndarray, np.ndarray, str]:

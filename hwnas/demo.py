@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     run(["predict", "--lut", str(lut), str(arch), "--num-classes", str(DIGITS_CLASSES)])
     run(["export", str(arch), "--weights", str(train_dir / "model.pt"), "--resolution", "224",
          "--onnx", str(out / "model.onnx"), "--lut", str(lut), "--force"])  # a rerun of the demo replaces its own export
-    print(f"\ndemo done: {out / 'model.onnx'} and {out / 'export_report.json'}; "
+    print(f"\ndemo done: {out / 'model.onnx'} and {out / 'model.export_report.json'}; "
           f"benchmark it with `python deploy/benchmark.py {out / 'model.onnx'}`")
     return 0
 

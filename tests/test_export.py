@@ -88,7 +88,7 @@ def test_presets_and_spaces_export_with_dynamic_batch_and_match_pytorch(ref, res
     assert code == 0, err
     assert "onnx.checker: ok" in out and ": ok" in out.split("parity:")[1]
 
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "model.export_report.json").read_text())
     parity = report["parity"]["onnxruntime"]
     assert parity["passed"] and parity["batches"] == [1, 3] and parity["rel_diff"] <= 1e-4
     assert report["onnx"]["input"]["shape"] == ["batch", 3, resolution, resolution]
@@ -122,9 +122,9 @@ def tiny_export(tmp_path_factory):
 
 def test_report_contents(tiny_export):
     folder, printed = tiny_export
-    report = json.loads((folder / "export_report.json").read_text())
+    report = json.loads((folder / "tiny.export_report.json").read_text())
     assert printed == report
-    assert listing(folder) == ["export_report.json", "tiny.json", "tiny.onnx"]  # no exporter leftovers
+    assert listing(folder) == ["tiny.export_report.json", "tiny.json", "tiny.onnx"]  # no exporter leftovers
     assert report["format"] == "hwnas.export_report" and report["version"] == 1
     assert report["arch"]["space"] == "tiny" and report["weights"] is None
     assert report["onnx"]["exporter"] == "dynamo" and report["onnx"]["opset"] == 18
@@ -196,7 +196,7 @@ def test_trained_weights_export_with_their_classes_and_resolution(tiny_arch, tmp
     code, out, err = run_cli(["export", str(tiny_arch), "--weights", str(tmp_path / "model.pt"), "--onnx", str(onnx_path)], capsys)
     assert code == 0, err
     assert "weights model.pt" in out
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "m.export_report.json").read_text())
     assert report["model"]["resolution"] == 64 and report["model"]["num_classes"] == 5
     assert report["weights"]["num_classes"] == 5 and len(report["weights"]["sha256"]) == 64
     # the ONNX file computes the trained network, not a fresh one
@@ -359,7 +359,7 @@ def test_tensorrt_engine_builds_and_matches_onnxruntime(precision, tiny_arch, tm
             "--tensorrt", str(tmp_path / "m.engine")] + (["--fp16"] if precision == "fp16" else [])
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "m.export_report.json").read_text())
     assert report["parity"]["tensorrt"]["passed"] and report["parity"]["tensorrt"]["batches"] == [1, 3]
     assert report["tensorrt"]["precision"] == precision
     assert report["sizes"]["engine_bytes"] == (tmp_path / "m.engine").stat().st_size
@@ -374,7 +374,7 @@ def test_tensorrt_int8_engine_calibrates_on_real_images(tiny_arch, tmp_path, cap
             "--calib-count", "64"]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "m.export_report.json").read_text())
     assert report["parity"]["tensorrt"]["inputs"] == "calibration image"
 
 
@@ -427,7 +427,7 @@ def test_export_with_lut_reports_predicted_vs_measured_latency(tiny_arch, tiny_t
     assert main(["export", str(tiny_arch), "--onnx", str(onnx_path), "--lut", str(tiny_table)]) == 0
     out = capsys.readouterr().out
     assert "latency on ort-cpu: predicted" in out
-    report = json.loads((tmp_path / "export_report.json").read_text())
+    report = json.loads((tmp_path / "m.export_report.json").read_text())
     latency = report["latency"]
     assert latency["backend"] == "ort-cpu" and latency["measured_what"] == "exported ONNX model"
     assert latency["measured_ms"] > 0 and latency["predicted_ms"] > 0

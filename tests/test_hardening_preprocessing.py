@@ -57,7 +57,7 @@ def test_the_weights_and_the_onnx_carry_the_training_datas_preprocessing(trained
     meta = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
     assert json.loads(meta["hwnas.mean"]) == [0.5] * 3 and json.loads(meta["hwnas.std"]) == [0.5] * 3
     assert meta["hwnas.resize"] == "stretch" and meta["hwnas.interpolation"] == "bilinear"
-    report = json.loads((folder / "export_report.json").read_text())
+    report = json.loads((folder / "model.export_report.json").read_text())
     assert report["model"]["preprocessing"] == DIGITS.to_dict()
 
 
@@ -112,7 +112,7 @@ def test_deploy_reads_an_engines_preprocessing_from_its_export_report(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "deploy"))
     report = {"tensorrt": {"path": str(tmp_path / "m.engine")}, "model": {"preprocessing": DIGITS.to_dict()}}
-    (tmp_path / "export_report.json").write_text(json.dumps(report))
+    (tmp_path / "m.export_report.json").write_text(json.dumps(report))
     engine = types.SimpleNamespace(metadata=runners.engine_metadata(tmp_path / "m.engine"))
     mean, std, resize = runners.preprocessing(engine)
     assert mean.tolist() == [0.5] * 3 and std.tolist() == [0.5] * 3 and resize == "stretch"

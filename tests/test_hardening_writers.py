@@ -39,7 +39,7 @@ def one_line_error(capsys, *needles):
 
 # --- overwrites -------------------------------------------------------------------------------
 def test_export_refuses_an_existing_onnx_and_force_records_what_it_replaced(arch_file, tmp_path, capsys):
-    onnx_path, report_path = tmp_path / "m.onnx", tmp_path / "export_report.json"
+    onnx_path, report_path = tmp_path / "m.onnx", tmp_path / "m.export_report.json"
     args = ["export", str(arch_file), "--onnx", str(onnx_path), "--exporter", "torchscript", "--opset", "17"]
     onnx_path.write_bytes(b"a trained model")
     assert main(args) == 2
@@ -198,3 +198,11 @@ def test_a_second_search_or_calibration_is_refused_with_the_holders_pid(held_els
                  "--trials", "1", "--epochs", "1", "--out", str(run), "--no-progress"]) == 2
     one_line_error(capsys, f"PID {pids[1]}", "run directory")
     assert table.read_bytes() == before and not run.exists()
+
+
+def test_two_models_exported_into_one_folder_keep_their_own_reports(arch_file, tmp_path):
+    for name in ("a", "b"):
+        assert main(["export", str(arch_file), "--onnx", str(tmp_path / f"{name}.onnx"), "--exporter", "torchscript",
+                     "--opset", "17"]) == 0
+    reports = {name: json.loads((tmp_path / f"{name}.export_report.json").read_text()) for name in ("a", "b")}
+    assert all(Path(r["onnx"]["path"]).name == f"{n}.onnx" for n, r in reports.items())

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ExportError
 from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_onnx
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
-from ..export.report import REPORT_NAME, build_report, latency_prediction, latency_section, write_report
+from ..export.report import build_report, latency_prediction, latency_section, report_name, write_report
 from ..jsonio import atomic_write_bytes, sha256_file
 from ..locks import hold_all
 from ..runs import check_writable
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         "export",
         help="export an architecture (and its trained weights) to ONNX, optionally a TensorRT engine",
         description="Export to ONNX, check it with onnx.checker and against PyTorch in ONNX Runtime, "
-        "optionally build and check a TensorRT engine, and write export_report.json.",
+        "optionally build and check a TensorRT engine, and write MODEL.export_report.json.",
     )
     p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     p.add_argument("--weights", metavar="CKPT", help="model.pt from `hwnas train`/`hwnas search` (default: untrained)")
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                         "the default is the exporter and opset the table's ops were measured with")
     p.add_argument("--lut", metavar="FILE", default=None,
                    help="also measure the exported model on this table's backend and compare with the prediction")
-    p.add_argument("--report", metavar="PATH", default=None, help=f"report path (default: {REPORT_NAME} beside the ONNX file)")
+    p.add_argument("--report", metavar="PATH", default=None, help="report path (default: MODEL.export_report.json beside the ONNX file MODEL.onnx)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--force", action="store_true",
                    help="replace existing output files (atomically; the report records each replaced file's sha256)")
@@ -127,7 +127,7 @@ def _exporter_and_opset(args, table) -> tuple[str, int]:
 
 
 def _report_path(args) -> Path:
-    return Path(args.report) if args.report else Path(args.onnx).parent / REPORT_NAME
+    return Path(args.report) if args.report else Path(args.onnx).parent / report_name(args.onnx)
 
 
 def cmd_export(args) -> int:

@@ -1,4 +1,4 @@
-"""`export_report.json`: what was exported, how it was checked, and where.
+"""`MODEL.export_report.json`: what was exported, how it was checked, and where.
 
 Sections: `arch`, `weights`, `onnx` (exporter, opset, input/output shapes), `tensorrt` (or null),
 `parity` (one record per checked backend), `sizes` (bytes), `versions`, `device`, and
@@ -13,13 +13,21 @@ import platform
 from datetime import datetime, timezone
 from importlib import metadata, util
 
+from pathlib import Path
+
 from .. import __version__
 from ..errors import ExportError
 from ..jsonio import atomic_write_json
 
 REPORT_FORMAT = "hwnas.export_report"
 REPORT_VERSION = 1
-REPORT_NAME = "export_report.json"
+REPORT_SUFFIX = ".export_report.json"
+
+
+def report_name(onnx_path) -> str:
+    """The report's file name, after its model (`model.onnx` -> `model.export_report.json`), so two
+    models exported into one folder each keep their own."""
+    return Path(onnx_path).stem + REPORT_SUFFIX
 _PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "timm", "numpy")
 
 
