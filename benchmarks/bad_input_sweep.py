@@ -184,6 +184,12 @@ def write_table(edit):
     return prepare
 
 
+def write_memory_table(folder: Path) -> None:
+    from search_contract_setup import memory_table
+
+    memory_table(get_space("tiny")).save(folder / "mem.json")
+
+
 def write_text(name, text):
     return lambda folder: (folder / name).write_text(text)
 
@@ -241,8 +247,43 @@ def cases():
         "train --out is a file": ["train", "{dir}/arch.json", "--data", "digits", "--epochs", "1", "--out",
                                   "{dir}/good.json"],
     }
+    flags.update({  # issue 23: every flag checked before any work or file
+        "search --seed -1": search + ["--seed", "-1"],
+        "search --max-batches 0": search + ["--max-batches", "0"],
+        "search --task-classes without --task-head": search + ["--task-classes", "3"],
+        "search --ray HOST:PORT nothing listens on": search + ["--strategy", "random", "--ray", "127.0.0.1:1"],
+        "calibrate --rounds 1": ["calibrate", "--lut", "{dir}/good.json", "--rounds", "1"],
+        "validate --out an existing file": ["validate", "--lut", "{dir}/good.json", "--samples", "2", "--out",
+                                            "{dir}/arch.json"],
+        "runs show a file": ["runs", "show", "{dir}/arch.json"],
+        "runs show --failures -1": ["runs", "show", "{dir}", "--failures", "-1"],
+        "arch sample --seed -3": ["arch", "sample", "--space", "tiny", "--seed", "-3"],
+    })
     for name, argv in flags.items():
         yield f"flag: {name}", argv, None
+    # issue 23: budgets below the space's smallest network (a table that holds memory figures)
+    with_memory = ["search", "--space", "tiny", "--lut", "{dir}/mem.json", "--data", "digits", "--out", "{dir}/run",
+                   "--strategy", "random"]
+    for flag in ("--params-budget", "--memory-budget"):
+        yield f"search {flag} below the smallest network", with_memory + [flag, "10"], write_memory_table
+    # issue 23: files that are not what they claim
+    yield "search --supernet not a checkpoint", search + ["--strategy", "random", "--evaluator", "shared", "--supernet",
+                                                          "{dir}/junk.pt"], \
+        write_text("junk.pt", "junk")
+    row = "expanded_conv-input:7x7x160-output:7x7x160-expand:960-kernel:3-stride:1-idskip:1-se:1-hs:1"
+    for defect, body in {"a NaN mean": f"{row}:\n  count: 1\n  mean: .nan\n  std: 0.1\n",
+                         "a boolean mean": f"{row}:\n  count: 1\n  mean: true\n  std: 0.1\n",
+                         "a negative variance": f"{row}:\n  count: 1\n  mean: 1.0\n  var: -1\n",
+                         "a count of 0": f"{row}:\n  count: 0\n  mean: 1.0\n  std: 0.1\n",
+                         "a row given twice": f"{row}:\n  mean: 0.9\n  std: 0.1\n{row}:\n  mean: 99.0\n  std: 0.1\n"
+                         }.items():
+        yield f"lut import with {defect}", ["lut", "import", "{dir}/note10.yaml", "--format", "ofa", "--device",
+                                           "Note10", "--out", "{dir}/imported.json"], write_text("note10.yaml", body)
+    yield "lut import of a file that is not UTF-8", ["lut", "import", "{dir}/bin.yaml", "--format", "ofa", "--device",
+                                                     "Note10", "--out", "{dir}/imported.json"], \
+        lambda folder: (folder / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    yield "lut import --device ''", ["lut", "import", "{dir}/note10.yaml", "--format", "ofa", "--device", "",
+                                     "--out", "{dir}/imported.json"], write_text("note10.yaml", f"{row}:\n  mean: 1.0\n  std: 0.1\n")
 
 
 def locked_cases():

@@ -27,6 +27,12 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
+    def error(self, message: str):
+        """Bad usage is one line, like every other error, naming where to look (not the whole usage)."""
+        command = self.prog.removeprefix("hwnas").strip()
+        print(f"hwnas: error: {command + ': ' if command else ''}{message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(

@@ -87,6 +87,11 @@ def test_sample_to_file_in_unknown_space_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_usage_error_is_exit_2():
+def test_usage_error_is_exit_2_and_one_line(capsys):
     assert main(["arch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hwnas: error: arch: the following arguments are required") and "\n" not in err
+    assert "see `hwnas arch --help`" in err
     assert main([]) == 2
+    assert main(["search", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
