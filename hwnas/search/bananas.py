@@ -9,7 +9,8 @@ proposes the `per_round` candidates that rank highest by independent Thompson sa
 per candidate from a normal with the ensemble's mean and spread. No architecture is proposed
 twice (nor the same network under another name, see encodings.canonical); under budgets in reject
 mode, only candidates within them are made and ranked (the loop's `feasible`), so the acquisition
-is maximised over the feasible set and no round is spent on proposals the loop would reject. The state is a function of the seed and the tells (a resumed run replays them).
+is maximised over the feasible set and no round is spent on proposals the loop would reject. The
+state is a function of the seed and the tells (a resumed run replays them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..arch import Arch
 from ..errors import HwnasError
 from .base import TrialStrategy
 from .encodings import Encoder, canonical
+from .evolution import mutate
 
 
 class MLPEnsemble:
@@ -43,13 +45,18 @@ class MLPEnsemble:
         sizes = [x.shape[1]] + [self.hidden] * self.layers + [1]
         shapes = [shape for n_in, n_out in zip(sizes, sizes[1:])
                   for shape in ((self.members, n_in, n_out), (self.members, 1, n_out))]
-        # every weight of every member is a view of one flat tensor: one Adam update per step, not one per layer
-        flat = torch.zeros(sum(math.prod(s) for s in shapes))
-        weights = list(flat.split([math.prod(s) for s in shapes]))
+        numels = [math.prod(s) for s in shapes]
+
+        def views(tensor):  # every weight of every member, as a view of one flat tensor
+            return [w.view(shape) for w, shape in zip(tensor.split(numels), shapes)]
+
+        # one flat tensor: one Adam update per step, not one per layer
+        flat = torch.zeros(sum(numels))
+        weights = flat.split(numels)
         for i in range(0, len(shapes), 2):  # Glorot-uniform weights, zero biases
             n_in, n_out = shapes[i][1:]
             bound = (6.0 / (n_in + n_out)) ** 0.5
-            weights[i].copy_((torch.rand(weights[i].numel(), generator=generator) * 2 - 1) * bound)
+            weights[i].copy_((torch.rand(numels[i], generator=generator) * 2 - 1) * bound)
         flat.requires_grad_()
         optimiser = torch.optim.Adam([flat], lr=self.lr)
         # each member sees its own bootstrap sample of the trials
@@ -57,11 +64,10 @@ class MLPEnsemble:
         xb, yb = xt[boot], yt[boot]
         for _ in range(self.epochs):
             optimiser.zero_grad()
-            weights = [w.view(shape) for w, shape in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
-            loss = ((self._forward(weights, xb).squeeze(-1) - yb) ** 2).mean()
+            loss = ((self._forward(views(flat), xb).squeeze(-1) - yb) ** 2).mean()
             loss.backward()
             optimiser.step()
-        weights = [w.detach().view(shape) for w, shape in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
+        weights = views(flat.detach())
 
         def predict(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with torch.no_grad():
@@ -123,12 +129,11 @@ class BananasStrategy(TrialStrategy):
         self.scored: list[tuple[Arch, float]] = []
         self.rounds = 0
         self.model = None  # (trials it was fitted on, its predict function)
-        self.open_decisions = [d for d in space.decisions if len(d.choices) > 1]
 
     def ask(self) -> Arch:
         if not self.queue:
             self.queue = self._round() if len(self.scored) >= self.init and self.proposed else []
-        arch = self.queue.pop(0) if self.queue else self._fresh(self._uniform)
+        arch = self.queue.pop(0) if self.queue else self._fresh_uniform()
         self.proposed.add(self._key(arch))
         return arch
 
@@ -164,12 +169,12 @@ class BananasStrategy(TrialStrategy):
                 break
             if len(pool) < self.candidates - n_uniform:
                 parent = best[attempt % len(best)]
-                arch = self._mutate(parent, 1 if self.rng.random() < 0.5 else 2)
+                arch = mutate(self.space, parent, self.rng, 1 if self.rng.random() < 0.5 else 2)
             else:
                 arch = self._uniform()
-            if self._key(arch) not in self.proposed and self._key(arch) not in pool \
-                    and (self.feasible is None or self.feasible(arch)):
-                pool[self._key(arch)] = arch
+            key = self._key(arch)
+            if key not in self.proposed and key not in pool and (self.feasible is None or self.feasible(arch)):
+                pool[key] = arch
         return list(pool.values())
 
     def _key(self, arch: Arch) -> str:
@@ -185,17 +190,12 @@ class BananasStrategy(TrialStrategy):
             arch = Arch.create(self.space, self.space.sample(self.rng))
         return arch
 
-    def _fresh(self, make) -> Arch:
-        """A new architecture from `make` (a repeat only once the space is nearly exhausted)."""
-        arch = make()
+    def _fresh_uniform(self) -> Arch:
+        """A uniform sample not proposed before (a repeat only once the space is nearly exhausted)."""
+        arch = self._uniform()
         for _ in range(100):
             if self._key(arch) not in self.proposed:
                 break
-            arch = make()
+            arch = self._uniform()
         return arch
 
-    def _mutate(self, parent: Arch, edits: int) -> Arch:
-        choices = parent.choice_map
-        for decision in self.rng.sample(self.open_decisions, min(edits, len(self.open_decisions))):
-            choices[decision.name] = self.rng.choice([c for c in decision.choices if c != choices[decision.name]])
-        return Arch.create(self.space, choices)

@@ -20,6 +20,16 @@ from ..errors import HwnasError
 from .base import TrialStrategy
 
 
+def mutate(space, parent: Arch, rng: random.Random, edits: int = 1) -> Arch:
+    """`parent` with `edits` distinct decisions (among those with a choice) each changed to another
+    of its choices (the mutation of evolution, and of BANANAS' candidates)."""
+    choices = parent.choice_map
+    open_decisions = [d for d in space.decisions if len(d.choices) > 1]
+    for decision in rng.sample(open_decisions, min(edits, len(open_decisions))):
+        choices[decision.name] = rng.choice([c for c in decision.choices if c != choices[decision.name]])
+    return Arch.create(space, choices)
+
+
 class EvolutionStrategy(TrialStrategy):
     name = "evolution"
     shared_options = TrialStrategy.shared_options | {"population"}
@@ -57,11 +67,7 @@ class EvolutionStrategy(TrialStrategy):
 
     def mutate(self, parent: Arch) -> Arch:
         """`parent` with one decision (among those with a choice) changed to another choice."""
-        choices = parent.choice_map
-        open_decisions = [d for d in self.space.decisions if len(d.choices) > 1]
-        decision = self.rng.choice(open_decisions)
-        choices[decision.name] = self.rng.choice([c for c in decision.choices if c != choices[decision.name]])
-        return Arch.create(self.space, choices)
+        return mutate(self.space, parent, self.rng)
 
     def tell(self, trial) -> None:
         if trial.state == "complete" and trial.objective is not None:

@@ -87,8 +87,7 @@ class LocalSearchStrategy(TrialStrategy):
             # a start over a budget was not evaluated (no query spent): draw another in its place
             self.starts = [a for a in self.starts if a.hash != trial.arch.hash]
             self.to_start += 1
-        if self.current is not None and score > self.current[1] and \
-                any(n.hash == trial.arch.hash for n in self._neighbourhood(self.current[0])):
+        if self.current is not None and score > self.current[1] and self._is_neighbour(trial.arch, self.current[0]):
             self._move(trial.arch, score)
 
     # --- helpers --------------------------------------------------------------------------------
@@ -122,6 +121,11 @@ class LocalSearchStrategy(TrialStrategy):
         self.restarts += 1
         self.current, self.neighbours = None, []
         self.to_start = self.init
+
+    def _is_neighbour(self, arch: Arch, of: Arch) -> bool:
+        """Whether `arch` is in `of`'s neighbourhood (see `_neighbourhood`), without making it."""
+        changed = sum(a != b for (_, a), (_, b) in zip(arch.choices, of.choices))
+        return changed == 1 and self._key(arch) != self._key(of)
 
     def _neighbourhood(self, arch: Arch) -> list[Arch]:
         """Every architecture with exactly one decision changed, in the space's order, less those
