@@ -90,7 +90,7 @@ def run_one(job: dict) -> dict:
         history = read_history(Path(tmp) / "run" / "trials.jsonl")
     evaluated = [t for t in history if t.state != "infeasible"]
     # per query k: the final accuracy of the best trial (by the signal) among the first k
-    best_signal, curve, picks = float("-inf"), [], []
+    best_signal, curve = float("-inf"), []
     best_final = None
     for t in evaluated:
         if t.state == "complete" and t.feasible and t.top1 > best_signal:

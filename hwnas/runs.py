@@ -149,6 +149,7 @@ def check_same_config(saved: Mapping, current: Mapping, run_dir: Path, ignore: I
 
 
 def _shown(value) -> str:
-    if isinstance(value, dict) and set(value) >= {"evaluator"}:
+    """A setting as a person reads it (an evaluator by its name, not its whole description)."""
+    if isinstance(value, dict) and "evaluator" in value:
         return str(value["evaluator"])
     return "none" if value is None else str(value)

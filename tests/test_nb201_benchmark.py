@@ -146,6 +146,7 @@ def test_cli_search_on_the_benchmark_under_a_device_budget(nasbench_env, table, 
     (["--device", "pixel3", "--lut", "x.json"], "not both"),
     (["--device", "pixel3", "--benchmark-dataset", "imagenet16-120"], "use --benchmark-dataset cifar10 or cifar100"),
     (["--device", "pixel3", "--benchmark-dataset", "mnist"], "invalid choice: 'mnist'"),
+    (["--device", "pixel3", "--task-head", "ssdlite"], "--task-head measures a head on this machine"),
     (["--device", "pixel3", "--params-budget", "50k"], "the smallest network of space 'nb201' has 73,306 parameters"),
 ])
 def test_bad_benchmark_searches_are_refused(nasbench_env, tmp_path, capsys, flags, message):

@@ -175,6 +175,9 @@ def cmd_search(args) -> int:
 def _search(args) -> None:
     if args.task_classes is not None and not args.task_head:
         raise HwnasError("--task-classes is used with --task-head only; add --task-head HEAD or drop it")
+    if args.task_head and args.device:
+        raise HwnasError("--task-head measures a head on this machine's ONNX Runtime; --device's latency is "
+                         "HW-NAS-Bench's whole classification network: drop one")
     args.task_classes = 2 if args.task_classes is None else args.task_classes
     if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
         raise HwnasError("--penalty is used by --budget-mode penalise only; add it or drop --penalty")
@@ -232,7 +235,7 @@ def _search(args) -> None:
             result = run_search(problem, strategy, evaluator, loop)
         print_result(result, args, budget)
         if result.finished and args.device:
-            print(f"on-device check skipped: the latency is {predictor.source.split(':')[0]}; no such device here")
+            print(f"on-device check skipped: the latency is {predictor.device_name}; no such device here")
         elif result.finished and not args.no_verify:
             print_verification(verify_result(args.out, result, predictor, budget, progress=progress), budget)
 

@@ -8,6 +8,9 @@ measurements (`hwnas calibrate`, see hwnas.latency_tables.calibration) and store
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -145,6 +148,29 @@ class LatencyPredictor:
             peak = max(peak, m.input_bytes + m.output_bytes, m.peak_bytes or 0)
         bytes_per_param = 2 if self.table.dtype in ("float16", "bfloat16") else 4
         return params_bytes // bytes_per_param, peak
+
+    def fingerprint(self) -> str:
+        """Hash of everything of the table that a search of this space sees (op latencies,
+        calibration): part of a run's identity."""
+        doc = {"ops": [self.op_latency_ms(op) for op in self.space.all_ops()],
+               "calibration": self.calibration.fit_dict() if self.calibration else None}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def range_is_exact(self) -> bool:
+        """Whether `latency_range` is exact (a layer-wise space) rather than sampled."""
+        return isinstance(self.space, LayerwiseSpace)
+
+    def latency_range(self, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Predicted latency of the fastest and the slowest architecture: exact for a layer-wise
+        space (per-layer minima and maxima), else the extremes of `samples` uniform architectures
+        (a stage-wise space has no per-layer costs; sampled extremes are inside the true range)."""
+        if isinstance(self.space, LayerwiseSpace):
+            fixed, per_layer = self.layer_costs()
+            return fixed + float(sum(t.min() for t in per_layer)), fixed + float(sum(t.max() for t in per_layer))
+        rng = random.Random(seed)
+        lats = self.batch_latency_ms([Arch.create(self.space, self.space.sample(rng)) for _ in range(samples)])
+        return float(lats.min()), float(lats.max())
 
     def smallest_memory(self) -> tuple[int, int] | None:
         """The fewest parameters and the lowest peak activation bytes of any architecture (each

@@ -50,20 +50,9 @@ def parse_budget(text: str) -> BudgetSpec:
 
 
 def latency_range_ms(predictor: LatencyPredictor, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Predicted latency of the fastest and the slowest architecture: exact for a layer-wise space
-    (per-layer minima and maxima), else the extremes of `samples` uniform architectures (a stage-wise
-    space has no per-layer costs; sampled extremes are inside the true range)."""
-    if hasattr(predictor, "latency_range"):  # a benchmark's table: every architecture is in it
-        return predictor.latency_range()
-    if isinstance(predictor.space, LayerwiseSpace):
-        fixed, per_layer = predictor.layer_costs()
-        return fixed + float(sum(t.min() for t in per_layer)), fixed + float(sum(t.max() for t in per_layer))
-    import random
-
-    rng = random.Random(seed)
-    space = predictor.space
-    lats = predictor.batch_latency_ms([Arch.create(space, space.sample(rng)) for _ in range(samples)])
-    return float(lats.min()), float(lats.max())
+    """Predicted latency of the fastest and the slowest architecture (the latency model's own
+    `latency_range`: exact for a layer-wise space or a benchmark's table, else sampled)."""
+    return predictor.latency_range(samples, seed)
 
 
 def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
@@ -74,7 +63,7 @@ def resolve_budget(spec: BudgetSpec, predictor: LatencyPredictor) -> float:
         raise BudgetError(
             f"latency budget {budget:.4g} ms is infeasible: the fastest architecture of space "
             f"{predictor.space.name!r} is predicted at {fastest:.4g} ms by this table (the slowest at {slowest:.4g} ms"
-            f"{'' if isinstance(predictor.space, LayerwiseSpace) else ', both of 2,000 random architectures'}); "
+            f"{'' if predictor.range_is_exact else ', both of 2,000 random architectures'}); "
             f"give a budget of at least {fastest:.4g} ms"
         )
     return budget

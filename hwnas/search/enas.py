@@ -95,14 +95,12 @@ class ENASStrategy(ControllerSearch, SupernetStrategy):
         return {**asdict(self.config), "controller": asdict(self.controller_config)}
 
     def search(self, problem: SearchProblem, stop_after: int | None = None) -> SearchResult:
-        from .loop import lut_fingerprint
-
         refuse_unused_budgets(problem, self)
         space, cfg = problem.space, self.config
         if not isinstance(space, LayerwiseSpace):
             raise HwnasError(f"space {space.name!r} is not layer-wise; the enas strategy needs one (e.g. fbnet, tiny)")
         run_config = {"strategy": self.name, "space": space.name, "resolution": space.resolution,
-                      "lut": lut_fingerprint(problem.predictor), "budget_ms": problem.budget_ms,
+                      "lut": problem.predictor.fingerprint(), "budget_ms": problem.budget_ms,
                       "data": problem.data.name, "num_classes": problem.data.num_classes, "seed": problem.seed,
                       "task_head": problem.task_head, **self.settings()}
         run_dir, state = open_run(problem.run_dir, problem.resume, CHECKPOINT, run_config,

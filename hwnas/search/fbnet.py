@@ -178,13 +178,11 @@ class FBNetStrategy(SupernetStrategy):
 
     def search(self, problem: SearchProblem, stop_after: int | None = None) -> SearchResult:
         """Train the supernet (or resume it), derive the result, then the finalists if asked."""
-        from .loop import lut_fingerprint
-
         cfg, space = self.config, problem.space
         if not isinstance(space, LayerwiseSpace):
             raise HwnasError(f"space {space.name!r} is not layer-wise; the fbnet strategy needs one (e.g. fbnet, tiny)")
         run_config = {"strategy": self.name, "space": space.name, "resolution": space.resolution,
-                      "lut": lut_fingerprint(problem.predictor), "budget_ms": problem.budget_ms,
+                      "lut": problem.predictor.fingerprint(), "budget_ms": problem.budget_ms,
                       "data": problem.data.name, "num_classes": problem.data.num_classes,
                       "train_resolution": problem.data.resolution, "seed": problem.seed,
                       "loss_kind": cfg.loss_kind(problem.budget_ms), "task_head": problem.task_head, **asdict(cfg)}

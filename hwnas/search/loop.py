@@ -11,8 +11,6 @@ supernet strategy (fbnet) runs its own search. Either way the result is written 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -71,15 +69,6 @@ def run_search(problem: SearchProblem, strategy: Strategy, evaluator: Evaluator 
     return result
 
 
-def lut_fingerprint(predictor) -> str:
-    """Hash of everything of the LUT that a search of this space sees (op latencies, calibration)."""
-    if hasattr(predictor, "fingerprint"):  # a benchmark's device latencies
-        return predictor.fingerprint()
-    doc = {"ops": [predictor.op_latency_ms(op) for op in predictor.space.all_ops()],
-           "calibration": predictor.calibration.fit_dict() if predictor.calibration else None}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _data_config(data) -> dict:
     """The data a run trains on (none for a tabular evaluator: the benchmark trained every candidate)."""
     if data is None:
@@ -95,7 +84,7 @@ class TrialLoop:
     def run_config(self) -> dict:
         p = self.problem
         return {"strategy": self.strategy.name, "settings": self.strategy.settings(), "space": p.space.name,
-                "resolution": p.space.resolution, "lut": lut_fingerprint(p.predictor),
+                "resolution": p.space.resolution, "lut": p.predictor.fingerprint(),
                 **_data_config(p.data), "seed": p.seed, "task_head": p.task_head,
                 "budgets": self.budgets.to_dict(), "objectives": list(p.objectives),
                 "evaluator": self.evaluator.describe(), **asdict(self.loop)}
@@ -163,11 +152,14 @@ class TrialLoop:
         bar.close()
         return trials, True
 
+    def _predicted(self, arch):
+        """The prediction of `arch` and its relative overshoot per budget (> 0: over it)."""
+        pred = self.problem.predictor.predict(arch)
+        return pred, self.budgets.violations(pred.latency_ms, pred.peak_activation_bytes, pred.params)
+
     def within_budgets(self, arch) -> bool:
         """Whether `arch` is within every budget by prediction (what reject mode evaluates)."""
-        pred = self.problem.predictor.predict(arch)
-        return all(v <= 0 for v in self.budgets.violations(pred.latency_ms, pred.peak_activation_bytes,
-                                                           pred.params).values())
+        return all(v <= 0 for v in self._predicted(arch)[1].values())
 
     def _propose(self, number: int) -> Trial:
         """Ask the strategy; the trial is 'pending' (to evaluate), 'infeasible' (rejected), or the
@@ -180,8 +172,7 @@ class TrialLoop:
                 raise RunError(f"{self.history_path} trial {number} is {trial.arch.hash}, but the strategy now proposes "
                                f"{arch.hash}: the run cannot be resumed with this code; start a new --out")
             return trial
-        pred = p.predictor.predict(arch)
-        violations = self.budgets.violations(pred.latency_ms, pred.peak_activation_bytes, pred.params)
+        pred, violations = self._predicted(arch)
         over = any(v > 0 for v in violations.values())
         state = "infeasible" if over and self.budgets.mode == "reject" else "pending"
         trial = Trial(number, arch, state, pred.latency_ms, pred.params, pred.peak_activation_bytes,

@@ -95,7 +95,7 @@ def refuse_infeasible_budgets(predictor, memory_bytes: int | None, params: int |
     minimum exactly."""
     if memory_bytes is None and params is None:
         return
-    smallest = predictor.smallest_memory() if hasattr(predictor, "smallest_memory") else None
+    smallest = predictor.smallest_memory()
     if smallest is None:
         return
     fewest, lowest = smallest

@@ -18,13 +18,14 @@ from ..arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import Prediction
 from ..spaces import SearchSpace
-from ..spaces.nb201 import EDGES
-from .nb201 import DEVICE_NAMES, DEVICES, NB201Table, arch_code
+from ..spaces.nb201 import EDGES, NB201Space
+from .nb201 import DEVICE_NAMES, DEVICES, NB201Table
 
 _CONV_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 
 
-def nb201_params(choices, num_classes: int = 10, channels=(16, 32, 64), cells: int = 5) -> int:
+def nb201_params(choices, num_classes: int = 10, channels=NB201Space.channels,
+                 cells: int = NB201Space.cells_per_stage) -> int:
     """Parameters of NB201's network for a cell: stem conv3x3 + BN, cells whose convolutions are
     ReLU-Conv-BN (no bias, affine BN), residual reduction blocks, final BN, linear classifier."""
     total = 3 * 9 * channels[0] + 2 * channels[0]
@@ -36,7 +37,7 @@ def nb201_params(choices, num_classes: int = 10, channels=(16, 32, 64), cells: i
     return total + 2 * channels[-1] + channels[-1] * num_classes + num_classes
 
 
-def nb201_peak_activation_bytes(choices, resolution: int = 32, channels=(16, 32, 64)) -> int:
+def nb201_peak_activation_bytes(choices, resolution: int = 32, channels=NB201Space.channels) -> int:
     """The largest input + output (fp32 bytes) of one op the network runs: the stem, a cell's op
     at its stage's shape (none of a cell's ops when all its edges are `none`), a reduction."""
     size = resolution
@@ -54,8 +55,7 @@ def nb201_peak_activation_bytes(choices, resolution: int = 32, channels=(16, 32,
 class DeviceLatency:
     """HW-NAS-Bench's latency of `device` for the architectures of space nb201."""
 
-    calibration = None
-    task_head_offset_ms = 0.0
+    range_is_exact = True
 
     def __init__(self, table: NB201Table, device: str, space: SearchSpace):
         if device not in DEVICES:
@@ -71,14 +71,15 @@ class DeviceLatency:
         self.values = table.columns[DEVICES[device]]
 
     @property
+    def device_name(self) -> str:
+        return DEVICE_NAMES[self.device]
+
+    @property
     def source(self) -> str:
-        return f"{DEVICE_NAMES[self.device]}: {self.table.path}"
+        return f"{self.device_name}: {self.table.path}"
 
     def latency_ms(self, arch: Arch) -> float:
         return float(self.values[self.table.row(arch)])
-
-    def batch_latency_ms(self, archs) -> np.ndarray:
-        return np.array([self.latency_ms(a) for a in archs], dtype=np.float64)
 
     def predict(self, arch: Arch) -> Prediction:
         choices = arch.choice_map
@@ -92,8 +93,9 @@ class DeviceLatency:
         empty = {name: "none" for name, _, _ in EDGES}
         return nb201_params(empty, self.space.num_classes), nb201_peak_activation_bytes(empty, self.space.resolution)
 
-    def latency_range(self) -> tuple[float, float]:
-        """The fastest and the slowest architecture's latency: exact, over every cell."""
+    def latency_range(self, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """The fastest and the slowest architecture's latency: exact, over every cell (so neither
+        `samples` nor `seed` is needed)."""
         return float(self.values.min()), float(self.values.max())
 
     def fingerprint(self) -> str:
@@ -113,4 +115,4 @@ class DeviceLatency:
         return row, float(final[row])
 
 
-__all__ = ["DeviceLatency", "arch_code", "nb201_params", "nb201_peak_activation_bytes"]
+__all__ = ["DeviceLatency", "nb201_params", "nb201_peak_activation_bytes"]

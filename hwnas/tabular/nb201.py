@@ -20,7 +20,7 @@ import numpy as np
 from ..arch import Arch
 from ..errors import HwnasError
 from ..spaces import get_space
-from ..spaces.nb201 import EDGES, NB201_OPS, nb201_string, parse_nb201_string
+from ..spaces.nb201 import EDGES, NB201_OPS, parse_nb201_string
 
 CSV = Path("nb201") / "nb201_cifar_accuracy_latency.csv"
 ENV = "HWNAS_NASBENCH"
@@ -146,4 +146,4 @@ def _load(root: Path) -> NB201Table:
 
 
 __all__ = ["DEVICES", "DEVICE_NAMES", "SIGNALS", "BenchmarkDataError", "NB201Table", "Signal", "arch_code",
-           "default_root", "nb201_string"]
+           "default_root"]
