@@ -36,6 +36,7 @@ from hwnas.cli import main  # noqa: E402
 from hwnas.jsonio import atomic_write_json  # noqa: E402
 from hwnas.locks import hold  # noqa: E402
 from hwnas.models import arch_model  # noqa: E402
+from hwnas.reference import reference_arch  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 from hwnas.weights import save_weights  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
@@ -147,6 +148,8 @@ def run_case(name: str, argv: list[str], prepare=None, expect: int = 2, lock: st
         problems.append(f"exit {code}, expected {expect}")
     if expect == 2 and not (text.startswith("hwnas: error:") and "\n" not in text):
         problems.append(f"not a one-line error: {text[:300]!r}")
+    if "--backend published" in text or "reference network has no time yet" in text and "published" in str(argv):
+        problems.append(f"prescribes what cannot work for a published table: {text[:300]!r}")
     if after != before:
         changed = sorted(set(after) ^ set(before) | {k for k in after if before.get(k) != after[k]})
         problems.append(f"touched {changed[:5]}")
@@ -286,6 +289,41 @@ def cases():
                                      "--out", "{dir}/imported.json"], write_text("note10.yaml", f"{row}:\n  mean: 1.0\n  std: 0.1\n")
 
 
+SHARED = Path(os.environ.get("HWNAS_SHARED", ROOT.parent / "shared")) / "data"
+NOTE10_160 = SHARED / "ofa_luts" / "note10" / "160_lookup_table.yaml"
+
+
+def write_published(stale: bool = False):
+    """The OFA Note10 160px table imported into the case's folder as pub.json (`stale`: as an
+    hwnas that kept no classifier rows wrote it)."""
+    def prepare(folder: Path) -> None:
+        from hwnas.latency_tables.published import import_published
+        ((table, _),) = import_published([NOTE10_160], "ofa")
+        if stale:
+            table.statistics.pop("classifiers")
+        table.save(folder / "pub.json")
+        save_arch(reference_arch(get_space("mobilenetv3_w12")), folder / "ofa.json")
+    return prepare
+
+
+def published_cases():
+    """Issue 23: a published table's dead ends (skipped where ../shared is absent)."""
+    if not NOTE10_160.exists():
+        return
+    predict = ["predict", "--lut", "{dir}/pub.json", "{dir}/ofa.json"]
+    yield "predict on a published table at a resolution it lacks", predict + ["--resolution", "224"], write_published()
+    yield "predict an architecture of another space on a published table", \
+        ["predict", "--lut", "{dir}/pub.json", "{dir}/arch.json"], write_published()
+    yield "predict on a published table imported without classifier rows", predict + ["--num-classes", "10"], \
+        write_published(stale=True)
+    yield "calibrate a published table", ["calibrate", "--lut", "{dir}/pub.json", "--samples", "2"], write_published()
+    yield "search on a published table at a resolution it lacks", \
+        ["search", "--strategy", "random", "--space", "mobilenetv3_w12", "--lut", "{dir}/pub.json", "--data", "digits",
+         "--latency-budget", "20ms", "--out", "{dir}/run"], write_published()
+    yield "export --lut a published table at a resolution it lacks", \
+        ["export", "{dir}/ofa.json", "--lut", "{dir}/pub.json", "--onnx", "{dir}/m.onnx"], write_published()
+
+
 def locked_cases():
     yield "second writer: profile", ["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", "{dir}/t.json",
                                      "--quick", "--no-progress"], "t.json"
@@ -313,6 +351,7 @@ def main_sweep(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
     results = [run_case(name, a, prep) for name, a, prep in cases()]
+    results += [run_case(name, a, prep) for name, a, prep in published_cases()]
     results += [run_case(name, a, lock=lock) for name, a, lock in locked_cases()]
     results += [run_case(name, a) for name, a in read_only_cases()]
     results.append(closed_pipe_case())

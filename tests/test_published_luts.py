@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import hwnas.latency_tables
-from hwnas.arch import Arch, load_arch
+from hwnas.arch import Arch, load_arch, save_arch
 from hwnas.build import build_model
 from hwnas.cli import main
 from hwnas.errors import ArchError
@@ -119,7 +119,10 @@ def test_every_ofa_row_maps_onto_an_op_of_mobilenetv3_w12(ofa_files):
         assert table.backend == "published" and table.resolutions == [resolution]
         assert table.device["name"] == "Samsung Galaxy Note10"
         assert table.backend_options["statistic"] == "mean"
-        assert all(m.p50_ms == m.mean_ms and m.peak_bytes is None for m in table.entries.values())
+        assert all(m.p50_ms == m.mean_ms for m in table.entries.values())
+        # memory was not published: computed here from each op
+        assert all(m.param_bytes > 0 and m.input_bytes > 0 and m.peak_source == "estimate:hooks"
+                   for m in table.entries.values())
 
 
 @pytest.mark.parametrize("subnet", sorted(SUBNETS))
@@ -333,3 +336,107 @@ def test_lut_import_refuses_a_file_that_is_not_utf8_and_an_empty_device(tmp_path
     assert main(["lut", "import", str(path), "--format", "ofa", "--device", " ", "--out", str(tmp_path / "t.json")]) == 2
     assert "--device is empty" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
+
+
+# --- published tables end to end: any class count, memory, messages, search, export, transfer -----
+@pytest.fixture
+def note10_160(ofa_files, tmp_path):
+    lut = tmp_path / "note10_160.json"
+    assert main(["lut", "import", str(ofa_files[0]), "--format", "ofa", "--out", str(lut)]) == 0
+    return lut
+
+
+def test_a_head_of_any_class_count_is_derived_from_the_published_classifier_row(note10_160, ofa_files):
+    table = LatencyTable.load(note10_160)
+    rows = yaml.safe_load(ofa_files[0].read_text())
+    logits = rows["Logits-input:1x1x1536-output:1000"]["mean"]
+    arch = Arch.create(get_space("mobilenetv3_w12", resolution=160), dict(SAMPLE))
+    imagenet = LatencyPredictor(table, get_space("mobilenetv3_w12", resolution=160)).predict(arch)
+    digits_predictor = LatencyPredictor(table, get_space("mobilenetv3_w12", resolution=160, num_classes=10))
+    digits = digits_predictor.predict(arch)
+    assert imagenet.derived is None
+    assert digits.latency_ms == pytest.approx(imagenet.latency_ms - logits + logits * 10 / 1000, abs=1e-9)
+    assert "derived from the published 1000-class head" in digits.derived and "10/1000" in digits.derived
+    assert digits.error_pct is None  # a published table's error is unknown, derived head or not
+    # params and peak activations from the architecture itself, as `arch summary` counts them
+    model = get_space("mobilenetv3_w12", resolution=160, num_classes=10).build_model(arch.choice_map)
+    assert digits.params == sum(p.numel() for p in model.parameters())
+    assert digits.peak_activation_bytes >= 3 * 160 * 160 * 4
+    assert digits_predictor.fingerprint() != LatencyPredictor(
+        table, get_space("mobilenetv3_w12", resolution=160)).fingerprint()
+
+
+SAMPLE = {**{f"s{i}.depth": "3" for i in range(1, 6)},
+          **{f"s{i}.l{j}": "k5_e4" for i in range(1, 6) for j in range(4)}}
+
+
+def test_predict_on_a_published_table_states_an_unknown_error_and_real_memory(note10_160, tmp_path, capsys):
+    arch = tmp_path / "a.json"
+    save_arch(Arch.create(get_space("mobilenetv3_w12", resolution=160), dict(SAMPLE)), arch)
+    capsys.readouterr()
+    assert main(["predict", "--lut", str(note10_160), str(arch), "--num-classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "error unknown" in out and "calibrate" not in out
+    assert "params 0," not in out and "derived: the 10-class head" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resolution", "192"], "import the source's 192px table with `hwnas lut import 192_lookup_table.yaml --format ofa`"),
+    ([], "for space 'mobilenetv3_w12', not 'fbnet'"),
+])
+def test_a_published_table_never_prescribes_a_profile_of_its_device(note10_160, tmp_path, capsys, flags, message):
+    space = "mobilenetv3_w12" if flags else "fbnet"
+    arch = tmp_path / "a.json"
+    assert main(["arch", "sample", "--space", space, "--seed", "0", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--lut", str(note10_160), str(arch), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--backend published" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_table_imported_without_classifier_rows_asks_for_a_reimport(note10_160, tmp_path, capsys):
+    doc = json.loads(note10_160.read_text())
+    del doc["statistics"]["classifiers"]
+    note10_160.write_text(json.dumps(doc))
+    arch = tmp_path / "a.json"
+    assert main(["arch", "sample", "--space", "mobilenetv3_w12", "--seed", "0", "--out", str(arch)]) == 0
+    assert main(["predict", "--lut", str(note10_160), str(arch), "--resolution", "160", "--num-classes", "10"]) == 2
+    assert "import the source files again with `hwnas lut import" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_search_on_ten_class_data_with_and_without_a_task_head(note10_160, tmp_path, capsys):
+    common = ["search", "--strategy", "random", "--space", "mobilenetv3_w12", "--resolution", "160", "--lut",
+              str(note10_160), "--latency-budget", "20ms", "--data", "digits", "--trials", "1", "--max-batches", "1",
+              "--epochs", "1"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    result = json.loads((tmp_path / "plain" / "result.json").read_text())
+    assert result["meets_budgets"]["latency"] and "derived from the published 1000-class head" in result["latency_derived"]
+    assert main([*common, "--task-head", "lraspp", "--out", str(tmp_path / "task")]) == 0
+    out = capsys.readouterr().out
+    assert "the head's cost on Samsung Galaxy Note10" in out and "is derived" in out
+    result = json.loads((tmp_path / "task" / "result.json").read_text())
+    assert "head's cost on Samsung Galaxy Note10" in result["latency_derived"]
+
+
+def test_head_on_device_scales_only_a_published_tables_head(note10_160):
+    from hwnas.transfer.latency import head_on_device
+
+    published = LatencyTable.load(note10_160)
+    head, derived = head_on_device(0.5, 4.0, 16.0, published)
+    assert head == pytest.approx(2.0) and "derived" in derived and "Samsung Galaxy Note10" in derived
+    ours = LatencyTable.load(sorted(Path(hwnas.latency_tables.__file__).parent.glob("*ort-cpu*.json"))[0])
+    assert head_on_device(0.5, 4.0, 16.0, ours) == (0.5, None)
+
+
+def test_export_with_a_published_table_predicts_and_does_not_measure(note10_160, tmp_path, capsys):
+    arch = tmp_path / "a.json"
+    assert main(["arch", "sample", "--space", "mobilenetv3_w12", "--seed", "0", "--out", str(arch)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(arch), "--lut", str(note10_160), "--onnx", str(tmp_path / "m.onnx"),
+                 "--resolution", "160"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted" in out and "not measured here" in out and "profile" not in out
+    report = json.loads((tmp_path / "m.export_report.json").read_text())
+    assert report["latency"]["measured_ms"] is None and report["latency"]["device"] == "Samsung Galaxy Note10"
+    assert report["latency"]["predicted_ms"] > 0 and report["latency"]["stated_error_pct"] is None

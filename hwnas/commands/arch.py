@@ -117,7 +117,7 @@ def cmd_import(args) -> int:
     save_arch(arch, out)
     depths = ", ".join(arch.choice_map[f"s{i}.depth"] for i in range(1, 6))
     note = "" if classes == 1000 else (f"; its classifier has {classes} classes: predict it with --num-classes {classes} "
-                                       "on a table that holds that head (OFA's published tables hold the 1000-class one)")
+                                       "(a published table derives that head from its 1000-class one)")
     print(f"wrote {out} ({arch.space}, hash {arch.hash}, stage depths {depths}{note})")
     return 0
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from ..errors import ExportError
 from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_onnx
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
-from ..export.report import build_report, latency_prediction, latency_section, report_name, write_report
+from ..export.report import (build_report, latency_prediction, latency_section, published_latency_section, report_name,
+                             write_report)
+from ..latency_tables.published import is_published
 from ..jsonio import atomic_write_bytes, sha256_file
 from ..locks import hold_all
 from ..runs import check_writable
@@ -191,7 +193,9 @@ def _export(args) -> int:
                     "onnxruntime (CPUExecutionProvider)", f"tensorrt {engine_spec.precision}", kind,
                 ).check()
     latency = None
-    if table is not None:
+    if table is not None and is_published(table):
+        latency = published_latency_section(args.lut, table, prediction, source.num_classes)
+    elif table is not None:
         latency = latency_section(args.lut, table, prediction, source.arch, source.model, source.resolution,
                                   onnx_spec.batch, onnx_bytes)
 
@@ -220,7 +224,11 @@ def _export(args) -> int:
     for record in parity.values():
         print(f"  parity: {record.summary()}")
     print(f"  wrote {args.onnx} ({_mb(len(onnx_bytes))})")
-    if latency:
+    if latency and latency["measured_ms"] is None:
+        derived = f"; {latency['derived']}" if latency["derived"] else ""
+        print(f"  latency on {latency['device']} (published table): predicted {latency['predicted_ms']:.2f} ms, error "
+              f"unknown, not measured here (this machine is not that device){derived}")
+    elif latency:
         stated = f", stated error ±{latency['stated_error_pct']:.1f}%" if latency["stated_error_pct"] is not None else ""
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.2f} ms{stated}, measured "
               f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}, at the table's speed), error "

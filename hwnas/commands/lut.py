@@ -108,7 +108,8 @@ def cmd_show(args) -> int:
     print(f"  entries     {doc['entries']} (overhead {overhead}; created {doc['created']})")
     q = doc["quality"]
     if table.device.get("published"):
-        print("  statistic   published mean: p10/p50/p90 all hold it (no quantiles were published); memory unknown")
+        print("  statistic   published mean: p10/p50/p90 all hold it (no quantiles were published); memory computed "
+              "here from each op (fp32); a head of another class count is derived from the published classifier row")
     else:
         ref = doc["reference"] or {}
         if ref.get("ms"):

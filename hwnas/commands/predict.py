@@ -15,6 +15,7 @@ from ..latency_tables.calibration import Calibration
 from ..latency_tables.loading import open_profiler, space_for_table
 from ..latency_tables.plot import scatter_png
 from ..latency_tables.predictor import LatencyPredictor
+from ..latency_tables.published import is_published
 from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
 from ..latency_tables.table import LatencyTable
 from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
@@ -91,7 +92,10 @@ def cmd_predict(args) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     calibration = predictor.calibration
-    if calibration is None:
+    if is_published(table):
+        error = (f" (error unknown: a published table of {table.device['name']}, whose error was not published and "
+                 "cannot be measured from here)")
+    elif calibration is None:
         error = " (uncalibrated raw sum: run `hwnas calibrate` for a stated error)"
     elif calibration.stated_error_pct == (calibration.validated_error_pct or 0.0):
         error = f" ± {prediction.error_pct:.1f}% (MAPE on {calibration.validated_n} held-out architectures)"
@@ -108,6 +112,8 @@ def cmd_predict(args) -> int:
               "`hwnas validate` states how fast the machine runs now")
     print(f"  raw LUT sum {prediction.raw_sum_ms:.2f} ms, params {prediction.params:,}, "
           f"peak activations {prediction.peak_activation_bytes / 2**20:.1f} MiB")
+    if prediction.derived:
+        print(f"  derived: {prediction.derived}")
     return 0
 
 

@@ -329,19 +329,22 @@ def _describe_cluster(ray) -> str:
 
 def _use_task_head(predictor: LatencyPredictor, args) -> None:
     from ..reference import reference_arch
-    from ..transfer.latency import task_head_cost_ms
+    from ..transfer.latency import head_on_device, task_head_latency
 
     if args.task_classes < 1:
         raise HwnasError(f"--task-classes must be >= 1, got {args.task_classes}")
     space = predictor.space
+    arch = reference_arch(space)
     clock = "thread" if predictor.table.backend_options.get("clock") == "thread" else "wall"
-    head_ms = ddp.on_main(lambda: task_head_cost_ms(reference_arch(space), args.task_head, space.resolution,
-                                                    num_classes=args.task_classes, clock=clock))  # one measurement
-    predictor.use_task_head(head_ms)
+    timed = ddp.on_main(lambda: task_head_latency(arch, args.task_head, space.resolution,
+                                                  num_classes=args.task_classes, clock=clock))  # one measurement
+    backbone_ms = predictor.latency_ms(arch) - predictor.op_cost_ms(arch.ops(space)[-1])
+    head_ms, derived = head_on_device(timed.head_ms, timed.backbone_ms, backbone_ms, predictor.table)
+    predictor.use_task_head(head_ms, derived)
     if ddp.is_main():
-        print(f"task model: the {args.task_head} head measured {head_ms:.3g} ms on {space.name}'s reference "
-              f"architecture (ONNX Runtime CPU); predictions add {predictor.task_head_offset_ms:+.3g} ms for it in "
-              "place of the classifier head")
+        print(f"task model: the {args.task_head} head measured {timed.head_ms:.3g} ms on {space.name}'s reference "
+              f"architecture (ONNX Runtime CPU){'' if derived is None else f'; {derived}'}; predictions add "
+              f"{predictor.task_head_offset_ms:+.3g} ms for it in place of the classifier head")
 
 
 def print_verification(verification: Verification, budget: float | None) -> None:

@@ -126,6 +126,25 @@ def latency_section(lut_path, table, prediction, arch, model, resolution: int, b
     }
 
 
+def published_latency_section(lut_path, table, prediction, num_classes: int) -> dict:
+    """The prediction of a published table, not measured: its device (a phone) is not this machine,
+    so the exported model is to be timed there; the error of a published table is unknown."""
+    return {
+        "num_classes": int(num_classes),
+        "lut": str(lut_path),
+        "backend": table.backend,
+        "backend_options": table.backend_options,
+        "device": table.device.get("name"),
+        "predicted_ms": prediction.latency_ms,
+        "raw_sum_ms": prediction.raw_sum_ms,
+        "stated_error_pct": None,
+        "derived": prediction.derived,
+        "measured_ms": None,
+        "note": f"predicted from a published table of {table.device.get('name')}; not measured (this machine is not "
+                "that device) and its error is unknown: time the exported model on that device",
+    }
+
+
 def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,
                  engine_spec=None, engine_path=None, engine_bytes: int | None = None,
                  latency: dict | None = None, replaced: dict | None = None) -> dict:

@@ -20,8 +20,9 @@ import torch
 from ..arch import Arch
 from ..errors import LutError
 from ..spaces import SKIP, LayerwiseSpace, SearchSpace
+from . import published
 from .calibration import calibration_for, op_category
-from .table import LatencyTable, OpKey
+from .table import LatencyTable, Measurement, OpKey
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Prediction:
     params: int
     peak_activation_bytes: int
     coverage_note: str | None = None  # why error_pct is widened: the architecture is unlike the calibration's
+    derived: str | None = None  # which op was derived rather than measured (a published table's head)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +45,9 @@ class LatencyPredictor:
     """Predicts architectures of one space from one table; caches per-op lookups.
 
     Construction checks that every op the space can contain is in the table, so a search
-    fails before it starts rather than in the middle.
+    fails before it starts rather than in the middle. On a published table, a head of another
+    class count than the published one is derived (hwnas.latency_tables.published); `derived`
+    says how, and every prediction carries that sentence.
     """
 
     def __init__(self, table: LatencyTable, space: SearchSpace, check_complete: bool = True):
@@ -52,8 +56,14 @@ class LatencyPredictor:
         self.calibration = calibration_for(table.calibration, space.resolution)
         self._build = space.build_config.name
         self._cache: dict = {}
+        self._derived: dict[str, Measurement] = {}
+        self.derived: str | None = None
+        if published.is_published(table):
+            self._derive_heads()
         if check_complete:
-            missing = [op for op in space.all_ops() if self.key(op) not in table]
+            missing = [op for op in space.all_ops() if not self.has(op)]
+            if missing and published.is_published(table):
+                raise LutError(published.missing_ops(table, space, len(missing), self.key(missing[0])))
             if missing:
                 classes = "" if space.num_classes == space.default_num_classes else f" --num-classes {space.num_classes}"
                 raise LutError(
@@ -63,14 +73,35 @@ class LatencyPredictor:
                     f"{table.backend} --out TABLE --resume`"
                 )
 
+    def _derive_heads(self) -> None:
+        notes = []
+        for op in self.space.all_ops():
+            key = self.key(op)
+            if op.kind == "head" and key not in self.table and str(key) not in self._derived:
+                derived = published.derived_head(self.table, op, self.space, key)
+                if derived is not None:
+                    self._derived[str(key)], note = derived
+                    notes.append(note)
+        self.derived = "; ".join(notes) or None
+
     def key(self, op) -> OpKey:
         return OpKey.for_op(op, self._build, batch=self.table.batch, dtype=self.table.dtype)
+
+    def has(self, op) -> bool:
+        """Whether the op is in the table or derived from it."""
+        key = self.key(op)
+        return key in self.table or str(key) in self._derived
+
+    def measurement(self, op) -> Measurement:
+        """The table's measurement of one op (or the derived one, see `derived`)."""
+        key = self.key(op)
+        return self._derived.get(str(key)) or self.table.get(key)
 
     def op_latency_ms(self, op) -> float:
         """Median latency of one op instance from the table (cached)."""
         cached = self._cache.get(op)
         if cached is None:
-            cached = self.table.get(self.key(op)).p50_ms
+            cached = self.measurement(op).p50_ms
             self._cache[op] = cached
         return cached
 
@@ -102,12 +133,15 @@ class LatencyPredictor:
 
     task_head_offset_ms = 0.0
 
-    def use_task_head(self, head_ms: float) -> None:
+    def use_task_head(self, head_ms: float, derived: str | None = None) -> None:
         """Predict a task model from now on: the classifier head's cost replaced by `head_ms`, the
-        measured cost of a detection or segmentation head (hwnas.transfer.latency.task_head_cost_ms)."""
+        measured cost of a detection or segmentation head (hwnas.transfer.latency.task_head_latency);
+        `derived` says how, where that cost was derived rather than measured on the table's device."""
         (final_shape, *_) = sorted(self.space.final_shapes())
         self.task_head_offset_ms = float(head_ms) - self.op_cost_ms(self.space.head_op(*final_shape))
         self._cache.pop("_layer_tables", None)
+        if derived:
+            self.derived = f"{self.derived}; {derived}" if self.derived else derived
 
     def _calibrated(self, ops) -> float:
         if not self.calibration:
@@ -136,6 +170,7 @@ class LatencyPredictor:
             params=params,
             peak_activation_bytes=peak,
             coverage_note=note,
+            derived=self.derived,
         )
 
     def _memory(self, ops) -> tuple[int, int]:
@@ -143,7 +178,7 @@ class LatencyPredictor:
         params_bytes = 0
         peak = 0
         for op in ops:
-            m = self.table.get(self.key(op))
+            m = self.measurement(op)
             params_bytes += m.param_bytes
             peak = max(peak, m.input_bytes + m.output_bytes, m.peak_bytes or 0)
         bytes_per_param = 2 if self.table.dtype in ("float16", "bfloat16") else 4

@@ -16,7 +16,14 @@ each op has in the source, and sums them the way the source's own predictor does
 Every row the space does not use is reported with the reason. The table's backend is
 `published` (no profiler here can extend, resume or re-measure it), its device names the phone,
 and p10/p50/p90 all hold the published mean (`backend_options.statistic`): no quantiles were
-published. Memory is unknown (peak_bytes null, byte counts 0).
+published. Memory was not published: each entry's parameter, input, output and peak activation
+bytes are computed here from the op itself (fp32, `peak_source` "estimate:hooks").
+
+A head for any class count. The sources time the 1000-class ImageNet head only. Its classifier
+row (`Logits`, a features x classes matrix product) is kept apart in `statistics.classifiers`, so
+a head of N classes is derived from the published one: the head's time minus the classifier's,
+plus the classifier's scaled by N/1000 (its multiply-adds). Predictions that use a derived head
+say so (`Prediction.derived`); the error of a published table is unknown, derived or not.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from timm.layers import make_divisible
 
 from ..errors import HwnasError, LutError
+from ..ops import HeadSpec
 from ..spaces import SearchSpace, get_space
 from ..spaces.base import OpInstance
 from .table import LatencyTable, Measurement, OpKey
@@ -45,6 +54,7 @@ class PublishedFormat:
     space: str
     source: str
     devices: dict  # folder or file name -> device name
+    resolution_file: str | None = None  # the source's file of one resolution, if it publishes several
 
     def device_for(self, path: Path) -> str | None:
         return self.devices.get(path.parent.name) or self.devices.get(path.name)
@@ -53,7 +63,7 @@ class PublishedFormat:
 FORMATS = {
     "ofa": PublishedFormat(
         "ofa", "mobilenetv3_w12", "Once-for-All MobileNetV3 w1.2 latency lookup table (mit-han-lab/once-for-all)",
-        {"note10": "Samsung Galaxy Note10"},
+        {"note10": "Samsung Galaxy Note10"}, "{resolution}_lookup_table.yaml",
     ),
     "proxylessnas": PublishedFormat(
         "proxylessnas", "proxylessnas", "ProxylessNAS mobile latency lookup table (mit-han-lab/proxylessnas)",
@@ -69,6 +79,27 @@ class Row:
     mean_ms: float
     std_ms: float
     count: int
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The published classifier row inside a head (`Logits`: `features` -> `classes`), kept apart
+    so that a head of another class count can be derived from the head's published time."""
+
+    mean_ms: float
+    std_ms: float
+    count: int
+    features: int
+    classes: int
+
+    def to_dict(self) -> dict:
+        return {"mean_ms": self.mean_ms, "std_ms": self.std_ms, "count": self.count, "features": self.features,
+                "classes": self.classes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Classifier":
+        return cls(float(data["mean_ms"]), float(data["std_ms"]), int(data["count"]), int(data["features"]),
+                   int(data["classes"]))
 
 
 @dataclass(frozen=True)
@@ -187,11 +218,36 @@ def source_keys(op: OpInstance, space: SearchSpace, fmt: str) -> tuple[str, ...]
     return (f"{key}-expand:{int(ratio)}-kernel:{opts['k']}-stride:{stride}-idskip:{skip}",)
 
 
-def _combine(rows: list[Row]) -> Measurement:
+def op_memory(op: OpInstance, space: SearchSpace) -> dict:
+    """The op's memory fields (Measurement's param/input/output/peak bytes), computed here from
+    the op's module at fp32: the sources published latency only."""
+    import torch
+
+    from ..profilers.memory import estimate_on_cpu
+    from ..profilers.session import op_module
+
+    module = op_module(op, space.build_config).eval()
+    _, memory = estimate_on_cpu(module, torch.zeros(op.input_shape(1)))
+    return memory.fields()
+
+
+@contextmanager
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _combine(rows: list[Row], memory: dict) -> Measurement:
     mean = sum(r.mean_ms for r in rows)
     std = math.sqrt(sum(r.std_ms ** 2 for r in rows))
     return Measurement(p10_ms=mean, p50_ms=mean, p90_ms=mean, mean_ms=mean, std_ms=std,
-                       count=min(r.count for r in rows), peak_bytes=None, peak_source="unknown (published latency only)")
+                       count=min(r.count for r in rows), **memory)
 
 
 def _file_space(path: Path, rows: dict[str, Row], fmt: PublishedFormat) -> SearchSpace:
@@ -209,25 +265,35 @@ def _file_space(path: Path, rows: dict[str, Row], fmt: PublishedFormat) -> Searc
         raise LutError(f"{path}: its stem/classifier rows do not fit space {fmt.space!r} ({exc})") from None
 
 
-def import_file(path: str | Path, fmt: str) -> tuple[SearchSpace, dict[str, Measurement], FileImport]:
-    """One source file -> (its space at its resolution, entries keyed like ours, what was mapped)."""
+def import_file(path: str | Path, fmt: str) -> tuple[SearchSpace, dict[str, Measurement], dict[str, Classifier],
+                                                       FileImport]:
+    """One source file -> (its space at its resolution, entries keyed like ours, the classifier
+    row of each head entry, what was mapped)."""
     path, spec = Path(path), FORMATS[fmt]
     rows = read_rows(path)
     space = _file_space(path, rows, spec)
     build = space.build_config.name
     entries: dict[str, Measurement] = {}
+    classifiers: dict[str, Classifier] = {}
     used: set[str] = set()
     for op in space.all_ops():
+        key = str(OpKey.for_op(op, build))
+        if key in entries:
+            continue
         keys = source_keys(op, space, fmt)
         absent = [k for k in keys if k not in rows]
         if absent:
             raise LutError(f"{path} lacks the row {absent[0]!r} that op {op.label} of space {space.name!r} at "
                            f"{space.resolution}px needs; it is not a complete {spec.source}")
-        entries[str(OpKey.for_op(op, build))] = _combine([rows[k] for k in keys])
+        entries[key] = _combine([rows[k] for k in keys], op_memory(op, space))
+        if op.kind == "head":
+            logits = rows[keys[-1]]
+            classifiers[key] = Classifier(logits.mean_ms, logits.std_ms, logits.count,
+                                          space.build_config.num_features, space.num_classes)
         used.update(keys)
     unmapped = tuple((k, _why_unmapped(k, space)) for k in sorted(set(rows) - used))
     report = FileImport(path.name, space.resolution, len(rows), len(used), len(entries), unmapped)
-    return space, entries, report
+    return space, entries, classifiers, report
 
 
 def _why_unmapped(key: str, space: SearchSpace) -> str:
@@ -252,11 +318,12 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
     paths = [Path(p) for p in paths]
     imported, seen = [], {}
     for path in paths:
-        space, entries, report = import_file(path, fmt)
+        with _one_thread():  # the memory estimates run small forwards; two threads on a busy machine crawl
+            space, entries, classifiers, report = import_file(path, fmt)
         if space.resolution in seen:
             raise LutError(f"{path} and {seen[space.resolution]} are both tables at {space.resolution}px; import one of them")
         seen[space.resolution] = path
-        imported.append((path, space, entries, report))
+        imported.append((path, space, entries, classifiers, report))
     names = {spec.device_for(p) for p in paths}
     if device is None:
         if None in names or len(names) != 1:
@@ -264,7 +331,7 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
                            "name it with --device (e.g. --device 'Samsung Galaxy Note10')")
         device = names.pop()
     results = []
-    for path, space, entries, report in imported:
+    for path, space, entries, classifiers, report in imported:
         table = LatencyTable(
             backend=PUBLISHED_BACKEND,
             backend_options={"source": fmt, "statistic": "mean"},
@@ -279,9 +346,12 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
                 "statistic": "mean",
                 "note": "p10_ms, p50_ms and p90_ms hold the published mean (no quantiles were published); std_ms is "
                         "the published std (or sqrt of var); an op made of several published rows has their summed "
-                        "means and the root-sum-square of their stds; memory is unknown",
+                        "means and the root-sum-square of their stds; memory was not published: byte counts are "
+                        "computed from each op at fp32; a head of another class count is derived from "
+                        "`classifiers` (the Logits row of each head, scaled by classes)",
                 "files": [{"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                            "rows": report.rows, "rows_mapped": report.mapped}],
+                "classifiers": {key: c.to_dict() for key, c in classifiers.items()},
             },
         )
         results.append((table, report))
@@ -303,7 +373,9 @@ def combine(tables: list[LatencyTable]) -> LatencyTable:
                 )
         statistics = dict(combined.statistics)
         combined = combined.merge(table)
-        combined.statistics = {**statistics, "files": statistics["files"] + table.statistics["files"]}
+        combined.statistics = {**statistics, "files": statistics["files"] + table.statistics["files"],
+                               "classifiers": {**statistics.get("classifiers", {}),
+                                               **table.statistics.get("classifiers", {})}}
     return combined
 
 
@@ -323,3 +395,63 @@ def refusal(table: LatencyTable) -> str:
             f"on {table.device.get('name', 'an unknown device')}); calibrate, validate and a search's end-to-end check "
             "measure networks on this machine, which is not that device: use the table for predict and search, or "
             "profile this machine with `hwnas profile`")
+
+
+def classifiers(table: LatencyTable) -> dict[str, Classifier]:
+    """The classifier row of each published head (see the module docstring); a table imported by
+    an hwnas that did not keep them is refused, naming the re-import."""
+    data = (table.statistics or {}).get("classifiers")
+    if not isinstance(data, dict):
+        raise LutError(f"this published table ({table.device.get('name', 'unknown device')}) was imported by an older "
+                       "hwnas and lacks the classifier rows a head of another class count is derived from; import "
+                       f"the source files again with `hwnas lut import FILE... --format "
+                       f"{table.backend_options.get('source', 'ofa')}`")
+    try:
+        return {key: Classifier.from_dict(value) for key, value in data.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LutError(f"the published table's classifier rows are malformed ({exc}); import the source files "
+                       "again with `hwnas lut import`") from None
+
+
+def derived_head(table: LatencyTable, op: OpInstance, space: SearchSpace, key: OpKey) -> tuple[Measurement, str] | None:
+    """The head `op` (another class count than the published one) derived from the published head
+    of the same input and features: the head's time minus its classifier row, plus that row scaled
+    by the class ratio; with the sentence that says so. None where no published head fits."""
+    want = HeadSpec.parse(op.spec)
+    for text, classifier in classifiers(table).items():
+        source = OpKey.parse(text)
+        if (source.build, source.shape, source.dtype, HeadSpec.parse(source.spec).features) != (
+                key.build, key.shape, key.dtype, want.features) or text not in table.entries:
+            continue
+        head = table.entries[text]
+        scale = want.num_classes / classifier.classes
+        mean = head.mean_ms + classifier.mean_ms * (scale - 1.0)
+        std = math.sqrt(max(head.std_ms ** 2 - classifier.std_ms ** 2, 0.0) + (classifier.std_ms * scale) ** 2)
+        measurement = Measurement(p10_ms=mean, p50_ms=mean, p90_ms=mean, mean_ms=mean, std_ms=std, count=head.count,
+                                  **op_memory(op, space))
+        note = (f"the {want.num_classes}-class head ({mean:.3f} ms) is derived from the published "
+                f"{classifier.classes}-class head ({head.mean_ms:.3f} ms): its classifier row ({classifier.mean_ms:.3f} "
+                f"ms) scaled by {want.num_classes}/{classifier.classes}")
+        return measurement, note
+    return None
+
+
+def missing_ops(table: LatencyTable, space: SearchSpace, missing: int, first: OpKey) -> str:
+    """Why a published table cannot predict `space`, and what to do: it is for another space,
+    another resolution (import that resolution's file), or another batch/dtype; never a profile,
+    which no backend here can make of that device."""
+    source = FORMATS.get(table.backend_options.get("source"))
+    of = f"a published table ({table.device.get('source', 'unknown source')}, {table.device.get('name', 'unknown device')})"
+    if space.name not in table.spaces:
+        return (f"the table is {of} for space {', '.join(map(repr, table.spaces))}, not {space.name!r}: use it for "
+                f"architectures of {table.spaces[0]!r}, or profile this machine for {space.name!r} with `hwnas profile`")
+    if space.resolution not in table.resolutions:
+        held = "/".join(map(str, table.resolutions))
+        if source is not None and source.resolution_file:
+            name = source.resolution_file.format(resolution=space.resolution)
+            return (f"the table is {of} at {held}px, not {space.resolution}px: import the source's {space.resolution}px "
+                    f"table with `hwnas lut import {name} --format {source.name}`, or use --resolution {held}")
+        return f"the table is {of} at {held}px only; the source publishes no {space.resolution}px table: use --resolution {held}"
+    return (f"the table is {of} and lacks {missing} of the {len(space.all_ops())} ops of space {space.name!r} at "
+            f"{space.resolution}px (first: {first}); it holds batch {table.batch}, {table.dtype} only, and no profiler "
+            "here can measure that device")

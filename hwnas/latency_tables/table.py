@@ -217,6 +217,9 @@ class LatencyTable:
             return self.entries[str(key)]
         except KeyError:
             space = self.spaces[0] if self.spaces else "SPACE"
+            if self.device.get("published"):
+                raise LutError(f"op {key} is not in this published table of {self.device.get('name')}, and no "
+                               "profiler here can measure that device; import the source table that holds it") from None
             raise LutError(
                 f"op {key} is not in the {self.backend} table; profile it with "
                 f"`hwnas profile --space {space} --backend {self.backend} --out TABLE --resume`"

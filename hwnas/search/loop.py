@@ -242,6 +242,7 @@ class TrialLoop:
             "front_size": len(front), "trials_per_minute": round(60.0 * evaluated / max(elapsed, 1e-9), 3),
             "meets_budgets": {name: over <= 1e-9 for name, over in best.violations.items()},
             "predicted_params": best.params, "predicted_peak_activation_bytes": best.peak_activation_bytes,
+            **({"latency_derived": p.predictor.derived} if p.predictor.derived else {}),
             **self.evaluator.result_details(best.arch),
         }
         candidates = tuple(Candidate(t.arch, t.predicted_ms, t.top1, note=f"trial {t.number}") for t in front)

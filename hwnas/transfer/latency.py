@@ -27,6 +27,7 @@ from torch import nn
 from ..arch import Arch
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
+from ..latency_tables.published import is_published
 from ..latency_tables.table import LatencyTable
 from ..profilers import StatsConfig, get_profiler
 from ..profilers.base import Runner
@@ -79,6 +80,8 @@ class TaskLatency:
     predicted_backbone_ms: float | None = None
     predicted_total_ms: float | None = None
     lut: str | None = None
+    predicted_head_ms: float | None = None  # the head's cost on the LUT's device
+    derived: str | None = None  # how predicted_head_ms was derived, where the head could not be timed there
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +149,20 @@ def lut_backbone_ms(arch: Arch, lut: str, resolution: int) -> float:
     return predictor.latency_ms(arch) - predictor.op_cost_ms(head_op)
 
 
+def head_on_device(head_ms: float, backbone_ms: float, predicted_backbone_ms: float, table: LatencyTable
+                   ) -> tuple[float, str | None]:
+    """The head's cost on the LUT's device, and how it was derived. A published table's device (a
+    phone) cannot time the head from here: its cost is the head measured here scaled by how much
+    slower that device runs the backbone (its prediction over the backbone measured here), a
+    derivation, marked as one. Any other table's head is the one measured here, on its backend."""
+    if not is_published(table):
+        return head_ms, None
+    ratio = predicted_backbone_ms / backbone_ms
+    scaled = head_ms * ratio
+    return scaled, (f"the head's cost on {table.device.get('name')} ({scaled:.2f} ms) is derived: {head_ms:.2f} ms "
+                    f"measured here x {ratio:.2f}, that device's backbone prediction over the backbone measured here")
+
+
 def task_latency(model: nn.Module, backbone: nn.Module, task: str, resolution: int, arch: Arch | None = None,
                  lut: str | None = None, image: torch.Tensor | None = None, threads: int = 1,
                  stats: StatsConfig | None = None, clock: str = "wall") -> TaskLatency:
@@ -154,25 +171,35 @@ def task_latency(model: nn.Module, backbone: nn.Module, task: str, resolution: i
         image = torch.rand(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock)
     head = total - body
-    predicted = lut_backbone_ms(arch, lut, resolution) if (lut and arch is not None) else None
-    return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head, predicted,
-                       None if predicted is None else predicted + head, lut)
+    if not (lut and arch is not None):
+        return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head)
+    predicted = lut_backbone_ms(arch, lut, resolution)
+    device_head, derived = head_on_device(head, body, predicted, LatencyTable.load(lut))
+    return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head, predicted, predicted + device_head, lut,
+                       device_head, derived)
 
 
-def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
+def task_head_latency(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
                       stats: StatsConfig | None = None, source: BackboneSource | None = None,
-                      clock: str = "wall") -> float:
-    """Measured cost (ms, ONNX Runtime CPU) of `head` on `arch`'s backbone: whole task model minus
-    backbone. A search adds it to every backbone prediction to budget the whole task model (the
-    head's cost depends a little on the backbone's widths; measure it on a typical architecture)."""
+                      clock: str = "wall") -> TaskLatency:
+    """`head` on `arch`'s backbone, timed (ONNX Runtime CPU): whole task model, backbone, and the
+    head's cost as their difference. A search adds the head's cost to every backbone prediction to
+    budget the whole task model (the cost depends a little on the backbone's widths; measure it on
+    a typical architecture)."""
     from .heads import build_task_model, head_task
 
     task = head_task(head)
     torch.manual_seed(0)
     source = source or arch_source(arch, resolution=resolution)
     model = build_task_model(source, head, num_classes, resolution)
-    result = task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock)
-    return result.head_ms
+    return task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock)
+
+
+def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
+                      stats: StatsConfig | None = None, source: BackboneSource | None = None,
+                      clock: str = "wall") -> float:
+    """Measured cost (ms, ONNX Runtime CPU) of `head` on `arch`'s backbone (see task_head_latency)."""
+    return task_head_latency(arch, head, resolution, num_classes, threads, stats, source, clock).head_ms
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
