@@ -57,6 +57,24 @@ def test_a_bad_line_inside_the_history_is_one_line_naming_it(tiny, tmp_path, cap
     assert message in err and str(history) in err and len(err.splitlines()) == 1
 
 
+def test_trial_states_are_one_enum_and_a_history_holds_finished_trials_only(tiny, tmp_path):
+    from hwnas.search.trials import FINISHED, TrialState
+
+    assert {s.value for s in TrialState} == {"pending", "complete", "failed", "infeasible"}
+    assert TrialState.PENDING not in FINISHED
+    search(tiny, tmp_path / "run", trials=4)
+    history = tmp_path / "run" / "trials.jsonl"
+    docs = [json.loads(line) for line in lines_of(history)]
+    assert {d["state"] for d in docs} <= {s.value for s in FINISHED} and "measured_ms" not in docs[0]
+    trials = read_history(history)
+    assert all(isinstance(t.state, TrialState) for t in trials)
+    older = dict(docs[0], measured_ms=None)  # histories of older versions carry an unused slot
+    pending = dict(docs[0], state="pending")
+    history.write_text("\n".join(json.dumps(d) for d in (older, pending, *docs[1:])) + "\n")
+    with pytest.raises(RunError, match="line 2 is not a trial record .*'pending' is not one a history holds"):
+        read_history(history)
+
+
 def test_a_trial_recorded_complete_without_a_finite_top1_counts_as_failed(tiny, tmp_path):
     search(tiny, tmp_path / "run", trials=4)
     history = tmp_path / "run" / "trials.jsonl"

@@ -10,7 +10,7 @@ from ..jsonio import read_json
 from ..runs import read_jsonl
 from ..search.loop import PARETO, RUN_FILE
 from ..search.objectives import choose
-from ..search.trials import HISTORY, read_history
+from ..search.trials import FINISHED, HISTORY, TrialState, read_history
 
 
 def register(subparsers) -> None:
@@ -66,7 +66,7 @@ def cmd_show(args) -> int:
 def show_trials(run_dir: Path, result: dict | None, failures: int) -> None:
     config = read_json(run_dir / RUN_FILE, "search run settings")["config"]
     trials = read_history(run_dir / HISTORY)
-    counts = {s: sum(t.state == s for t in trials) for s in ("complete", "failed", "infeasible")}
+    counts = {s.value: sum(t.state == s for t in trials) for s in FINISHED}
     budgets = {k: v for k, v in config["budgets"].items() if k not in ("mode", "penalty") and v is not None}
     data = config["data"] or f"NAS-Bench-201 look-ups ({config['evaluator'].get('dataset')})"
     print(f"{run_dir}: {config['strategy']} search of {config['space']}@{config['resolution']} on {data}, "
@@ -90,7 +90,7 @@ def show_trials(run_dir: Path, result: dict | None, failures: int) -> None:
         for doc in front:
             if doc["number"] in by_number:
                 print(_trial_line(by_number[doc["number"]]))
-    failed = [t for t in trials if t.state == "failed"]
+    failed = [t for t in trials if t.state == TrialState.FAILED]
     if failed:
         print(f"failed trials ({len(failed)}, first {min(failures, len(failed))}):")
         for t in failed[:failures]:

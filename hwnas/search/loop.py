@@ -24,7 +24,7 @@ from .base import Candidate, SearchProblem, SearchResult, Strategy, SupernetStra
     refuse_unused_budgets, write_result
 from .evaluators import EvalRequest, Evaluator
 from .objectives import choose, pareto_front
-from .trials import HISTORY, Trial, append_trial, read_history, repair_history, trial_seed
+from .trials import FINISHED, HISTORY, Trial, TrialState, append_trial, read_history, repair_history, trial_seed
 
 RUN_FILE = "search.json"
 RUN_FORMAT = "hwnas.search-run"
@@ -137,7 +137,7 @@ class TrialLoop:
             for trial in batch:  # told in the order asked, however the evaluations finished
                 self.strategy.tell(trial)
                 trials.append(trial)
-                if trial.state == "infeasible":
+                if trial.state == TrialState.INFEASIBLE:
                     rejected_in_row += 1
                     if rejected_in_row >= loop.max_rejected:
                         raise HwnasError(f"{rejected_in_row} proposals in a row were over a budget "
@@ -146,7 +146,7 @@ class TrialLoop:
                 rejected_in_row = 0
                 evaluated += 1
                 bar.update(1)
-                if trial.state == "complete" and trial.feasible and (best is None or trial.top1 > best.top1):
+                if trial.state == TrialState.COMPLETE and trial.feasible and (best is None or trial.top1 > best.top1):
                     best = trial
                 bar.set_postfix(best=f"{best.top1:.2f}%" if best else "-", trial=trial.number)
         bar.close()
@@ -174,10 +174,10 @@ class TrialLoop:
             return trial
         pred, violations = self._predicted(arch)
         over = any(v > 0 for v in violations.values())
-        state = "infeasible" if over and self.budgets.mode == "reject" else "pending"
+        state = TrialState.INFEASIBLE if over and self.budgets.mode == "reject" else TrialState.PENDING
         trial = Trial(number, arch, state, pred.latency_ms, pred.params, pred.peak_activation_bytes,
                       trial_seed(p.seed, arch), violations=violations)
-        if state == "infeasible":
+        if state == TrialState.INFEASIBLE:
             trial = Trial(**{**trial.__dict__, "elapsed_s": round(self.elapsed(), 3), "note": "over a budget"})
             append_trial(self.history_path, trial)
         return trial
@@ -188,31 +188,31 @@ class TrialLoop:
         trials in flight); then duplicates take their original's figures. Replaces in `batch`."""
         index = {t.number: i for i, t in enumerate(batch)}
         for trial in batch:  # taken from the history on resume
-            if trial.state in ("complete", "failed"):
+            if trial.state in (TrialState.COMPLETE, TrialState.FAILED):
                 done.setdefault(trial.arch.hash, trial)
         first: dict[str, Trial] = {}
         for trial in batch:
-            if trial.state == "pending" and trial.arch.hash not in done:
+            if trial.state == TrialState.PENDING and trial.arch.hash not in done:
                 first.setdefault(trial.arch.hash, trial)
         requests = [EvalRequest(t.number, t.arch, t.seed) for t in first.values()]
         for outcome in (self.evaluator.evaluate_batch(requests) if requests else ()):
             trial = batch[index[outcome.number]]
             batch[index[outcome.number]] = done[trial.arch.hash] = self._finish(trial, outcome, None)
         for i, trial in enumerate(batch):
-            if trial.state == "pending":
+            if trial.state == TrialState.PENDING:
                 trial = batch[i] = self._finish(trial, None, done.get(trial.arch.hash))
-            if trial.state != "infeasible":
+            if trial.state != TrialState.INFEASIBLE:
                 done.setdefault(trial.arch.hash, trial)
 
     def _finish(self, trial: Trial, outcome, duplicate: Trial | None) -> Trial:
         """The evaluated trial (or a duplicate's figures), appended to the history."""
         if duplicate is not None:
-            metrics, error, wall = duplicate.metrics, "" if duplicate.state == "complete" else duplicate.note, 0.0
+            metrics, error, wall = duplicate.metrics, "" if duplicate.state == TrialState.COMPLETE else duplicate.note, 0.0
             note = f"duplicate of trial {duplicate.number}"
         else:
             metrics, error, wall = outcome.metrics, outcome.error, outcome.wall_s
             note = error
-        state = "complete" if metrics else "failed"
+        state = TrialState.COMPLETE if metrics else TrialState.FAILED
         objective = None
         if metrics:
             objective = self.budgets.penalised(metrics["top1"], trial.violations)
@@ -225,7 +225,7 @@ class TrialLoop:
     def _result(self, run_dir, trials: list[Trial], finished: bool) -> SearchResult:
         p = self.problem
         best = choose(trials, p.objectives)
-        counts = {s: sum(t.state == s for t in trials) for s in ("complete", "failed", "infeasible")}
+        counts = {s.value: sum(t.state == s for t in trials) for s in FINISHED}
         if best is None:
             raise HwnasError(f"no trial of {len(trials)} finished within the budgets ({counts['failed']} failed, "
                              f"{counts['infeasible']} over a budget); see {run_dir / HISTORY}")

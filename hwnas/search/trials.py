@@ -9,14 +9,27 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from ..arch import Arch, arch_from_dict
 from ..errors import HwnasError
 from ..runs import RunError
 
-#: a trial's state: evaluated, raised while evaluated, or over a budget and not evaluated (reject mode)
-STATES = ("complete", "failed", "infeasible")
+class TrialState(str, Enum):
+    """What became of a proposal. A `str` enum: it is its value in JSON and compares equal to it."""
+
+    PENDING = "pending"  # proposed and within the budgets, not evaluated yet (never written to the history)
+    COMPLETE = "complete"  # evaluated
+    FAILED = "failed"  # raised while evaluated, or recorded without a finite top-1
+    INFEASIBLE = "infeasible"  # over a budget and not evaluated (reject mode)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: the states a history holds (a pending trial is finished before it is written)
+FINISHED = (TrialState.COMPLETE, TrialState.FAILED, TrialState.INFEASIBLE)
 HISTORY = "trials.jsonl"
 
 
@@ -26,12 +39,11 @@ class Trial:
 
     `metrics` are the evaluator's figures (`top1`, %); `objective` is the scalar strategies
     maximise (top-1, or top-1 penalised for budget overshoot in penalise mode); `violations`
-    maps each budget to its relative overshoot (> 0: over the budget). `measured_ms` is a slot for
-    an on-device measurement made after the search."""
+    maps each budget to its relative overshoot (> 0: over the budget)."""
 
     number: int
     arch: Arch
-    state: str
+    state: TrialState
     predicted_ms: float
     params: int
     peak_activation_bytes: int
@@ -39,10 +51,12 @@ class Trial:
     metrics: dict = field(default_factory=dict)
     objective: float | None = None
     violations: dict = field(default_factory=dict)
-    measured_ms: float | None = None
     wall_s: float = 0.0
     elapsed_s: float = 0.0  # run time (all sessions) when the trial finished
     note: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "state", TrialState(self.state))  # a state given by its value is the enum
 
     @property
     def feasible(self) -> bool:
@@ -54,19 +68,24 @@ class Trial:
 
     def to_dict(self) -> dict:
         doc = asdict(self)
+        doc["state"] = self.state.value  # plain JSON types: checkpoints load with weights_only
         doc["arch"] = self.arch.to_dict()
         doc["hash"] = self.arch.hash
         return doc
 
     @classmethod
     def from_dict(cls, doc: dict) -> "Trial":
-        """A trial read back; one recorded complete without a finite top-1 counts as failed."""
-        fields = {k: v for k, v in doc.items() if k not in ("hash",)}
+        """A trial read back; one recorded complete without a finite top-1 counts as failed. The
+        `measured_ms` of older histories (a slot nothing filled) is dropped."""
+        fields = {k: v for k, v in doc.items() if k not in ("hash", "measured_ms")}
         fields["arch"] = arch_from_dict(doc["arch"], "trial history")
+        fields["state"] = TrialState(fields.get("state"))
+        if fields["state"] not in FINISHED:
+            raise ValueError(f"state {fields['state'].value!r} is not one a history holds")
         top1 = (fields.get("metrics") or {}).get("top1")
         if fields.get("state") == "complete" and not (isinstance(top1, (int, float)) and not isinstance(top1, bool)
                                                      and math.isfinite(top1)):
-            fields.update(state="failed", objective=None, note=f"recorded complete without a finite top-1 ({top1!r})")
+            fields.update(state=TrialState.FAILED, objective=None, note=f"recorded complete without a finite top-1 ({top1!r})")
         return cls(**fields)
 
 
