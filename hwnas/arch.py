@@ -97,13 +97,3 @@ def load_arch(path: str | os.PathLike) -> Arch:
         raise ArchError(str(exc)) from None
     return arch_from_dict(data, source=str(path))
 
-
-def resolve_arch(ref: str) -> Arch:
-    """An architecture from a JSON file path or `preset:NAME`."""
-    if ref.startswith("preset:"):
-        from .presets import get_preset
-
-        return get_preset(ref.split(":", 1)[1])
-    if not Path(ref).exists():
-        raise ArchError(f"architecture {ref!r} is neither an existing JSON file nor preset:NAME (see `hwnas presets`)")
-    return load_arch(ref)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .arch import Arch
+from pathlib import Path
+
+from .arch import Arch, load_arch
 from .errors import ArchError
 from .spaces import get_space
 
@@ -62,3 +64,12 @@ def get_preset(name: str) -> Arch:
 def timm_equivalent(name: str) -> str:
     """Name of the timm model that the preset reproduces."""
     return PRESETS[name][2]
+
+
+def resolve_arch(ref: str) -> Arch:
+    """An architecture from a JSON file path or `preset:NAME`."""
+    if ref.startswith("preset:"):
+        return get_preset(ref.split(":", 1)[1])
+    if not Path(ref).exists():
+        raise ArchError(f"architecture {ref!r} is neither an existing JSON file nor preset:NAME (see `hwnas presets`)")
+    return load_arch(ref)

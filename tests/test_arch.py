@@ -7,7 +7,8 @@ import pytest
 import timm
 import torch
 
-from hwnas.arch import Arch, arch_from_dict, load_arch, resolve_arch, save_arch
+from hwnas.arch import Arch, arch_from_dict, load_arch, save_arch
+from hwnas.presets import resolve_arch
 from hwnas.errors import ArchError
 from hwnas.models import arch_backbone, arch_model
 from hwnas.presets import PRESETS, get_preset, timm_equivalent

@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.arch import Arch, resolve_arch, save_arch
+from hwnas.arch import Arch, save_arch
+from hwnas.presets import resolve_arch
 from hwnas.cli import main
 from hwnas.errors import DataError
 from hwnas.export import tensorrt_engine

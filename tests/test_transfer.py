@@ -5,7 +5,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from hwnas.arch import Arch, resolve_arch
+from hwnas.arch import Arch
+from hwnas.presets import resolve_arch
 from hwnas.errors import ArchError, BackendError
 from hwnas.models import arch_model
 from hwnas.spaces import get_space

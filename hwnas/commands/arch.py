@@ -6,7 +6,8 @@ import json
 import random
 from pathlib import Path
 
-from ..arch import resolve_arch, save_arch
+from ..arch import save_arch
+from ..presets import resolve_arch
 from ..arch import Arch
 from ..errors import ArchError
 from ..models import arch_model, space_of

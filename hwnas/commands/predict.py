@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..arch import arch_from_dict, resolve_arch
+from ..arch import arch_from_dict
+from ..presets import resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..latency_tables.calibration import Calibration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..arch import resolve_arch
+from ..presets import resolve_arch
 from ..data import load_data
 from ..locks import hold
 from ..runs import refuse_nonempty

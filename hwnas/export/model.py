@@ -13,7 +13,8 @@ import torch
 from timm.layers import set_layer_config
 from torch import nn
 
-from ..arch import Arch, resolve_arch
+from ..arch import Arch
+from ..presets import resolve_arch
 from ..errors import ExportError
 from ..jsonio import sha256_file
 from ..models import arch_model, space_of
