@@ -73,15 +73,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, expected_format: str,
-                    fix: str = "start a new run with another --out") -> dict:
-    """A checkpoint of `expected_format`; one line naming the file and `fix` when it is not one."""
+def load_checkpoint(path: str | os.PathLike, expected_format: str, fix: str = "start a new run with another --out",
+                    what: str = "checkpoint", error: type[HwnasError] = RunError) -> dict:
+    """A torch file (tensors and plain types only) holding `format: expected_format`; one line
+    naming the file, what it should be and `fix` when it is not one."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise RunError(f"checkpoint {path} is unreadable ({type(exc).__name__}); {fix}") from None
+        raise error(f"{what} {path} is not a readable checkpoint ({type(exc).__name__}); {fix}") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
-        raise RunError(f"{path} is not a {expected_format} checkpoint; {fix}")
+        raise error(f"{path} is not an hwnas {what} (no format {expected_format!r}); {fix}")
     return payload
 
 
@@ -115,6 +116,18 @@ def open_run(path: str | os.PathLike, resume: bool, checkpoint_name: str, config
     state = load(run_dir / checkpoint_name)
     check_same_config(state["config"], config, run_dir, ignore=ignore)
     return run_dir, state
+
+
+def open_training_run(path: str | os.PathLike, resume: bool, checkpoint_name: str, checkpoint_format: str,
+                      config: Mapping, modules: Mapping[str, object]) -> tuple[Path, dict | None, list[dict], int, float]:
+    """open_run for a training job whose checkpoint is `checkpoint_format`, restoring `modules` and
+    the RNG state where it holds one. Returns (run_dir, state or None, log, epochs done, wall
+    seconds so far)."""
+    run_dir, state = open_run(path, resume, checkpoint_name, config,
+                              lambda checkpoint: load_checkpoint(checkpoint, checkpoint_format))
+    if state is None:
+        return run_dir, None, [], 0, 0.0
+    return (run_dir, state, *restore_training(state, modules))
 
 
 def restore_training(state: dict, modules: Mapping[str, object]) -> tuple[list[dict], int, float]:

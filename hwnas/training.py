@@ -18,7 +18,7 @@ from .data import ImageData, make_loader
 from .errors import HwnasError
 from .jsonio import atomic_write_json
 from .models import arch_model
-from .runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
+from .runs import open_training_run, rng_state, save_checkpoint, write_jsonl
 from .weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -153,11 +153,9 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
     start_epoch, wall_before = 0, 0.0
     ckpt_path = None
     if run_dir is not None:
-        run_dir, state = open_run(run_dir, resume, CHECKPOINT, run_config,
-                                  lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
+        run_dir, _, log, start_epoch, wall_before = open_training_run(
+            run_dir, resume, CHECKPOINT, CHECKPOINT_FORMAT, run_config, {"model": model, "optimizer": optimizer})
         ckpt_path = run_dir / CHECKPOINT
-        if state is not None:
-            log, start_epoch, wall_before = restore_training(state, {"model": model, "optimizer": optimizer})
         atomic_write_json(run_dir / "arch.json", arch.to_dict())
 
     steps = steps_per_epoch(len(data.train), cfg.batch_size, cfg.max_batches, drop_last=True)

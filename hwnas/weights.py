@@ -16,7 +16,7 @@ from torch import nn
 from .arch import Arch, arch_from_dict
 from .errors import ArchError, HwnasError
 from .preprocessing import Preprocessing, legacy_preprocessing
-from .runs import save_checkpoint
+from .runs import load_checkpoint, save_checkpoint
 from .schemas import first_error
 
 WEIGHTS_FORMAT = "hwnas.weights"
@@ -47,12 +47,8 @@ def load_weights(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise HwnasError(f"weights file not found: {path} (give the model.pt written by `hwnas train` or `hwnas search`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise HwnasError(f"weights file {path} is not a readable checkpoint ({type(exc).__name__}); re-export or retrain") from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise HwnasError(f"{path} is not an hwnas weights file (no format {WEIGHTS_FORMAT!r}); use the model.pt of a run directory")
+    payload = load_checkpoint(path, WEIGHTS_FORMAT, "use the model.pt of a run directory, or retrain",
+                              what="weights file", error=HwnasError)
     if payload.get("version") not in READABLE_VERSIONS:
         raise HwnasError(f"{path}: weights version {payload.get('version')!r} is not supported")
     fields = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -20,7 +20,7 @@ from ..arch import Arch
 from ..presets import resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
-from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
+from ..runs import open_training_run, rng_state, save_checkpoint, write_jsonl
 from ..training import cosine_lr
 from .backbone import BackboneSource, arch_source, mobilenet_v3_source
 from .data import IGNORE, TaskData, augment, load_task_data, make_task_loader
@@ -197,11 +197,10 @@ def run_transfer(cfg: TransferConfig, run_dir: str | Path | None = None, resume:
     start_epoch, wall_before, untrained = 0, 0.0, None
     ckpt_path = None
     if run_dir is not None:
-        run_dir, state = open_run(run_dir, resume, CHECKPOINT, run_config,
-                                  lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
+        run_dir, state, log, start_epoch, wall_before = open_training_run(
+            run_dir, resume, CHECKPOINT, CHECKPOINT_FORMAT, run_config, {"model": model, "optimizer": optimizer})
         ckpt_path = run_dir / CHECKPOINT
         if state is not None:
-            log, start_epoch, wall_before = restore_training(state, {"model": model, "optimizer": optimizer})
             untrained = state["untrained"]
     t0 = time.perf_counter()
     if untrained is None:
