@@ -20,37 +20,23 @@ _FBNET_C = (
 )
 
 
-def _mnasnet(stages: list[tuple[str, str, str, str, int, int]]) -> dict[str, str]:
+def _mnasnet(stages: str) -> dict[str, str]:
+    """Stages written `op kernel se skip width depth`, separated by `;`."""
     choices = {}
-    for i, (op, kernel, se, skip, width, depth) in enumerate(stages):
-        choices.update({
-            f"s{i}.op": op, f"s{i}.kernel": kernel, f"s{i}.se": se,
-            f"s{i}.skip": skip, f"s{i}.width": str(width), f"s{i}.depth": str(depth),
-        })
+    for i, stage in enumerate(stages.split(";")):
+        op, kernel, se, skip, width, depth = stage.split()
+        choices.update({f"s{i}.op": op, f"s{i}.kernel": kernel, f"s{i}.se": se, f"s{i}.skip": skip,
+                        f"s{i}.width": width, f"s{i}.depth": depth})
     return choices
 
 
 # (space, choices, timm model of the same network)
 PRESETS: dict[str, tuple[str, dict[str, str], str]] = {
     "fbnet_c": ("fbnet", {f"layer{i}": c for i, c in enumerate(_FBNET_C)}, "fbnetc_100"),
-    "mnasnet_a1": ("mnasnet", _mnasnet([
-        ("sep", "3", "0", "none", 16, 1),
-        ("mb6", "3", "0", "res", 24, 2),
-        ("mb3", "5", "0.25", "res", 40, 3),
-        ("mb6", "3", "0", "res", 80, 4),
-        ("mb6", "3", "0.25", "res", 112, 2),
-        ("mb6", "5", "0.25", "res", 160, 3),
-        ("mb6", "3", "0", "res", 320, 1),
-    ]), "semnasnet_100"),
-    "mnasnet_b1": ("mnasnet", _mnasnet([
-        ("sep", "3", "0", "none", 16, 1),
-        ("mb3", "3", "0", "res", 24, 3),
-        ("mb3", "5", "0", "res", 40, 3),
-        ("mb6", "5", "0", "res", 80, 3),
-        ("mb6", "3", "0", "res", 96, 2),
-        ("mb6", "5", "0", "res", 192, 4),
-        ("mb6", "3", "0", "none", 320, 1),
-    ]), "mnasnet_100"),
+    "mnasnet_a1": ("mnasnet", _mnasnet("sep 3 0 none 16 1; mb6 3 0 res 24 2; mb3 5 0.25 res 40 3; mb6 3 0 res 80 4; "
+                                       "mb6 3 0.25 res 112 2; mb6 5 0.25 res 160 3; mb6 3 0 res 320 1"), "semnasnet_100"),
+    "mnasnet_b1": ("mnasnet", _mnasnet("sep 3 0 none 16 1; mb3 3 0 res 24 3; mb3 5 0 res 40 3; mb6 5 0 res 80 3; "
+                                       "mb6 3 0 res 96 2; mb6 5 0 res 192 4; mb6 3 0 none 320 1"), "mnasnet_100"),
 }
 
 
