@@ -21,7 +21,7 @@ from hwnas.arch import Arch, resolve_arch, save_arch
 from hwnas.cli import main
 from hwnas.errors import DataError
 from hwnas.export import tensorrt_engine
-from hwnas.export.calibration import ImageBatches, load_image
+from hwnas.export.int8_calibration import ImageBatches, load_image
 from hwnas.preprocessing import Preprocessing
 from hwnas.export.model import prepare_model
 from hwnas.export.parity import OnnxRuntimeRunner
