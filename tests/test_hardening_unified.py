@@ -11,7 +11,7 @@ from hwnas.latency_tables import OpKey
 from hwnas.ops import HeadSpec, OpKind, StemSpec
 from hwnas.profilers import get_profiler
 from hwnas.profilers.statistics import StatsConfig
-from hwnas.runner import Runner
+from hwnas.runtimes import Runner
 from hwnas.runtimes import onnx_model
 from hwnas.spaces import get_space
 
