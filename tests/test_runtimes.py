@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import hwnas
-from hwnas import runtimes
 from hwnas.arch import Arch
 from hwnas.errors import BackendError, ExportError
 from hwnas.export.parity import OnnxRuntimeRunner

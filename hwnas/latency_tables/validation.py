@@ -82,9 +82,9 @@ def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, mode
 
     shape = (batch, 3, resolution, resolution)
     r0 = reference_ms(table.reference)
-    runs_onnx = get_runtime(table.backend).runs_onnx
-    network, what = (onnx_bytes, "exported ONNX model") if runs_onnx else (model, "PyTorch model")
-    with open_profiler(table) as profiler:
+    with open_profiler(table) as profiler:  # refuses tables of other machines and published ones first
+        runs_onnx = get_runtime(table.backend).runs_onnx
+        network, what = (onnx_bytes, "exported ONNX model") if runs_onnx else (model, "PyTorch model")
         rounds = measure_end_to_end(network, shape, profiler, reference=reference_model(table.reference, table.batch))
     measured = EndToEnd.from_rounds(arch, rounds, r0)
     error = (prediction.latency_ms - measured.measured_ms) / measured.measured_ms * 100.0

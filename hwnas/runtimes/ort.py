@@ -15,6 +15,7 @@ when the GPU work is done, and the host clock times it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,8 +104,6 @@ class OrtRunner(Runner):
 
     def __init__(self, model: bytes, settings: OrtSettings = OrtSettings(), *, timing_shape=None, clock=None,
                  memory: MemoryInfo | None = None, what: str = "the model"):
-        import time
-
         self.model = bytes(model)
         self.settings = settings
         self.timing_shape = tuple(timing_shape) if timing_shape is not None else None
@@ -185,12 +184,13 @@ def ort_runner(model, input_shape, *, threads: int = 1, opt_level: str = "all", 
                verify_tolerance: float | None = 1e-3, clock: str | None = "wall", what: str = "the op") -> OrtRunner:
     """The ONNX Runtime runtimes' runner (active): `model` is ONNX bytes, run as it is, or a torch
     module, exported with `exporter` (under `threads` torch threads), its memory estimated and,
-    with `verify_tolerance`, its output checked against the module's before it is timed."""
+    with `verify_tolerance`, its output checked against the module's before it is timed (not
+    where the output's size depends on the data, as a detector's does)."""
     settings = OrtSettings(threads, opt_level, tuple(providers), required, tuple(io_device), name)
     if isinstance(clock, str):
         from .torch_eager import CLOCKS
 
-        clock = CLOCKS[clock]
+        clock = CLOCKS[clock]  # "thread": the calling thread's CPU time, "wall": the host clock
     if isinstance(model, (bytes, bytearray)):
         return OrtRunner(model, settings, timing_shape=input_shape, clock=clock, what=what).activate()
     import torch
