@@ -14,7 +14,7 @@ from typing import Callable
 from torch import nn
 
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey
-from hwnas.profilers.memory import MemoryInfo
+from hwnas.runtimes.memory import MemoryInfo
 from hwnas.profilers.base import Profiler, Runner
 from hwnas.summary import count_macs
 

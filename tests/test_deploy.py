@@ -16,7 +16,7 @@ from PIL import Image
 
 from hwnas.arch import Arch, save_arch
 from hwnas.cli import main
-from hwnas.export.calibration import load_image
+from hwnas.export.int8_calibration import load_image
 from hwnas.preprocessing import Preprocessing
 from hwnas.spaces import get_space
 

@@ -22,7 +22,7 @@ from hwnas.presets import resolve_arch
 from hwnas.cli import main
 from hwnas.errors import DataError
 from hwnas.export import tensorrt_engine
-from hwnas.export.calibration import ImageBatches, load_image
+from hwnas.export.int8_calibration import ImageBatches, load_image
 from hwnas.preprocessing import Preprocessing
 from hwnas.export.model import prepare_model
 from hwnas.export.parity import OnnxRuntimeRunner

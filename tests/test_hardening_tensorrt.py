@@ -17,9 +17,9 @@ from hwnas.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.errors import BackendError, ExportError, MissingDependencyError
 from hwnas.export import tensorrt_engine as te
-from hwnas.export.calibration import ImageBatches
+from hwnas.export.int8_calibration import ImageBatches
 from hwnas.export.model import prepare_model
-from hwnas.export.onnx_export import OnnxSpec, export_onnx
+from hwnas.export.onnx_export import OnnxSpec, export_model
 from hwnas.export.quantize import count_qdq
 from hwnas.spaces import get_space
 
@@ -127,7 +127,7 @@ def tiny_onnx(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    return export_onnx(source, OnnxSpec(batch=4, opset=17, exporter="torchscript")), images, folder
+    return export_model(source, OnnxSpec(batch=4, opset=17, exporter="torchscript")), images, folder
 
 
 def spec(**kw):

@@ -6,21 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.export import onnx_export
 from hwnas.export.parity import OnnxRuntimeRunner
 from hwnas.latency_tables import OpKey
 from hwnas.ops import HeadSpec, OpKind, StemSpec
 from hwnas.profilers import get_profiler
-from hwnas.profilers import ort_backend
 from hwnas.profilers.statistics import StatsConfig
-from hwnas.runner import Runner
+from hwnas.runtimes import Runner
+from hwnas.runtimes import onnx_model
 from hwnas.spaces import get_space
 
 
 def test_profiling_and_export_runners_share_one_protocol(tmp_path):
     module = nn.Conv2d(3, 4, 3, padding=1).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
-    proto = onnx_export.export_module(module, torch.from_numpy(x), "torchscript", 17)
+    proto = onnx_model.export_onnx(module, torch.from_numpy(x), "torchscript", 17)
     with OnnxRuntimeRunner(proto.SerializeToString(), threads=1) as runner:
         assert isinstance(runner, Runner)
         with torch.inference_mode():
@@ -40,15 +39,15 @@ def test_profiling_and_export_runners_share_one_protocol(tmp_path):
             assert profiler.measure(module, (1, 3, 8, 8)).count >= 1 and profiler.overhead_ms() > 0
 
 
-def test_the_profilers_export_through_the_one_exporter(tmp_path, monkeypatch):
+def test_the_profilers_export_through_the_one_exporter(monkeypatch):
     calls = []
-    real = onnx_export.export_module
-    monkeypatch.setattr(ort_backend, "export_module", lambda *a, **k: calls.append(k) or real(*a, **k))
-    path = tmp_path / "op.onnx"
-    ort_backend.export_onnx(nn.ReLU(), torch.randn(1, 3, 8, 8), path, "torchscript")
-    model = onnx.load(str(path))
+    real = onnx_model.export_onnx
+    monkeypatch.setattr(onnx_model, "export_onnx", lambda *a, **k: calls.append(a[2:]) or real(*a, **k))
+    with get_profiler("ort-cpu", stats=StatsConfig.quick()) as profiler:
+        with profiler.prepare(nn.ReLU(), (1, 3, 8, 8)) as runner:
+            model = onnx.load_from_string(runner.model)
     assert calls and [o.name for o in model.graph.output] == ["output"]
-    assert model.opset_import[0].version == ort_backend.EXPORTERS["torchscript"]
+    assert model.opset_import[0].version == onnx_model.EXPORTERS["torchscript"].profile_opset == 17
 
 
 def test_op_kinds_are_one_typed_record():

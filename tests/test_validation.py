@@ -264,20 +264,20 @@ def test_calibrate_kill_9_then_resume_loses_no_finished_round(tmp_path):
     assert sum(done.values()) >= 16 and LatencyTable.load(lut).calibration is None
     assert main(["calibrate", "--lut", str(lut), "--samples", "8", "--rounds", "60"]) == 2  # not without --resume
     seen = []
-    import hwnas.latency_tables.validation as validation
+    import hwnas.profilers.end_to_end as end_to_end  # measure_archs times through measure_end_to_end
 
-    original = validation.time_rounds
+    original = end_to_end.time_rounds
 
     def spy(items, reference, config, **kw):
         seen.append({h: len(v) for h, v in (kw.get("records") or {}).items() if v})
         return original(items, reference, config, **kw)
 
-    validation.time_rounds = spy
+    end_to_end.time_rounds = spy
     try:
         assert main(["calibrate", "--lut", str(lut), "--samples", "8", "--seed", "5", "--resume"]) == 2  # other settings
         assert main(["calibrate", "--lut", str(lut), "--samples", "8", "--rounds", "60", "--resume"]) == 0
     finally:
-        validation.time_rounds = original
+        end_to_end.time_rounds = original
     assert seen[0] == done  # started from every finished round
     record = LatencyTable.load(lut).calibration["32"]
     assert [s["choices"] for s in record["samples"]] == [s["arch"]["choices"] for s in saved["samples"]]

@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 from ..errors import ExportError
-from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_onnx
+from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_model
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
-from ..export.report import (build_report, latency_prediction, latency_section, published_latency_section, report_name,
-                             write_report)
-from ..latency_tables.published import is_published
+from ..export.report import build_report, report_name, write_report
+from ..latency_tables.validation import exported_latency, exported_prediction
 from ..jsonio import atomic_write_bytes, sha256_file
 from ..locks import hold_all
 from ..runs import check_writable
@@ -157,7 +156,7 @@ def _export(args) -> int:
     if table is not None:
         if onnx_spec.dynamic_batch:
             raise ExportError("--lut compares a fixed-batch model with the table; drop --dynamic-batch or --lut")
-        prediction = latency_prediction(table, source.arch, source.resolution, onnx_spec.batch, source.num_classes)
+        prediction = exported_prediction(table, source.arch, source.resolution, onnx_spec.batch, source.num_classes)
     engine_spec, calibration = None, None
     if args.tensorrt:
         engine_spec = tensorrt_engine.EngineSpec(
@@ -167,12 +166,12 @@ def _export(args) -> int:
         )
         tensorrt_engine.plan_build(trt, engine_spec)  # a precision this TensorRT cannot build fails here
         if args.int8:
-            from ..export.calibration import ImageBatches
+            from ..export.int8_calibration import ImageBatches
 
             calibration = ImageBatches(args.calib_data, source.resolution, engine_spec.calibration_batch, args.calib_count,
                                        preprocessing=source.preprocessing)
 
-    onnx_bytes = export_onnx(source, onnx_spec)
+    onnx_bytes = export_model(source, onnx_spec)
     batches = DYNAMIC_PARITY_BATCHES if onnx_spec.dynamic_batch else (onnx_spec.batch,)
     inputs = random_inputs(batches, source.resolution)
     parity, engine = {}, None
@@ -193,10 +192,8 @@ def _export(args) -> int:
                     "onnxruntime (CPUExecutionProvider)", f"tensorrt {engine_spec.precision}", kind,
                 ).check()
     latency = None
-    if table is not None and is_published(table):
-        latency = published_latency_section(args.lut, table, prediction, source.num_classes)
-    elif table is not None:
-        latency = latency_section(args.lut, table, prediction, source.arch, source.model, source.resolution,
+    if table is not None:
+        latency = exported_latency(args.lut, table, prediction, source.arch, source.model, source.resolution,
                                   onnx_spec.batch, onnx_bytes)
 
     replaced = _replaced(args) if args.force else None

@@ -176,7 +176,7 @@ def _search(args) -> None:
     if args.task_classes is not None and not args.task_head:
         raise HwnasError("--task-classes is used with --task-head only; add --task-head HEAD or drop it")
     if args.task_head and args.device:
-        raise HwnasError("--task-head measures a head on this machine's ONNX Runtime; --device's latency is "
+        raise HwnasError("--task-head measures a head on this machine with the LUT's backend; --device's latency is "
                          "HW-NAS-Bench's whole classification network: drop one")
     args.task_classes = 2 if args.task_classes is None else args.task_classes
     if hasattr(args, "penalty") and getattr(args, "budget_mode", "reject") != "penalise":
@@ -328,22 +328,26 @@ def _describe_cluster(ray) -> str:
 
 
 def _use_task_head(predictor: LatencyPredictor, args) -> None:
+    from ..errors import BackendError
     from ..reference import reference_arch
     from ..transfer.latency import head_on_device, task_head_latency
 
     if args.task_classes < 1:
         raise HwnasError(f"--task-classes must be >= 1, got {args.task_classes}")
-    space = predictor.space
+    space, table = predictor.space, predictor.table
     arch = reference_arch(space)
-    clock = "thread" if predictor.table.backend_options.get("clock") == "thread" else "wall"
-    timed = ddp.on_main(lambda: task_head_latency(arch, args.task_head, space.resolution,
-                                                  num_classes=args.task_classes, clock=clock))  # one measurement
+    try:  # one measurement, on the table's own backend and options, at its speed (a published table: here)
+        timed = ddp.on_main(lambda: task_head_latency(arch, args.task_head, space.resolution,
+                                                      num_classes=args.task_classes, table=table))
+    except BackendError as exc:
+        raise BackendError(f"--task-head times the head on the LUT's backend {table.backend}, which cannot run "
+                           f"here ({exc}); search with a LUT profiled on this machine") from None
     backbone_ms = predictor.latency_ms(arch) - predictor.op_cost_ms(arch.ops(space)[-1])
-    head_ms, derived = head_on_device(timed.head_ms, timed.backbone_ms, backbone_ms, predictor.table)
+    head_ms, derived = head_on_device(timed.head_ms, timed.backbone_ms, backbone_ms, table)
     predictor.use_task_head(head_ms, derived)
     if ddp.is_main():
         print(f"task model: the {args.task_head} head measured {timed.head_ms:.3g} ms on {space.name}'s reference "
-              f"architecture (ONNX Runtime CPU){'' if derived is None else f'; {derived}'}; predictions add "
+              f"architecture ({timed.backend}){'' if derived is None else f'; {derived}'}; predictions add "
               f"{predictor.task_head_offset_ms:+.3g} ms for it in place of the classifier head")
 
 

@@ -101,7 +101,8 @@ def _run(args, cfg: TransferConfig, data, progress: bool) -> int:
         lut = (f"; backbone from the LUT {latency.predicted_backbone_ms:.2f} ms -> predicted total "
                f"{latency.predicted_total_ms:.2f} ms") if latency.predicted_backbone_ms is not None else ""
         lut += f" ({latency.derived})" if latency.derived else ""
-        print(f"latency (ort-cpu, {args.threads} thread, {args.clock} clock): total {latency.total_ms:.2f} ms = backbone "
+        print(f"latency ({latency.backend}, {latency.threads} thread, {latency.clock} clock): total {latency.total_ms:.2f} "
+              f"ms = backbone "
               f"{latency.backbone_ms:.2f} ms + head {latency.head_ms:.2f} ms{lut}")
     if extra:
         add_to_metrics(args.out, **extra)

@@ -1,7 +1,8 @@
 """Run an exported model and compare its outputs with a reference on the same inputs.
 
-`OnnxRuntimeRunner` is a hwnas.runner.Runner (activate / infer / deactivate, a context manager,
-the protocol the profilers' runners share) and imports neither torch nor hwnas' model code.
+`OnnxRuntimeRunner` is the runtime layer's ONNX Runtime runner (activate / infer / deactivate, a
+context manager, the protocol the profilers' runners share) and imports neither torch nor hwnas'
+model code.
 """
 
 from __future__ import annotations
@@ -12,42 +13,20 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ExportError
-from ..runner import Runner
+from ..runtimes.ort import CPU, OrtRunner, OrtSettings
 
 # diff / max|reference output| allowed between two fp32 CPU runs (torch vs ONNX Runtime)
 FP32_TOLERANCE = 1e-4
 PARITY_SEED = 0
 
 
-class OnnxRuntimeRunner(Runner):
-    """An ONNX Runtime session over model bytes; `infer(x) -> first output`."""
+class OnnxRuntimeRunner(OrtRunner):
+    """The runtime layer's ONNX Runtime runner (hwnas.runtimes.ort) set up for parity checks:
+    model bytes, `threads` 0 lets ONNX Runtime choose, failures are ExportErrors."""
 
-    def __init__(self, model: bytes, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
-        self.model = model
-        self.providers = tuple(providers)
-        self.threads = threads
-        self._session = None
-
-    def activate(self) -> "OnnxRuntimeRunner":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(self.model, options, providers=list(self.providers))
-        except Exception as exc:
-            raise ExportError(f"ONNX Runtime could not load the exported model: {str(exc).strip()[:300]}") from None
-        self._input = self._session.get_inputs()[0].name
-        return self
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        if self._session is None:
-            raise RuntimeError("call activate() (or use the runner as a context manager) first")
-        return self._session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    def deactivate(self) -> None:
-        self._session = None
+    def __init__(self, model: bytes, providers: Sequence[str] = (CPU,), threads: int = 0):
+        super().__init__(model, OrtSettings(threads=threads, providers=tuple(providers), name="onnxruntime",
+                                            error=ExportError), what="the exported model")
 
 
 @dataclass(frozen=True)

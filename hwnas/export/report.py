@@ -2,8 +2,8 @@
 
 Sections: `arch`, `weights`, `onnx` (exporter, opset, input/output shapes), `tensorrt` (or null),
 `parity` (one record per checked backend), `sizes` (bytes), `versions`, `device`, and
-`latency`: null until `--lut` fills it with predicted vs measured latency (see
-`latency_section`, the one place that will change).
+`latency`: null until `--lut` fills it with predicted vs measured latency (measured end to end on
+the table's backend: hwnas.latency_tables.validation.exported_latency).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from importlib import metadata, util
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ExportError
 from ..jsonio import atomic_write_json
 
 REPORT_FORMAT = "hwnas.export_report"
@@ -51,7 +50,7 @@ def versions() -> dict:
 
 def device_fingerprint() -> dict:
     """The exporting machine: the profilers' fingerprint (CPU, GPU when CUDA is usable, libraries)."""
-    from ..profilers.fingerprint import device_fingerprint as full_fingerprint
+    from ..runtimes.fingerprint import device_fingerprint as full_fingerprint
 
     gpu_index = None
     try:
@@ -61,88 +60,6 @@ def device_fingerprint() -> dict:
     except Exception:
         gpu_index = None
     return full_fingerprint(None, _PACKAGES, gpu_index=gpu_index)
-
-
-def latency_prediction(table, arch, resolution: int, batch: int, num_classes: int):
-    """Predict the exported network (its head at `num_classes`) before any export work: a table of
-    another batch, or one without that head, fails fast."""
-    from ..latency_tables.loading import space_for_table
-    from ..latency_tables.predictor import LatencyPredictor
-
-    if batch != table.batch:
-        raise ExportError(f"the table was measured at batch {table.batch}, the export is at batch {batch}; "
-                          f"export with --batch {table.batch} to compare latencies")
-    space = space_for_table(table, arch.space, resolution, num_classes)
-    return LatencyPredictor(table, space).predict(arch)
-
-
-def latency_section(lut_path, table, prediction, arch, model, resolution: int, batch: int,
-                    onnx_bytes: bytes) -> dict:
-    """Predicted vs measured latency of the exported model on the LUT's backend.
-
-    ONNX Runtime backends time the exported ONNX bytes themselves; PyTorch backends time the
-    model they were exported from. The model is timed in interleaved rounds with the table's
-    reference network (hwnas.latency_tables.validation), so that `measured_ms` is at the speed
-    the table was profiled at, as the prediction is; `absolute_ms` is as timed now. The
-    prediction is the calibrated one searches use.
-    """
-    import tempfile
-
-    from ..latency_tables.loading import open_profiler
-    from ..latency_tables.validation import END_TO_END, EndToEnd
-    from ..profilers.interleaved import time_rounds
-    from ..reference import reference_model, reference_ms
-
-    shape = (batch, 3, resolution, resolution)
-    r0 = reference_ms(table.reference)
-    ref_model, ref_shape = reference_model(table.reference, table.batch)
-    with open_profiler(table) as profiler, tempfile.TemporaryDirectory() as tmp:
-        if hasattr(profiler, "prepare_onnx"):
-            path = os.path.join(tmp, "model.onnx")
-            with open(path, "wb") as f:
-                f.write(onnx_bytes)
-            runner, what = profiler.prepare_onnx(path, shape), "exported ONNX model"
-        else:
-            runner, what = profiler.prepare(model, shape), "PyTorch model"
-        with runner, profiler.prepare(ref_model, ref_shape) as reference:
-            (rounds,) = time_rounds({"model": runner.time_call}, reference.time_call, END_TO_END).values()
-    measured = EndToEnd.from_rounds(arch, rounds, r0)
-    error = (prediction.latency_ms - measured.measured_ms) / measured.measured_ms * 100.0
-    return {
-        "num_classes": int(model.num_classes),
-        "lut": str(lut_path),
-        "backend": table.backend,
-        "backend_options": table.backend_options,
-        "measured_what": what,
-        "predicted_ms": prediction.latency_ms,
-        "raw_sum_ms": prediction.raw_sum_ms,
-        "stated_error_pct": prediction.error_pct,
-        "coverage_note": prediction.coverage_note,
-        "measured_ms": measured.measured_ms,
-        "absolute_ms": measured.absolute_ms,
-        "speed_vs_table": measured.speed,
-        "rounds": len(rounds),
-        "error_pct": error,
-    }
-
-
-def published_latency_section(lut_path, table, prediction, num_classes: int) -> dict:
-    """The prediction of a published table, not measured: its device (a phone) is not this machine,
-    so the exported model is to be timed there; the error of a published table is unknown."""
-    return {
-        "num_classes": int(num_classes),
-        "lut": str(lut_path),
-        "backend": table.backend,
-        "backend_options": table.backend_options,
-        "device": table.device.get("name"),
-        "predicted_ms": prediction.latency_ms,
-        "raw_sum_ms": prediction.raw_sum_ms,
-        "stated_error_pct": None,
-        "derived": prediction.derived,
-        "measured_ms": None,
-        "note": f"predicted from a published table of {table.device.get('name')}; not measured (this machine is not "
-                "that device) and its error is unknown: time the exported model on that device",
-    }
 
 
 def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,

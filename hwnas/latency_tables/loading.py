@@ -25,12 +25,11 @@ def space_for_table(table: LatencyTable, space_name: str | None = None, resoluti
 
 def open_profiler(table: LatencyTable):
     """A profiler with the table's backend and options, on the device the table was made on."""
-    from ..profilers import PROFILERS, backend_options, get_profiler
+    from ..profilers.end_to_end import open_backend
 
     if is_published(table):
         raise BackendError(refusal(table))
-    accepted = set(backend_options(table.backend)) if table.backend in PROFILERS else set()
-    profiler = get_profiler(table.backend, **{k: v for k, v in table.backend_options.items() if k in accepted})
+    profiler = open_backend(table.backend, table.backend_options)
     try:
         if profiler.options() != table.backend_options:
             raise BackendError(

@@ -23,16 +23,15 @@ from scipy.stats import kendalltau
 
 from ..arch import Arch
 from ..errors import LutError
-from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread, time_rounds
+from ..profilers.end_to_end import END_TO_END, measure_end_to_end
+from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread
 from ..reference import reference_model, reference_ms
 from ..spaces import SearchSpace
 from .calibration import MODELS, Calibration, CalibrationData, fit_model, selection_score
 from .predictor import LatencyPredictor
+from .published import is_published
 from .sampling import Sample, group_of
 from .table import LatencyTable
-
-#: end-to-end rounds: whole networks take milliseconds, a few calls per round suffice
-END_TO_END = RoundsConfig(rounds=7, min_calls=4, max_calls=12, call_budget_s=0.05, chunk_size=40)
 
 
 @dataclass(frozen=True)
@@ -64,32 +63,85 @@ def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], table: La
     against the table's reference network (prepared `config.chunk_size` at a time);
     `records` holds rounds already timed (a resumed calibration), keyed by architecture hash."""
     r0 = reference_ms(table.reference)
-    model, shape = reference_model(table.reference, table.batch)
-    results: dict[str, list[RoundRecord]] = {a.hash: list((records or {}).get(a.hash, ())) for a in archs}
     input_shape = (table.batch, 3, space.resolution, space.resolution)
-    with profiler.prepare(model, shape) as reference:
-        todo = [a for a in archs if len(results[a.hash]) < config.rounds]
-        for start in range(0, len(todo), config.chunk_size):
-            chunk = todo[start:start + config.chunk_size]
-            runners = {}
-            try:
-                for arch in chunk:
-                    net = space.build_model(arch.choice_map).eval()
-                    runners[arch.hash] = profiler.prepare(net, input_shape)
+    networks = {a.hash: (lambda a=a: space.build_model(a.choice_map).eval()) for a in archs}
+    rounds = measure_end_to_end(networks, input_shape, profiler, reference=reference_model(table.reference, table.batch),
+                                config=config, seed=seed, records=records, on_segment=on_segment, progress=progress)
+    return [EndToEnd.from_rounds(a, rounds[a.hash], r0) for a in archs]
 
-                def checkpoint(done):
-                    results.update(done)
-                    if on_segment:
-                        on_segment(results)
 
-                done = time_rounds({h: r.time_call for h, r in runners.items()}, reference.time_call, config,
-                                   seed=seed + start, records={h: results[h] for h in runners},
-                                   on_segment=checkpoint, progress=progress)
-                results.update(done)
-            finally:
-                for runner in runners.values():
-                    runner.close()
-    return [EndToEnd.from_rounds(a, results[a.hash], r0) for a in archs]
+def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, model, resolution: int, batch: int,
+                     onnx_bytes: bytes) -> dict:
+    """The export report's `latency` section: predicted vs measured latency of the exported model
+    on the LUT's backend (hwnas.profilers.end_to_end.measure_end_to_end, on the machine the table
+    was made on). Backends whose runtime runs ONNX time the exported ONNX bytes themselves,
+    PyTorch backends the model they were exported from. Interleaved with the table's reference
+    network, `measured_ms` is at the speed the table was profiled at, as the prediction is;
+    `absolute_ms` is as timed now. The prediction is the calibrated one searches use. A published
+    table's device is not this machine: its section holds the prediction only (see
+    `unmeasured_latency`)."""
+    from ..runtimes import get_runtime
+    from .loading import open_profiler
+
+    if is_published(table):
+        return unmeasured_latency(lut_path, table, prediction, int(model.num_classes))
+
+    shape = (batch, 3, resolution, resolution)
+    r0 = reference_ms(table.reference)
+    with open_profiler(table) as profiler:  # refuses tables of other machines and published ones first
+        runs_onnx = get_runtime(table.backend).runs_onnx
+        network, what = (onnx_bytes, "exported ONNX model") if runs_onnx else (model, "PyTorch model")
+        rounds = measure_end_to_end(network, shape, profiler, reference=reference_model(table.reference, table.batch))
+    measured = EndToEnd.from_rounds(arch, rounds, r0)
+    error = (prediction.latency_ms - measured.measured_ms) / measured.measured_ms * 100.0
+    return {
+        "num_classes": int(model.num_classes),
+        "lut": str(lut_path),
+        "backend": table.backend,
+        "backend_options": table.backend_options,
+        "measured_what": what,
+        "predicted_ms": prediction.latency_ms,
+        "raw_sum_ms": prediction.raw_sum_ms,
+        "stated_error_pct": prediction.error_pct,
+        "coverage_note": prediction.coverage_note,
+        "measured_ms": measured.measured_ms,
+        "absolute_ms": measured.absolute_ms,
+        "speed_vs_table": measured.speed,
+        "rounds": len(rounds),
+        "error_pct": error,
+    }
+
+
+def unmeasured_latency(lut_path, table: LatencyTable, prediction, num_classes: int) -> dict:
+    """The export report's `latency` section for a published table: the prediction, not measured
+    (its device, a phone, is not this machine), with an unknown error."""
+    return {
+        "num_classes": num_classes,
+        "lut": str(lut_path),
+        "backend": table.backend,
+        "backend_options": table.backend_options,
+        "device": table.device.get("name"),
+        "predicted_ms": prediction.latency_ms,
+        "raw_sum_ms": prediction.raw_sum_ms,
+        "stated_error_pct": None,
+        "derived": prediction.derived,
+        "measured_ms": None,
+        "note": f"predicted from a published table of {table.device.get('name')}; not measured (this machine is not "
+                "that device) and its error is unknown: time the exported model on that device",
+    }
+
+
+def exported_prediction(table: LatencyTable, arch: Arch, resolution: int, batch: int, num_classes: int):
+    """Predict the exported network (its head at `num_classes`) before any export work: a table of
+    another batch, or one without that head, fails fast."""
+    from ..errors import ExportError
+    from .loading import space_for_table
+
+    if batch != table.batch:
+        raise ExportError(f"the table was measured at batch {table.batch}, the export is at batch {batch}; "
+                          f"export with --batch {table.batch} to compare latencies")
+    space = space_for_table(table, arch.space, resolution, num_classes)
+    return LatencyPredictor(table, space).predict(arch)
 
 
 def calibration_data(predictor: LatencyPredictor, measurements: Sequence[EndToEnd],

@@ -1,6 +1,9 @@
 """Profiling backends, chosen by name: `get_profiler("ort-cpu", threads=1)`.
 
-GPU libraries (onnxruntime-gpu, tensorrt) are imported only when their backend is used.
+A profiler turns a backend's options into its runtime's settings (hwnas.runtimes, which loads
+and runs the model) and times what the runtime runs: ops (`Profiler.measure`, `session`) and
+whole networks (`end_to_end.measure_end_to_end`). GPU libraries (onnxruntime-gpu, tensorrt)
+are imported only when their backend is used.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A backend implements `prepare(module, input_shape) -> Runner` (build a session or engine, make
 inputs) and the Runner's `time_call()` (one synchronous call, its duration in ms) and
-`memory()`; Runner is hwnas.runner's, the protocol export's parity checks use too. `Profiler.measure` is the same for every backend: prepare, the adaptive repeat
+`memory()`; Runner is hwnas.runtimes.base's, the protocol export's parity checks use too, and
+backends load their runners from the runtime registry (hwnas.runtimes). `Profiler.measure` is the same for every backend: prepare, the adaptive repeat
 loop of `hwnas.profilers.statistics`, memory, release.
 """
 
@@ -14,7 +15,7 @@ from abc import ABC, abstractmethod
 from torch import nn
 
 from ..latency_tables.table import Measurement
-from ..runner import Runner
+from ..runtimes.base import Runner
 from .statistics import StatsConfig, measure_adaptive
 
 

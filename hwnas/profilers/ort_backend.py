@@ -1,6 +1,6 @@
 """ONNX Runtime backends: `ort-cpu`, `ort-cuda`, `ort-trt` (CPU, CUDA, TensorRT providers).
 
-Each op is exported to its own ONNX file in a temporary folder and run in its own session with
+Each op is exported to its own ONNX graph (in memory) and run in its own session with
 fixed intra-op threads, one inter-op thread and sequential execution. The graph optimisation
 level is an option recorded with the table: it changes CPU latency up to 2x, so a table is
 only valid at the level it was built with.
@@ -12,10 +12,8 @@ fbnet's 98 ops would spend over 3 minutes on export alone. The legacy exporter i
 but present in torch 2.14; `--exporter dynamo` switches. Each exported graph is checked
 against the torch module's output before it is timed.
 
-Calls go through an IOBinding with the input and a preallocated output on the provider's
-device, so GPU timings do not include host<->device copies; `run_with_iobinding` plus
-`synchronize_outputs` returns when the GPU work is done, and the host clock times it.
-
+Sessions, the export and the IOBinding timing are the runtime layer's (hwnas.runtimes.ort,
+hwnas.runtimes.onnx_model): these profilers turn their options into the runtime's settings.
 ONNX Runtime falls back to the CPU silently (a log line) when a GPU provider fails to load:
 `check_providers` refuses to time a session whose first provider is not the requested one.
 """
@@ -23,176 +21,23 @@ ONNX Runtime falls back to the CPU silently (a log line) when a GPU provider fai
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BackendError, ExportError, MissingDependencyError
-from ..export.onnx_export import export_module
+from ..errors import BackendError
 from ..latency_tables.table import Measurement
+from ..runtimes import load_runner
+from ..runtimes.onnx_model import EXPORTERS, check_exporter, identity_graph
+from ..runtimes.ort import OPT_LEVELS, check_providers, import_ort
+from ..runtimes.torch_eager import check_clock, check_threads
 from .base import Profiler, Runner
-from .fingerprint import device_fingerprint
-from .memory import MemoryInfo, estimate_on_cpu
+from ..runtimes.fingerprint import device_fingerprint
 from .statistics import StatsConfig
-from .torch_backend import CLOCKS, ThreadScope, check_clock, check_threads
 
-EXPORTERS = {"torchscript": 17, "dynamo": 18}  # exporter -> ONNX opset
-OPT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "layout": "ORT_ENABLE_LAYOUT",
-    "all": "ORT_ENABLE_ALL",
-}
-
-
-def import_ort():
-    """onnxruntime, imported lazily (it is a pinned dependency, but keep the message clear)."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError(f"onnxruntime is not importable ({exc}); install it from requirements.txt") from None
-    return onnxruntime
-
-
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, exporter: str = "torchscript") -> None:
-    """Export `module` at the example input's shape (static) to one ONNX file, with hwnas' one
-    exporter (hwnas.export.onnx_export.export_module) at this backend's opset for `exporter`."""
-    if exporter not in EXPORTERS:
-        raise BackendError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
-    try:
-        proto = export_module(module, example, exporter, EXPORTERS[exporter], output_name="output", what="the op")
-    except ExportError as exc:
-        raise BackendError(f"ONNX export failed: {exc}") from None
-    Path(path).write_bytes(proto.SerializeToString())
-
-
-def identity_graph(path: str | Path, shape: tuple[int, ...]) -> None:
-    """An ONNX graph of one Identity node: the per-call cost of the runtime itself."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "identity", [inp], [out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
-    onnx.save(model, str(path))
-
-
-def check_providers(session, required: str, backend: str) -> None:
-    """Refuse a session whose first active provider is not `required` (a silent CPU fallback)."""
-    active = list(session.get_providers())
-    if not active or active[0] != required:
-        raise BackendError(
-            f"{backend}: ONNX Runtime activated {', '.join(active) or 'no provider'} instead of {required} "
-            f"(the provider failed to load; ORT only logs it); refusing to record those timings as {backend} "
-            "ones: check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs"
-        )
-
-
-class OrtRunner(Runner):
-    def __init__(self, profiler: "OrtProfiler", path: Path, input_shape, reference=None):
-        ort = import_ort()
-        self.path = path
-        self.session = profiler.session(path)
-        x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-        (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
-        out_shape = [int(d) for d in out.shape]
-        device, index = profiler.io_device
-        self.binding = self.session.io_binding()
-        self._keep = [ort.OrtValue.ortvalue_from_numpy(x, device, index)]
-        self.binding.bind_ortvalue_input(inp.name, self._keep[0])
-        self.output = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, device, index)
-        self.binding.bind_ortvalue_output(out.name, self.output)
-        self.gpu = device != "cpu"
-        self.clock_ns = profiler.clock_ns
-        if reference is not None:
-            self._verify(x, reference, profiler)
-
-    def _verify(self, x: np.ndarray, reference, profiler: "OrtProfiler") -> None:
-        module, _ = reference
-        self.time_call()
-        (got,) = self.binding.copy_outputs_to_cpu()
-        with torch.inference_mode():
-            want = module(torch.from_numpy(x)).numpy()
-        tol = profiler.verify_tolerance
-        # relative to the output's scale: deep random-weight networks reach logits in the thousands
-        scale = max(float(np.abs(want).max()), 1.0)
-        if got.shape != want.shape or float(np.abs(got - want).max()) > tol * scale:
-            diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
-            raise BackendError(f"{profiler.name}: the exported ONNX graph disagrees with the torch module "
-                               f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
-
-    def time_call(self) -> float:
-        start = self.clock_ns()
-        self.session.run_with_iobinding(self.binding)
-        if self.gpu:
-            self.binding.synchronize_outputs()
-        end = self.clock_ns()
-        return (end - start) / 1e6
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """A plain session run (timing uses the IOBinding of time_call)."""
-        name = self.session.get_inputs()[0].name
-        return self.session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    def deactivate(self) -> None:
-        self.session = self.binding = self.output = None
-        self._keep.clear()
-        self.path.unlink(missing_ok=True)
-
-
-class OrtModuleRunner(OrtRunner):
-    """A torch module exported to ONNX and run in ONNX Runtime."""
-
-    def __init__(self, profiler: "OrtProfiler", module: nn.Module, input_shape):
-        with ThreadScope(profiler.threads):
-            module = module.eval()
-            x = torch.randn(input_shape)
-            _, self._memory = estimate_on_cpu(module, x)
-            path = profiler.new_path()
-            export_onnx(module, x, path, profiler.exporter)
-            check = (module, x) if profiler.verify_tolerance else None
-            super().__init__(profiler, path, input_shape, reference=check)
-
-    def memory(self) -> MemoryInfo:
-        return self._memory
-
-
-class OrtFileRunner(OrtRunner):
-    """An existing ONNX file (an exported model) run as it is, from a private copy."""
-
-    def __init__(self, profiler: "OrtProfiler", source: Path, input_shape):
-        import onnx
-        from onnx import numpy_helper
-
-        path = profiler.new_path()
-        shutil.copyfile(source, path)
-        model = onnx.load(str(path))
-        self._params = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
-        super().__init__(profiler, path, input_shape)
-
-    def memory(self) -> MemoryInfo:
-        in_bytes = int(np.prod(self._keep[0].shape())) * 4
-        out_bytes = int(np.prod(self.output.shape())) * 4
-        return MemoryInfo(self._params, in_bytes, out_bytes, None, "unknown")
-
-
-class OrtIdentityRunner(OrtRunner):
-    def __init__(self, profiler: "OrtProfiler", shape):
-        path = profiler.new_path()
-        identity_graph(path, shape)
-        super().__init__(profiler, path, shape)
-
-    def memory(self) -> MemoryInfo:
-        nbytes = int(np.prod(self.output.shape())) * 4
-        return MemoryInfo(0, nbytes, nbytes, 2 * nbytes, "estimate:hooks")
+__all__ = ["EXPORTERS", "OPT_LEVELS", "OrtCPUProfiler", "OrtCUDAProfiler", "OrtProfiler", "OrtTensorRTProfiler",
+           "check_providers", "import_ort"]
 
 
 class OrtProfiler(Profiler):
@@ -203,23 +48,16 @@ class OrtProfiler(Profiler):
     verify_tolerance: float | None = 1e-3
     clock = "wall"  # GPU providers: the host clock around a synchronised call
 
-    @property
-    def clock_ns(self):
-        return CLOCKS[self.clock]
-
     def __init__(self, threads: int = 1, opt_level: str = "all", exporter: str = "torchscript",
                  stats: StatsConfig | None = None):
         super().__init__(stats)
         self.threads = check_threads(threads)
         if opt_level not in OPT_LEVELS:
             raise BackendError(f"unknown graph optimisation level {opt_level!r}; choose one of: {', '.join(OPT_LEVELS)}")
-        if exporter not in EXPORTERS:
-            raise BackendError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
+        check_exporter(exporter, BackendError)
         self.opt_level = opt_level
         self.exporter = exporter
         self.ort = import_ort()
-        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-ort-")
-        self._count = 0
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -252,7 +90,7 @@ class OrtProfiler(Profiler):
             "execution_mode": "sequential",
             "graph_optimization_level": self.opt_level,
             "exporter": self.exporter,
-            "opset": EXPORTERS[self.exporter],
+            "opset": EXPORTERS[self.exporter].profile_opset,
             "provider": self.provider,
             **self.provider_options(),
         }
@@ -261,44 +99,31 @@ class OrtProfiler(Profiler):
         gpu = self.io_device[1] if self.io_device[0] != "cpu" else None
         return device_fingerprint(self.threads, self.libraries, gpu_index=gpu)
 
-    def new_path(self) -> Path:
-        self._count += 1
-        return Path(self._tmp.name) / f"op{self._count}.onnx"
-
-    def session(self, path: Path):
-        ort = self.ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[self.opt_level])
-        so.log_severity_level = 3  # the fallback warning is checked below, not printed
-        try:
-            session = ort.InferenceSession(str(path), so, providers=self.providers())
-        except Exception as exc:
-            raise BackendError(f"{self.name}: ONNX Runtime could not create a session: {str(exc)[:300]}") from exc
-        check_providers(session, self.provider, self.name)
-        return session
+    def runtime_options(self) -> dict:
+        """This profiler's settings as keywords of the ONNX Runtime runtime (hwnas.runtimes.ort.ort_runner)."""
+        return {"threads": self.threads, "opt_level": self.opt_level, "providers": tuple(self.providers()),
+                "required": self.provider, "io_device": self.io_device, "name": self.name,
+                "exporter": self.exporter, "verify_tolerance": self.verify_tolerance, "clock": self.clock}
 
     def prepare(self, module: nn.Module, input_shape) -> Runner:
-        return OrtModuleRunner(self, module, input_shape)
+        """The module exported to ONNX and checked against torch, in a session of this backend."""
+        return load_runner(self.name, module, input_shape, **self.runtime_options())
 
-    def measure_onnx(self, path: str | Path, input_shape) -> Measurement:
-        """Latency of an existing ONNX file (e.g. the exported model) with this backend's settings."""
-        return self.measure_runner(self.prepare_onnx(path, input_shape))
+    def measure_onnx(self, model, input_shape) -> Measurement:
+        """Latency of an existing ONNX model (bytes or a file, e.g. the exported model) with this backend's settings."""
+        return self.measure_runner(self.prepare_onnx(model, input_shape))
 
-    def prepare_onnx(self, path: str | Path, input_shape) -> Runner:
-        """A runner of an existing ONNX file (e.g. the exported model) with this backend's settings."""
-        return OrtFileRunner(self, Path(path), input_shape)
+    def prepare_onnx(self, model, input_shape) -> Runner:
+        """A runner of an existing ONNX model (bytes or a file) as it is, with this backend's settings."""
+        data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+        return load_runner(self.name, bytes(data), input_shape, **self.runtime_options())
 
     def overhead_ms(self) -> float | None:
         from .statistics import measure_adaptive
 
-        with OrtIdentityRunner(self, (1, 8, 8, 8)) as runner:
+        shape = (1, 8, 8, 8)
+        with self.prepare_onnx(identity_graph(shape), shape) as runner:
             return measure_adaptive(runner.time_call, self.stats).summary()["p50_ms"]
-
-    def close(self) -> None:
-        self._tmp.cleanup()
 
 
 class OrtCPUProfiler(OrtProfiler):

@@ -36,7 +36,7 @@ from ..latency_tables.table import LatencyTable, Measurement, OpKey
 from ..reference import new_reference, reference_model, set_reference_time
 from ..spaces import OpInstance, SearchSpace
 from .base import Profiler, Runner
-from .fingerprint import device_slug
+from ..runtimes.fingerprint import device_slug
 from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise, time_rounds
 
 

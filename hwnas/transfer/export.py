@@ -2,7 +2,7 @@
 
 `TaskOutput` gives the exporters a plain signature: an image batch [1, 3, R, R] in [0, 1] ->
 detections [N, 6] (x1, y1, x2, y2, score, label) or class scores [1, C, R, R]. The ONNX file
-comes from `hwnas.export.onnx_export.export_onnx` (the TorchScript exporter: torchvision's
+comes from `hwnas.export.onnx_export.export_model` (the TorchScript exporter: torchvision's
 detection post-processing traces there) with the task's layout added to its metadata.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 from ..arch import Arch
 from ..errors import ExportError
 from ..export.model import ExportModel
-from ..export.onnx_export import OnnxSpec, export_onnx
+from ..export.onnx_export import OnnxSpec, export_model
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare
 
 TASK_OPSET = 17
@@ -80,7 +80,7 @@ def export_task_onnx(model: nn.Module, task: str, head: str, arch: Arch, ref: st
     source = ExportModel(ref, arch, wrapped, num_classes, resolution, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings of torchvision's post-processing: shapes are fixed here
-        exported = export_onnx(source, OnnxSpec(batch=1, opset=TASK_OPSET, exporter="torchscript"))
+        exported = export_model(source, OnnxSpec(batch=1, opset=TASK_OPSET, exporter="torchscript"))
     proto = onnx.load_from_string(exported)
     props = {p.key: p.value for p in proto.metadata_props}
     props.update({"hwnas.task": task, "hwnas.head": head, "hwnas.output": LAYOUTS[task], "hwnas.input_range": "0..1"})

@@ -1,24 +1,24 @@
-"""Latency of a task model: the whole detector or segmenter exported to ONNX and timed on ONNX
-Runtime (CPU, 1 thread by default), its backbone timed the same way, the head's cost being the
-difference; and, given a LUT, the backbone's prediction with the head's measured cost beside it.
+"""Latency of a task model: the whole detector or segmenter and its backbone timed end to end on
+one backend (ONNX Runtime CPU, 1 thread, by default; a LUT's own backend and options when the
+cost is added to that LUT's predictions), the head's cost being the difference; and, given a
+LUT, the backbone's prediction with the head's measured cost beside it.
 
-Export and timing reuse the profilers: `ort_backend.export_onnx` (the exporter the LUT's ops go
-through), `OrtProfiler.session` (threads, graph optimisation, provider check) and
-`measure_adaptive` (the profilers' repeat loop). The only new piece is a Runner whose
-outputs may change size from call to call (a detector's box count), so it calls `session.run`
-rather than binding a fixed output buffer.
+Timing is hwnas.profilers.end_to_end.measure_end_to_end: the backend's runtime (for ONNX
+Runtime the export the LUT's ops go through; a detector's output, whose size depends on the
+data, is bound without a fixed buffer), interleaved rounds of the model and its backbone, and,
+for a LUT, the table's reference network, so that the head's cost is at the table's speed as
+its predictions are.
 
 Clocks: `wall` (the default, what the LUT's profilers record) or `thread`, the CPU time of the
-calling thread. With one ONNX Runtime thread the whole graph runs on the caller, so `thread`
-counts the work and not the time other processes held the core: on a shared machine it stays
-near the quiet wall time while wall time grows with the load.
+calling thread. With one thread the whole graph runs on the caller, so `thread` counts the work
+and not the time other processes held the core: on a shared machine it stays near the quiet
+wall time while wall time grows with the load.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -29,40 +29,12 @@ from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
 from ..latency_tables.table import LatencyTable
-from ..profilers import StatsConfig, get_profiler
-from ..profilers.base import Runner
-from ..profilers.memory import MemoryInfo, param_bytes
-from ..profilers.ort_backend import OrtProfiler, export_onnx
-from ..profilers.statistics import measure_adaptive
-from ..profilers.torch_backend import CLOCKS, check_clock
+from ..profilers import StatsConfig
+from ..profilers.end_to_end import END_TO_END, measure_end_to_end
+from ..profilers.torch_backend import check_clock
+from ..reference import reference_model, reference_ms
 from .backbone import BackboneSource, arch_source
 from .export import TaskOutput
-
-
-class SessionRunner(Runner):
-    """A module exported to ONNX, run with `session.run` on one fixed input."""
-
-    def __init__(self, profiler: OrtProfiler, module: nn.Module, image: torch.Tensor, clock: str = "wall"):
-        self.clock = CLOCKS[clock]
-        self.path = profiler.new_path()
-        export_onnx(module.eval(), image, self.path, profiler.exporter)
-        self.session = profiler.session(self.path)
-        self.feeds = {self.session.get_inputs()[0].name: image.numpy()}
-        self._params = param_bytes(module)
-        self._in_bytes = image.numel() * 4
-
-    def time_call(self) -> float:
-        start = self.clock()
-        self._outputs = self.session.run(None, self.feeds)
-        return (self.clock() - start) / 1e6
-
-    def memory(self) -> MemoryInfo:
-        out_bytes = sum(int(np.asarray(o).nbytes) for o in getattr(self, "_outputs", []))
-        return MemoryInfo(self._params, self._in_bytes, out_bytes, None, "unknown")
-
-    def close(self) -> None:
-        self.session = None
-        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -85,22 +57,6 @@ class TaskLatency:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _interleaved_p50(profiler: OrtProfiler, modules: list[nn.Module], image: torch.Tensor, clock: str,
-                     rounds: int) -> list[float]:
-    """p50 of each module, measured in `rounds` alternating rounds; the lowest round counts (a load
-    burst on a shared machine slows one round, not all of them)."""
-    runners = [SessionRunner(profiler, module, image, clock) for module in modules]
-    try:
-        best = [math.inf] * len(runners)
-        for _ in range(rounds):
-            for i, runner in enumerate(runners):
-                best[i] = min(best[i], measure_adaptive(runner.time_call, profiler.stats).summary()["p50_ms"])
-        return best
-    finally:
-        for runner in runners:
-            runner.close()
 
 
 def worst_case(model: nn.Module) -> nn.Module:
@@ -127,15 +83,27 @@ def worst_case(model: nn.Module) -> nn.Module:
 
 def measure_task_latency(model: nn.Module, image: torch.Tensor, task: str, backbone: nn.Module,
                          threads: int = 1, stats: StatsConfig | None = None, clock: str = "wall",
-                         rounds: int = 3) -> tuple[float, float]:
-    """(whole model p50 ms, backbone p50 ms) on ONNX Runtime CPU for one image [1, 3, R, R];
-    detectors are timed in their worst case (see `worst_case`)."""
-    check_clock(clock, threads)
+                         rounds: int = 3, backend: str = "ort-cpu", options: dict | None = None,
+                         table: LatencyTable | None = None) -> tuple[float, float]:
+    """(whole model p50 ms, backbone p50 ms) for one image [1, 3, R, R] on `backend` with `options`
+    (default: `threads` and `clock`); with `table`, on the table's backend and options, at the
+    table's speed (against its reference network). Detectors are timed in their worst case
+    (see `worst_case`)."""
+    reference, r0 = None, 1.0
+    if table is not None:
+        backend, options = table.backend, dict(table.backend_options)
+        if (table.reference or {}).get("ms"):
+            reference, r0 = reference_model(table.reference, table.batch), reference_ms(table.reference)
+    elif options is None:
+        check_clock(clock, threads)
+        options = {"threads": threads, "clock": clock}
     if task == "detection":
         model = worst_case(model)
-    with torch.no_grad(), get_profiler("ort-cpu", threads=threads, stats=stats) as profiler:
-        total, body = _interleaved_p50(profiler, [TaskOutput(model.eval(), task), backbone.eval()], image, clock,
-                                       rounds)
+    networks = {"total": TaskOutput(model.eval(), task), "backbone": backbone.eval()}
+    with torch.no_grad():
+        timed = measure_end_to_end(networks, tuple(image.shape), backend, options=options, reference=reference,
+                                   config=replace(END_TO_END, rounds=rounds), stats=stats)
+    total, body = (float(np.median([r.normalised(r0) for r in timed[k]])) for k in ("total", "backbone"))
     return total, body
 
 
@@ -165,41 +133,51 @@ def head_on_device(head_ms: float, backbone_ms: float, predicted_backbone_ms: fl
 
 def task_latency(model: nn.Module, backbone: nn.Module, task: str, resolution: int, arch: Arch | None = None,
                  lut: str | None = None, image: torch.Tensor | None = None, threads: int = 1,
-                 stats: StatsConfig | None = None, clock: str = "wall") -> TaskLatency:
-    """Measure the task model and its backbone; add the LUT's backbone prediction when `lut` is given."""
+                 stats: StatsConfig | None = None, clock: str = "wall", backend: str = "ort-cpu",
+                 table: LatencyTable | None = None) -> TaskLatency:
+    """Measure the task model and its backbone (on `table`'s backend where one is given, else on
+    `backend`); add the LUT's backbone prediction when `lut` is given."""
     if image is None:
         image = torch.rand(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
-    total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock)
+    total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock, backend=backend, table=table)
     head = total - body
+    if table is not None:
+        backend = table.backend
+        threads = int(table.backend_options.get("threads", threads))
+        clock = str(table.backend_options.get("clock", "wall"))
     if not (lut and arch is not None):
-        return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head)
+        return TaskLatency(backend, threads, clock, resolution, total, body, head)
     predicted = lut_backbone_ms(arch, lut, resolution)
     device_head, derived = head_on_device(head, body, predicted, LatencyTable.load(lut))
-    return TaskLatency("ort-cpu", threads, clock, resolution, total, body, head, predicted, predicted + device_head, lut,
+    return TaskLatency(backend, threads, clock, resolution, total, body, head, predicted, predicted + device_head, lut,
                        device_head, derived)
 
 
 def task_head_latency(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
                       stats: StatsConfig | None = None, source: BackboneSource | None = None,
-                      clock: str = "wall") -> TaskLatency:
-    """`head` on `arch`'s backbone, timed (ONNX Runtime CPU): whole task model, backbone, and the
-    head's cost as their difference. A search adds the head's cost to every backbone prediction to
-    budget the whole task model (the cost depends a little on the backbone's widths; measure it on
-    a typical architecture)."""
+                      clock: str = "wall", table: LatencyTable | None = None) -> TaskLatency:
+    """`head` on `arch`'s backbone, timed: whole task model, backbone, and the head's cost as their
+    difference. A search adds the head's cost to every backbone prediction of `table`, so it is
+    timed on that table's backend and options, at its speed; without a table, or for a published
+    table (whose device is not here: see head_on_device), on ONNX Runtime CPU with `threads` and
+    `clock`. The cost depends a little on the backbone's widths; measure it on a typical
+    architecture."""
     from .heads import build_task_model, head_task
 
     task = head_task(head)
     torch.manual_seed(0)
     source = source or arch_source(arch, resolution=resolution)
     model = build_task_model(source, head, num_classes, resolution)
-    return task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock)
+    timed_on = None if table is None or is_published(table) else table
+    return task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock,
+                        table=timed_on)
 
 
 def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,
                       stats: StatsConfig | None = None, source: BackboneSource | None = None,
-                      clock: str = "wall") -> float:
-    """Measured cost (ms, ONNX Runtime CPU) of `head` on `arch`'s backbone (see task_head_latency)."""
-    return task_head_latency(arch, head, resolution, num_classes, threads, stats, source, clock).head_ms
+                      clock: str = "wall", table: LatencyTable | None = None) -> float:
+    """The head's measured cost (ms) of task_head_latency."""
+    return task_head_latency(arch, head, resolution, num_classes, threads, stats, source, clock, table).head_ms
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

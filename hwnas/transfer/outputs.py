@@ -11,6 +11,8 @@ from torch import nn
 from ..arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
+from ..latency_tables.published import is_published
+from ..latency_tables.table import LatencyTable
 from .data import TaskData
 from .export import TaskParity, export_task_onnx, task_parity
 from .latency import TaskLatency, backbone_of, task_latency
@@ -33,11 +35,16 @@ def export_checked(model: nn.Module, cfg: TransferConfig, arch: Arch | None, dat
 
 def run_latency(model: nn.Module, cfg: TransferConfig, arch: Arch | None, data: TaskData, lut: str | None = None,
                 threads: int = 1, stats=None, clock: str = "wall") -> TaskLatency:
-    """Latency of the task model on ONNX Runtime CPU, timed on the first validation image."""
+    """Latency of the task model, timed on the first validation image: on the `lut` table's backend
+    and options (at its speed) where one is given, so that the head's cost adds to that table's
+    backbone prediction; else, and for a published table (see head_on_device), on ONNX Runtime
+    CPU with `threads` and `clock`."""
     image = data.val[0][0][None] if len(data.val) else None
+    table = LatencyTable.load(lut) if lut else None
     with torch.no_grad():
         return task_latency(model, backbone_of(model), cfg.task, cfg.resolution, arch=arch, lut=lut, image=image,
-                            threads=threads, stats=stats, clock=clock)
+                            threads=threads, stats=stats, clock=clock,
+                            table=None if table is None or is_published(table) else table)
 
 
 def add_to_metrics(run_dir: str | Path, **fields) -> None:

@@ -1,4 +1,5 @@
-"""Real images for int8 calibration: an ImageFolder-style directory -> normalised NCHW batches.
+"""Real images for int8 calibration of TensorRT engines: an ImageFolder-style directory ->
+normalised NCHW batches. (Not the latency calibration of a LUT: hwnas.latency_tables.calibration.)
 
 Preprocessing is the model's contract (hwnas.preprocessing, read from its weights): resize
 ('stretch' to R x R as in training, or 'crop': shorter side to R and a centre crop; bilinear),
