@@ -88,9 +88,9 @@ class Options:
         return out
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **fixed):
-        """The record of the parsed `args` (defaults for flags not given); `fixed` overrides fields."""
-        return cls(**{**cls.values(args), **fixed})
+    def from_args(cls, args: argparse.Namespace):
+        """The record of the parsed `args` (its defaults for flags not given), checked by the record."""
+        return cls(**cls.values(args))
 
 
 def add_flags(parser: argparse.ArgumentParser, records: Iterable[type[Options]], groups: dict | None = None,

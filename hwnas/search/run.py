@@ -18,7 +18,7 @@ from ..scaleout import ddp
 from ..spaces import get_space
 from .base import SearchProblem, SearchResult
 from .budget import parse_budget, resolve_budget
-from .config import SearchConfig
+from .config import SearchConfig, TrialOptions
 from .loop import RUN_FILE, LoopConfig, run_search
 from .objectives import refuse_infeasible_budgets
 from .registry import evaluator_kind
@@ -48,18 +48,12 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
         use_task_head(predictor, config, report)
     budget = resolve_budget(parse_budget(config.latency_budget), predictor) if config.latency_budget else None
     trial = config.trial
-    refuse_infeasible_budgets(predictor, trial and trial.memory_bytes, trial and trial.params_count)
+    refuse_infeasible_budgets(predictor, trial_or_default(config).memory_bytes, trial_or_default(config).params_count)
     strategy = config.make_strategy()
     ddp.on_main(lambda: refuse_nonempty(config.out, config.resume))  # only process 0 looks at (and writes) --out
     data = None if config.tabular else load_data(config.data, config.train_resolution, config.seed, config.data_root)
     progress = config.progress and ddp.is_main()
-    problem = SearchProblem(space, predictor, budget, data, Path(config.out), config.seed, config.resume, progress,
-                            lut_source=str(config.lut) if config.lut else predictor.source,
-                            memory_budget=trial and trial.memory_bytes, params_budget=trial and trial.params_count,
-                            budget_mode=trial.budget_mode if trial else "reject",
-                            penalty=1.0 if trial is None or trial.penalty is None else trial.penalty,
-                            objectives=trial.objective_names if trial else ("acc",),
-                            task_head=f"{config.task_head}, {config.task_classes} classes" if config.task_head else None)
+    problem = search_problem(config, space, predictor, budget, data, progress)
     if trial is not None and not config.tabular:
         evaluator = evaluator_kind(config.evaluator_name).build(config.evaluator, problem)
     if progress:
@@ -91,6 +85,21 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
         elif result.finished and config.verify:
             report.verification(verify_result(config.out, result, predictor, budget, progress=progress), budget)
     return result
+
+
+def trial_or_default(config: SearchConfig) -> TrialOptions:
+    """The trial loop's options; a strategy without the loop has their defaults (no other budget, acc only)."""
+    return config.trial if config.trial is not None else TrialOptions()
+
+
+def search_problem(config: SearchConfig, space, predictor, budget: float | None, data, progress: bool) -> SearchProblem:
+    trial = trial_or_default(config)
+    return SearchProblem(space, predictor, budget, data, Path(config.out), config.seed, config.resume, progress,
+                         lut_source=str(config.lut) if config.lut else predictor.source,
+                         memory_budget=trial.memory_bytes, params_budget=trial.params_count,
+                         budget_mode=trial.budget_mode, penalty=1.0 if trial.penalty is None else trial.penalty,
+                         objectives=trial.objective_names,
+                         task_head=f"{config.task_head}, {config.task_classes} classes" if config.task_head else None)
 
 
 def space_and_latency(config: SearchConfig):
