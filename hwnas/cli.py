@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-aware mobile model design: profile a device, search under a latency budget, export.",
     )
     parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    parser.set_defaults(func=None)  # each command's parser sets its own
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"hwnas.commands.{name}").register(subparsers)
@@ -66,7 +67,7 @@ def _main(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    if not getattr(args, "func", None):
+    if args.func is None:
         parser.print_help()
         return 2
     try:

@@ -153,7 +153,7 @@ def test_the_task_head_is_timed_on_the_tables_own_backend(monkeypatch):
 
 
 def test_the_search_times_its_task_head_on_the_luts_backend(monkeypatch):
-    from hwnas.commands import search
+    from hwnas.search import run as search
     from hwnas.latency_tables.predictor import LatencyPredictor
     from hwnas.transfer import latency
 
@@ -173,10 +173,10 @@ def test_the_search_times_its_task_head_on_the_luts_backend(monkeypatch):
     monkeypatch.setattr(LatencyPredictor, "use_task_head",
                         lambda self, ms, derived=None: setattr(self, "task_head_offset_ms", ms))
 
-    class Args:
+    class Config:
         task_classes, task_head = 2, "lraspp"
 
-    search._use_task_head(predictor, Args())
+    search.use_task_head(predictor, Config(), search.Report())
     assert seen["table"] is table
 
 

@@ -257,9 +257,9 @@ def test_resume_continues_from_the_checkpoint(space, predictor, digits, tmp_path
 
 
 def test_infeasible_budget_fails_before_any_training(lut_file, predictor, tmp_path, capsys, monkeypatch):
-    import hwnas.commands.search as search_command
+    import hwnas.search.run as search_run
 
-    monkeypatch.setattr(search_command, "load_data", lambda *a, **k: pytest.fail("data loaded for an infeasible budget"))
+    monkeypatch.setattr(search_run, "load_data", lambda *a, **k: pytest.fail("data loaded for an infeasible budget"))
     out = tmp_path / "run"
     too_fast = predictor.fastest_latency_ms() * 0.5
     argv = ["search", "--space", "tiny", "--lut", str(lut_file), "--latency-budget", f"{too_fast}ms",

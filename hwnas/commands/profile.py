@@ -106,7 +106,8 @@ def rounds_config(args) -> RoundsConfig:
 
 
 def _options(args) -> dict:
-    options = {key: getattr(args, key) for key in _BACKEND_FLAGS if getattr(args, key) is not None}
+    given = vars(args)
+    options = {key: given[key] for key in _BACKEND_FLAGS if given[key] is not None}
     if args.backend in PROFILERS:
         accepted = backend_options(args.backend)
         for key in options:

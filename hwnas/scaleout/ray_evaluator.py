@@ -17,17 +17,29 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..errors import HwnasError
+from ..options import Options, option
 from ..search.evaluators import EvalOutcome, EvalRequest, Evaluator, evaluate_request
-from .ray_runtime import cluster_slots, import_ray, raise_hwnas_cause
+from .ray_runtime import LOCAL, cluster_slots, import_ray, raise_hwnas_cause
 
 
 @dataclass(frozen=True)
-class RayTaskOptions:
-    """Resources of one evaluation task and its re-runs after system failures."""
+class RayOptions(Options):
+    """Every Ray option of a search, declared once: where to connect (`address`, None: no Ray;
+    see ray_runtime.connected), the resources of one evaluation task and its re-runs after system
+    failures."""
 
-    cpus: float = 1.0
-    gpus: float = 0.0
-    retries: int = 2
+    title = "Ray (trial strategies: each evaluation a Ray task; see README 'Scale-out')"
+    address: str | None = option(
+        None, "--ray", nargs="?", const=LOCAL, metavar="ADDRESS", help=(
+            "evaluate candidates as Ray tasks: alone, on RAY_ADDRESS, else the cluster `ray start` started on "
+            "this machine, else a new local Ray instance; 'auto': the cluster `ray start` started here (an "
+            "error if none); HOST:PORT: that cluster's head (install: pip install -r requirements-ray.txt)"))
+    cpus: float = option(1.0, "--ray-cpus-per-trial", "CPUs each evaluation task reserves (default 1)", type=float)
+    gpus: float = option(0.0, "--ray-gpus-per-trial", "GPUs each evaluation task reserves (default 0; fractions "
+                                                      "share a GPU)", type=float)
+    retries: int = option(2, "--ray-retries", "re-runs of a task after a system failure (its worker or node died) "
+                                              "before the trial is recorded failed (default 2); an error of the "
+                                              "evaluation itself is never re-run", type=int)
 
     def __post_init__(self):
         if not self.cpus >= 0 or not self.gpus >= 0 or self.cpus + self.gpus <= 0:
@@ -37,10 +49,15 @@ class RayTaskOptions:
             raise HwnasError(f"--ray-retries must be >= 0, got {self.retries}")
 
     def to_dict(self) -> dict:
+        """The task options (the address is where, not how, a trial runs)."""
         return {"cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus, "retries": self.retries}
 
 
-def task_slots(ray, options: RayTaskOptions) -> int:
+#: the name the task options had before they held the address too
+RayTaskOptions = RayOptions
+
+
+def task_slots(ray, options: RayOptions) -> int:
     """How many evaluation tasks the cluster runs at once: each node's CPUs (GPUs) over a task's share."""
     count = cluster_slots(ray, options.cpus, options.gpus)
     if count < 1:
@@ -70,7 +87,7 @@ class RayEvaluator(Evaluator):
     """`inner`'s scores, computed by Ray tasks; see the module doc. Needs Ray initialised
     (`hwnas.scaleout.ray_runtime.connected`) before `prepare`."""
 
-    def __init__(self, inner: Evaluator, options: RayTaskOptions = RayTaskOptions()):
+    def __init__(self, inner: Evaluator, options: RayOptions = RayOptions()):
         self.inner, self.options = inner, options
         self.name = inner.name
         self._ref = None

@@ -2,12 +2,12 @@
 the evaluators that score candidates: plain registries of classes.
 
 Add a strategy by subclassing `TrialStrategy` (ask/tell, see base.py) or `SupernetStrategy` and
-listing it in STRATEGIES; an evaluator by subclassing `Evaluator` (evaluators.py).
+listing it in registry.STRATEGIES; an evaluator by subclassing `Evaluator` (evaluators.py) and
+listing it, with its options record, in registry.EVALUATORS.
 """
 
 from __future__ import annotations
 
-from ..errors import HwnasError
 from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStrategy, TrialStrategy,
                    write_result)
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
@@ -22,25 +22,14 @@ from .mnas import MnasStrategy
 from .objectives import Budgets, pareto_front
 from .optuna_strategies import NSGA2Strategy, TPEStrategy
 from .random_search import RandomStrategy
+from .registry import EVALUATORS, STRATEGIES, EvaluatorKind, evaluator_kind, get_strategy
 from .trials import Trial, read_history
-
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy,
-    BananasStrategy, LocalSearchStrategy)}
-EVALUATORS = ("scratch", "shared", "nb201")
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise HwnasError(f"unknown search strategy {name!r}; choose one of: {', '.join(sorted(STRATEGIES))}") from None
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
+    "EVALUATORS", "STRATEGIES", "EvaluatorKind", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
     "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LocalSearchStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
-    "TPEStrategy", "Trial", "TrialStrategy", "get_strategy", "pareto_front", "parse_budget", "read_history",
+    "TPEStrategy", "Trial", "TrialStrategy", "evaluator_kind", "get_strategy", "pareto_front", "parse_budget", "read_history",
     "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",
 ]

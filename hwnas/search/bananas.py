@@ -15,15 +15,17 @@ state is a function of the seed and the tells (a resumed run replays them).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..arch import Arch
 from ..errors import HwnasError
+from ..options import Options, option
 from .base import TrialStrategy
 from .encodings import Encoder, canonical
 from .evolution import mutate
@@ -86,32 +88,34 @@ class MLPEnsemble:
         return x
 
 
+@dataclass(frozen=True)
+class BananasOptions(Options):
+    title = "bananas strategy"
+    init: int = option(10, "--bananas-init", "bananas: uniform samples before the predictor is used (default 10)",
+                       type=int)
+    candidates: int = option(100, "--bananas-candidates", "bananas: mutated candidates ranked per round (default 100)",
+                             type=int)
+    per_round: int = option(10, "--bananas-per-round", "bananas: proposals per round, i.e. per predictor fit "
+                                                       "(default 10)", type=int)
+
+    def __post_init__(self):
+        if self.init < 2 or self.candidates < 1 or not 1 <= self.per_round <= self.candidates:
+            raise HwnasError(f"bananas needs --bananas-init >= 2, --bananas-candidates >= 1 and --bananas-per-round "
+                             f"in 1..candidates, got {self.init}, {self.candidates} and {self.per_round}")
+
+
 class BananasStrategy(TrialStrategy):
     name = "bananas"
 
-    def __init__(self, init: int = 10, candidates: int = 100, per_round: int = 10, ensemble: MLPEnsemble | None = None,
-                 mutate_top: int = 3, explore: float = 0.1):
-        if init < 2 or candidates < 1 or not 1 <= per_round <= candidates:
-            raise HwnasError(f"bananas needs --bananas-init >= 2, --bananas-candidates >= 1 and --bananas-per-round "
-                             f"in 1..candidates, got {init}, {candidates} and {per_round}")
-        self.init, self.candidates, self.per_round = init, candidates, per_round
+    records = (BananasOptions,)
+
+    def __init__(self, options: BananasOptions = BananasOptions(), ensemble: MLPEnsemble | None = None,
+                 mutate_top: int = 3, explore: float = 0.1, **changes):
+        """`changes`: fields of `options` to replace (`BananasStrategy(init=4, candidates=20)`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.init, self.candidates, self.per_round = self.options.init, self.options.candidates, self.options.per_round
         self.ensemble = ensemble or MLPEnsemble()
         self.mutate_top, self.explore = mutate_top, explore
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        S = argparse.SUPPRESS
-        group.add_argument("--bananas-init", type=int, default=S, help="bananas: uniform samples before the "
-                                                                       "predictor is used (default 10)")
-        group.add_argument("--bananas-candidates", type=int, default=S,
-                           help="bananas: mutated candidates ranked per round (default 100)")
-        group.add_argument("--bananas-per-round", type=int, default=S,
-                           help="bananas: proposals per round, i.e. per predictor fit (default 10)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "BananasStrategy":
-        return cls(getattr(args, "bananas_init", 10), getattr(args, "bananas_candidates", 100),
-                   getattr(args, "bananas_per_round", 10))
 
     def settings(self) -> dict:
         e = self.ensemble

@@ -8,12 +8,14 @@ import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..arch import Arch
 from ..data import ImageData
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..latency_tables.predictor import LatencyPredictor
+from ..options import Options
 from ..spaces import SearchSpace
 from .budget import BudgetStep
 from .objectives import Budgets
@@ -106,24 +108,23 @@ def write_result(run_dir: Path, result: SearchResult) -> None:
 
 
 class Strategy:
-    """What every strategy shares: a registry name, its own flags, construction from them.
+    """What every strategy shares: a registry name and its options, declared once.
 
-    `add_arguments` adds the strategy's own flags (default `argparse.SUPPRESS`: a flag absent from
-    the namespace was not given); `shared_options` names the loop's and evaluators' flags (dests)
-    the strategy uses. `hwnas search` refuses any other flag given with this strategy.
+    `records` are the options records (`hwnas.options.Options`) the constructor takes, in order:
+    their flags are the strategy's own, `from_args` builds them from the command line, and
+    `hwnas search` refuses any declared flag that neither they nor (for a strategy that uses an
+    evaluator) the trial loop's and the evaluator's records declare.
     """
 
     name: str = ""
-    shared_options: frozenset[str] = frozenset()
     uses_evaluator: bool = True
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Add this strategy's own flags (names must not clash with other strategies')."""
+    records: ClassVar[tuple[type[Options], ...]] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Strategy":
-        return cls()
+        """The strategy of the parsed flags; the records' defaults for flags not given (an empty
+        Namespace gives the defaults)."""
+        return cls(*(record.from_args(args) for record in cls.records))
 
     def settings(self) -> dict:
         """The strategy's own settings, kept with the run (a resumed run must have the same)."""
@@ -140,9 +141,6 @@ class TrialStrategy(Strategy, ABC):
     #: set by the trial loop in reject mode: arch -> within every budget by prediction (cheap, no
     #: evaluation); a strategy may use it to rank or sample only candidates the loop will evaluate
     feasible = None
-    shared_options = frozenset({"trials", "time_limit", "evaluator", "objectives", "memory_budget", "params_budget",
-                                "budget_mode", "penalty", "batch", "ray", "ray_cpus_per_trial", "ray_gpus_per_trial",
-                                "ray_retries"})
 
     def start(self, space: SearchSpace, seed: int, run_dir: Path, objectives: tuple[str, ...], batch: int = 1) -> None:
         """`batch`: proposals the loop asks before it tells any of them (parallel evaluation)."""

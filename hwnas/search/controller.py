@@ -11,35 +11,38 @@ samples (that is how a search resumes: its tells are replayed into a fresh contr
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import HwnasError
+from ..options import Options, option
 
 UPDATES = ("ppo", "reinforce")
 
 
 @dataclass(frozen=True)
-class ControllerConfig:
+class ControllerConfig(Options):
     """Controller size and training. MnasNet's paper gives no size; NNI's PPO and ENAS's CIFAR
     controller use 64 hidden units, 1 layer; ENAS clips logits with tanh at 1.5 to 2.5 and adds
     an entropy bonus of 1e-4. `batch`: sampled architectures per policy update. `lr` is higher
     than ENAS's 3.5e-4 because a hardware-aware search here runs tens, not thousands, of updates."""
 
-    hidden: int = 64
-    layers: int = 1
-    temperature: float = 1.0
-    tanh_constant: float | None = 2.5
-    entropy_weight: float = 1e-4
-    update: str = "ppo"
-    batch: int = 8
-    lr: float = 5e-3
-    ppo_epochs: int = 4
-    ppo_clip: float = 0.2
-    baseline_decay: float = 0.99
+    title = "RL controller (mnas, enas)"
+    hidden: int = option(64, "--controller-hidden", "LSTM hidden units (default 64)", type=int)
+    layers: int = option(1, "--controller-layers", "LSTM layers (default 1)", type=int)
+    temperature: float = option(1.0, "--controller-temperature", "softmax temperature (default 1)", type=float)
+    tanh_constant: float | None = option(2.5, "--tanh-constant", "logit clipping c*tanh(l) (default 2.5)", type=float)
+    entropy_weight: float = option(1e-4, "--entropy-weight", "entropy bonus (default 1e-4)", type=float)
+    update: str = option("ppo", "--policy-update", "mnas, enas: ppo (clipped objective, --ppo-epochs per batch; "
+                                                   "default) or reinforce (moving-average baseline)", choices=UPDATES)
+    batch: int = option(8, "--controller-batch", "architectures per policy update (default 8)", type=int)
+    lr: float = option(5e-3, "--controller-lr", "Adam learning rate (default 5e-3)", type=float)
+    ppo_epochs: int = option(4, "--ppo-epochs", "ppo: epochs over each batch (default 4)", type=int)
+    ppo_clip: float = option(0.2, "--ppo-clip", "ppo: ratio clipping epsilon (default 0.2)", type=float)
+    baseline_decay: float = option(0.99, "--baseline-decay", "moving-average baseline decay (default 0.99)",
+                                   type=float)
 
     def __post_init__(self):
         if self.update not in UPDATES:
@@ -52,36 +55,6 @@ class ControllerConfig:
                              "--baseline-decay in [0, 1)")
         if self.tanh_constant is not None and not self.tanh_constant > 0:
             raise HwnasError(f"--tanh-constant must be > 0, got {self.tanh_constant}")
-
-    #: flag dests -> config fields (the flags `add_controller_arguments` adds)
-    FLAGS = {"controller_hidden": "hidden", "controller_layers": "layers", "controller_temperature": "temperature",
-             "tanh_constant": "tanh_constant", "entropy_weight": "entropy_weight", "policy_update": "update",
-             "controller_batch": "batch", "controller_lr": "lr", "ppo_epochs": "ppo_epochs", "ppo_clip": "ppo_clip",
-             "baseline_decay": "baseline_decay"}
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ControllerConfig":
-        return cls(**{field: getattr(args, dest) for dest, field in cls.FLAGS.items() if hasattr(args, dest)})
-
-
-def add_controller_arguments(group) -> None:
-    S = argparse.SUPPRESS
-    group.add_argument("--policy-update", choices=UPDATES, default=S,
-                       help="mnas, enas: ppo (clipped objective, --ppo-epochs per batch; default) or reinforce "
-                            "(moving-average baseline)")
-    group.add_argument("--controller-batch", type=int, default=S, help="architectures per policy update (default 8)")
-    group.add_argument("--controller-hidden", type=int, default=S, help="LSTM hidden units (default 64)")
-    group.add_argument("--controller-layers", type=int, default=S, help="LSTM layers (default 1)")
-    group.add_argument("--controller-lr", type=float, default=S, help="Adam learning rate (default 5e-3)")
-    group.add_argument("--controller-temperature", type=float, default=S, help="softmax temperature (default 1)")
-    group.add_argument("--tanh-constant", type=float, default=S, help="logit clipping c*tanh(l) (default 2.5)")
-    group.add_argument("--entropy-weight", type=float, default=S, help="entropy bonus (default 1e-4)")
-    group.add_argument("--ppo-epochs", type=int, default=S, help="ppo: epochs over each batch (default 4)")
-    group.add_argument("--ppo-clip", type=float, default=S, help="ppo: ratio clipping epsilon (default 0.2)")
-    group.add_argument("--baseline-decay", type=float, default=S, help="moving-average baseline decay (default 0.99)")
-
-
-CONTROLLER_OPTIONS = frozenset(ControllerConfig.FLAGS)
 
 
 class Controller(nn.Module):

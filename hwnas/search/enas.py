@@ -13,7 +13,6 @@ supernet, the controller, both optimisers and every RNG state after each epoch (
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from dataclasses import asdict, dataclass
@@ -31,9 +30,10 @@ from ..spaces import LayerwiseSpace
 from ..training import cosine_lr, steps_per_epoch
 from .base import Candidate, SearchProblem, SearchResult, SupernetStrategy, refuse_unused_budgets
 from .budget import repair_to_budget
-from .controller import CONTROLLER_OPTIONS, ControllerConfig
+from ..options import Options, option, reads
+from .controller import ControllerConfig
 from .evaluators import holdout_data
-from .mnas import CURVE, REWARDS, ControllerSearch, mnas_reward
+from .mnas import CURVE, REWARD_EXPONENT_HELP, REWARD_HELP, REWARDS, ControllerSearch, mnas_reward
 from .supernet import Supernet
 from .trials import HISTORY, Trial
 
@@ -42,19 +42,26 @@ CHECKPOINT_FORMAT = "hwnas.enas-search"
 
 
 @dataclass(frozen=True)
-class ENASConfig:
-    epochs: int = 10
-    batch_size: int = 64
+class ENASConfig(Options):
+    """The enas search; `epochs`, `batch_size` and `max_batches` (shared-weight steps per epoch)
+    are the command's training flags."""
+
+    title = "enas strategy"
+    epochs: int = reads("epochs", 10)
+    batch_size: int = reads("batch_size", 64)
     weight_lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    max_batches: int | None = None  # shared-weight steps per epoch
-    controller_steps: int = 5  # policy updates per epoch
-    holdout: float = 0.2
-    final_samples: int = 10
-    score_batches: int = 4  # held-out batches of 256 that score each final sample
-    reward: str = "soft"
-    w: float = -0.07
+    max_batches: int | None = reads("max_batches", None)
+    controller_steps: int = option(5, "--controller-steps", "enas: policy updates per epoch (default 5)", type=int)
+    holdout: float = option(0.2, "--holdout", "enas: share of the training set the controller is rewarded on "
+                                              "(default 0.2)", type=float)
+    final_samples: int = option(10, "--final-samples", "enas: samples of the trained controller the result is the "
+                                                       "best of (default 10)", type=int)
+    score_batches: int = option(4, "--score-batches", "enas: held-out batches of 256 that score each final sample "
+                                                      "(default 4)", type=int)
+    reward: str = option("soft", "--reward", REWARD_HELP, choices=REWARDS)
+    w: float = option(-0.07, "--reward-exponent", REWARD_EXPONENT_HELP, type=float)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.controller_steps < 1 or self.final_samples < 1 \
@@ -70,26 +77,10 @@ class ENASConfig:
 class ENASStrategy(ControllerSearch, SupernetStrategy):
     name = "enas"
     uses_evaluator = False
-    shared_options = CONTROLLER_OPTIONS | {"holdout", "score_batches", "reward", "reward_exponent"}
+    records = (ENASConfig, ControllerConfig)
 
     def __init__(self, config: ENASConfig = ENASConfig(), controller: ControllerConfig = ControllerConfig()):
         self.config, self.controller_config = config, controller
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        S = argparse.SUPPRESS
-        group.add_argument("--controller-steps", type=int, default=S, help="enas: policy updates per epoch (default 5)")
-        group.add_argument("--final-samples", type=int, default=S,
-                           help="enas: samples of the trained controller the result is the best of (default 10)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ENASStrategy":
-        given = vars(args)
-        names = {"epochs": "epochs", "batch_size": "batch_size", "max_batches": "max_batches",
-                 "controller_steps": "controller_steps", "holdout": "holdout", "final_samples": "final_samples",
-                 "score_batches": "score_batches", "reward": "reward", "reward_exponent": "w"}
-        cfg = ENASConfig(**{f: given[d] for d, f in names.items() if given.get(d) is not None})
-        return cls(cfg, ControllerConfig.from_args(args))
 
     def settings(self) -> dict:
         return {**asdict(self.config), "controller": asdict(self.controller_config)}

@@ -21,7 +21,17 @@ from typing import Iterable, Iterator
 from ..arch import Arch
 from ..data import ImageData, split_train, without_augmentation
 from ..errors import HwnasError
+from ..options import Options, option, reads
 from ..training import TrainConfig, train_arch
+
+#: the group every evaluator's flags are listed under
+TITLE = "evaluators"
+HOLDOUT_HELP = "share of the training set candidates are scored on (default 0.2)"
+
+
+def check_holdout(holdout: float) -> None:
+    if not 0.0 < holdout < 1.0:
+        raise HwnasError(f"--holdout must be between 0 and 1, got {holdout}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,20 @@ def evaluate_request(evaluator: Evaluator, request: EvalRequest) -> EvalOutcome:
     return EvalOutcome(request.number, {"top1": top1}, "", time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class ScratchOptions(Options):
+    """`scratch`: each candidate trains `epochs` on 1 - `holdout` of the training set, scored on the rest."""
+
+    title = TITLE
+    epochs: int = reads("epochs", 10)
+    batch_size: int = reads("batch_size", 64)
+    max_batches: int | None = reads("max_batches", None)
+    holdout: float = option(0.2, "--holdout", HOLDOUT_HELP, type=float)
+
+    def __post_init__(self):
+        check_holdout(self.holdout)
+
+
 class ScratchEvaluator(Evaluator):
     """Top-1 (%) on `data.val` after a short from-scratch training on `data.train`.
 
@@ -99,6 +123,11 @@ class ScratchEvaluator(Evaluator):
         self.data = data
         self.config = config
         self.fixed_seed = fixed_seed
+
+    @classmethod
+    def from_options(cls, options: ScratchOptions, problem) -> "ScratchEvaluator":
+        return cls(holdout_data(problem.data, options.holdout, problem.seed),
+                   TrainConfig(epochs=options.epochs, batch_size=options.batch_size, max_batches=options.max_batches))
 
     def score(self, arch: Arch, seed: int) -> float:
         cfg = self.config if self.fixed_seed else TrainConfig(**{**self.config.__dict__, "seed": seed})
@@ -169,21 +198,15 @@ class SyntheticEvaluator(Evaluator):
 
 
 def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches: int | None = None,
-                   holdout: float = 0.2, supernet=None, calib_batches: int = 200, calib_batch_size: int = 128,
-                   score_batches: int | None = None) -> Evaluator:
-    """The evaluator `name` for a search problem: `scratch` trains each candidate `epochs` on
+                   **options) -> Evaluator:
+    """The evaluator `name` (see registry.EVALUATORS) for a search problem, its options record
+    built from the training settings and `options` (those its record declares: e.g. `holdout`,
+    `supernet`, `calib_batches`; others are ignored). `scratch` trains each candidate `epochs` on
     1 - `holdout` of the training set and scores it on the rest; `shared` trains a SPOS supernet
     `epochs` (file `supernet`, default RUN_DIR/spos_supernet.pt) and scores on its held-out part."""
-    if not 0.0 < holdout < 1.0:
-        raise HwnasError(f"--holdout must be between 0 and 1, got {holdout}")
-    if name == "scratch":
-        return ScratchEvaluator(holdout_data(problem.data, holdout, problem.seed),
-                                TrainConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches))
-    if name == "shared":
-        from .spos import SharedEvaluator, SPOSConfig
+    from .registry import evaluator_kind
 
-        cfg = SPOSConfig(epochs=epochs, batch_size=batch_size, max_batches=max_batches, holdout=holdout,
-                         calib_batches=calib_batches, calib_batch_size=calib_batch_size, score_batches=score_batches)
-        path = Path(supernet) if supernet else Path(problem.run_dir) / "spos_supernet.pt"
-        return SharedEvaluator(problem.space, problem.data, cfg, path)
-    raise HwnasError(f"unknown evaluator {name!r}; choose scratch or shared")
+    kind = evaluator_kind(name)
+    given = {"epochs": epochs, "batch_size": batch_size, "max_batches": max_batches, **options}
+    record = kind.options(**{f.name: given[f.name] for f in dataclasses.fields(kind.options) if f.name in given})
+    return kind.build(record, problem)

@@ -11,13 +11,17 @@ benchmarks/nas_bench.py) 30/10 ended at least as well as 20/5 at 50, 100 and 500
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import random
 from collections import deque
+from dataclasses import dataclass
 
 from ..arch import Arch
 from ..errors import HwnasError
+from ..options import Options, option
 from .base import TrialStrategy
+
+POPULATION_HELP = "evolution (default 30) and nsga2 (default 20): population size"
 
 
 def mutate(space, parent: Arch, rng: random.Random, edits: int = 1) -> Arch:
@@ -30,25 +34,31 @@ def mutate(space, parent: Arch, rng: random.Random, edits: int = 1) -> Arch:
     return Arch.create(space, choices)
 
 
+@dataclass(frozen=True)
+class EvolutionOptions(Options):
+    """`sample_size` None: min(10, population)."""
+
+    title = "evolution strategy"
+    population: int = option(30, "--population", POPULATION_HELP, type=int)
+    sample_size: int | None = option(None, "--sample-size", "evolution: members drawn for each tournament "
+                                                            "(default 10)", type=int)
+
+    def __post_init__(self):
+        if self.sample_size is None:
+            object.__setattr__(self, "sample_size", min(10, self.population))
+        if self.population < 2 or not 1 <= self.sample_size <= self.population:
+            raise HwnasError(f"--population must be >= 2 and --sample-size in 1..population, got {self.population} "
+                             f"and {self.sample_size}")
+
+
 class EvolutionStrategy(TrialStrategy):
     name = "evolution"
-    shared_options = TrialStrategy.shared_options | {"population"}
+    records = (EvolutionOptions,)
 
-    def __init__(self, population: int = 30, sample_size: int = 10):
-        if population < 2 or not 1 <= sample_size <= population:
-            raise HwnasError(f"--population must be >= 2 and --sample-size in 1..population, got {population} "
-                             f"and {sample_size}")
-        self.population_size, self.sample_size = population, sample_size
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument("--sample-size", type=int, default=argparse.SUPPRESS,
-                           help="evolution: members drawn for each tournament (default 10)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "EvolutionStrategy":
-        population = getattr(args, "population", 30)
-        return cls(population, getattr(args, "sample_size", min(10, population)))
+    def __init__(self, options: EvolutionOptions = EvolutionOptions(), **changes):
+        """`changes`: fields of `options` to replace (`EvolutionStrategy(population=4)`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.population_size, self.sample_size = self.options.population, self.options.sample_size
 
     def settings(self) -> dict:
         return {"population": self.population_size, "sample_size": self.sample_size}

@@ -15,11 +15,11 @@ fbnet_finish.py derives the result (argmax fitted to the budget, top-k, finalist
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..data import ImageData
 from ..errors import HwnasError
+from ..options import Options, option, reads
 from ..scaleout import ddp
 from ..spaces import LayerwiseSpace
 from ..training import TrainConfig
@@ -34,31 +34,86 @@ LAT_WEIGHTS = ("sample", "probs")
 
 
 @dataclass(frozen=True)
-class FBNetConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    weight_lr: float = 0.025
+class FBNetConfig(Options):
+    title = "fbnet strategy"
+    epochs: int = reads("epochs", 10)
+    batch_size: int = reads("batch_size", 64)
+    weight_lr: float = option(
+        0.025, "--weight-lr", type=float, help=(
+            "SGD learning rate of the supernet weights, cosine (0.1 per 256 images)"))
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    arch_lr: float = 0.01
+    arch_lr: float = option(
+        0.01, "--arch-lr", type=float, help=(
+            "Adam learning rate of the architecture parameters"))
     arch_weight_decay: float = 5e-4
-    temperature: float = 5.0
-    temperature_decay: float = 0.956
-    warmup_epochs: int | None = None  # None: epochs // 5, at least 1 when epochs > 1 (FBNet: 10 of 90)
-    arch_split: float = 0.2
-    mixed_op: str = "soft"
-    latency_loss: str | None = None  # None: "budget" with a budget, "fbnet" without
-    lat_alpha: float = 0.2
-    lat_beta: float = 0.6
-    penalty_weight: float = 5.0
-    lat_weights: str = "sample"
-    lat_temperature: float = 1.0
-    under_weight: float = 0.5
-    top_k: int = 5
-    fill_budget: bool = True
-    max_batches: int | None = None  # weight batches per epoch (a random subset each epoch)
-    finalists: int = 0  # 0: the result is the fitted argmax; N: best of the argmax + N-1 samples, short-trained
-    finalist_epochs: int = 3
+    temperature: float = option(
+        5.0, "--temperature", type=float, help=(
+            "initial Gumbel-softmax temperature (FBNet: 5.0)"))
+    temperature_decay: float = option(
+        0.956, "--temperature-decay", type=float, help=(
+            "temperature factor per epoch (FBNet: 0.956). Annealing faster in a short run hurts: "
+            "a cold soft supernet behaves like the hard one and its weights stop learning"))
+    # None: epochs // 5, at least 1 when epochs > 1 (FBNet: 10 of 90)
+    warmup_epochs: int | None = option(
+        None, "--warmup-epochs", type=int, help=(
+            "epochs of weight training before the architecture trains (default: epochs // 5, "
+            "at least 1 when --epochs > 1)"))
+    arch_split: float = option(
+        0.2, "--arch-split", type=float, help=(
+            "fraction of the training set that trains the architecture parameters (FBNet: 0.2)"))
+    mixed_op: str = option(
+            "soft", "--mixed-op", choices=MIXED_OPS, help=(
+            "soft: FBNet's Gumbel-softmax-weighted sum of all candidates (default); hard: only the "
+            "sampled candidate runs (GDAS-style straight-through): ~7x cheaper per step, but a "
+            "supernet whose path switches every batch learns far more slowly (see supernet.py)"))
+    # None: "budget" with a budget, "fbnet" without
+    latency_loss: str | None = option(
+        None, "--latency-loss", choices=LATENCY_LOSSES, help=(
+            "fbnet: CE*a*log(1+LAT)^b; budget: CE + w*(max(0, LAT/budget-1) + u*max(0, 1-LAT/budget)); "
+            "default: budget when --latency-budget is given, fbnet otherwise"))
+    lat_alpha: float = option(
+        0.2, "--lat-alpha", type=float, help=(
+            "alpha of the fbnet latency loss (FBNet: 0.2)"))
+    lat_beta: float = option(
+        0.6, "--lat-beta", type=float, help=(
+            "beta of the fbnet latency loss (FBNet: 0.6)"))
+    penalty_weight: float = option(
+        5.0, "--penalty-weight", type=float, help=(
+            "weight w of the budget hinge"))
+    lat_weights: str = option(
+            "sample", "--lat-weights", choices=LAT_WEIGHTS, help=(
+            "what the latency term weighs each candidate's latency by: sample (FBNet): the "
+            "Gumbel-softmax weights of the same forward pass, so its gradient is damped by the "
+            "temperature as the cross-entropy's is; probs: P_theta (at --lat-temperature), "
+            "whose gradient is ~temperature times stronger and drowns the accuracy signal"))
+    lat_temperature: float = option(
+        1.0, "--lat-temperature", type=float, help=(
+            "with --lat-weights probs: the temperature of P_theta for the latency term; 1 is "
+            "P_theta itself, below 1 sharpens it toward the argmax"))
+    under_weight: float = option(
+        0.5, "--under-weight", type=float, help=(
+            "fraction of the hinge weight that pulls the expected latency up toward the budget "
+            "from below (0: none, 1: TuNAS's absolute reward)"))
+    top_k: int = option(
+        5, "--top-k", type=int, help=(
+            "also report the k most probable architectures"))
+    fill_budget: bool = option(
+        True, "--no-fill-budget", dest="fill_budget", action="store_false", help=(
+            "keep the argmax when it is under the budget (default: fill it toward the budget with "
+            "the LUT-guided upgrades the distribution finds cheapest, see budget.fill_budget)"))
+    # weight batches per epoch (a random subset each epoch)
+    max_batches: int | None = reads("max_batches", None)
+    # 0: the result is the fitted argmax; N: best of the argmax + N-1 samples, short-trained
+    finalists: int = option(
+        0, "--finalists", type=int, help=(
+            "train the argmax and N-1 samples of the learned distribution from scratch for "
+            "--finalist-epochs (on the weight split, scored on the architecture split) and return "
+            "the best, as FBNet does; 0 (default) returns the argmax. Resuming a finished search "
+            "with a larger N trains only the new finalists"))
+    finalist_epochs: int = option(
+        3, "--finalist-epochs", type=int, help=(
+            "training epochs of each finalist"))
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -109,63 +164,7 @@ class FBNetStrategy(SupernetStrategy):
         self.config = config
         self.evaluator = evaluator
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument("--mixed-op", choices=MIXED_OPS, default=argparse.SUPPRESS,
-                           help="soft: FBNet's Gumbel-softmax-weighted sum of all candidates (default); hard: only the "
-                                "sampled candidate runs (GDAS-style straight-through): ~7x cheaper per step, but a "
-                                "supernet whose path switches every batch learns far more slowly (see supernet.py)")
-        group.add_argument("--temperature", type=float, default=argparse.SUPPRESS,
-                           help="initial Gumbel-softmax temperature (FBNet: 5.0)")
-        group.add_argument("--temperature-decay", type=float, default=argparse.SUPPRESS,
-                           help="temperature factor per epoch (FBNet: 0.956). Annealing faster in a short run hurts: "
-                                "a cold soft supernet behaves like the hard one and its weights stop learning")
-        group.add_argument("--warmup-epochs", type=int, default=argparse.SUPPRESS,
-                           help="epochs of weight training before the architecture trains (default: epochs // 5, "
-                                "at least 1 when --epochs > 1)")
-        group.add_argument("--arch-split", type=float, default=argparse.SUPPRESS,
-                           help="fraction of the training set that trains the architecture parameters (FBNet: 0.2)")
-        group.add_argument("--weight-lr", type=float, default=argparse.SUPPRESS,
-                           help="SGD learning rate of the supernet weights, cosine (0.1 per 256 images)")
-        group.add_argument("--arch-lr", type=float, default=argparse.SUPPRESS,
-                           help="Adam learning rate of the architecture parameters")
-        group.add_argument("--latency-loss", choices=LATENCY_LOSSES, default=argparse.SUPPRESS,
-                           help="fbnet: CE*a*log(1+LAT)^b; budget: CE + w*(max(0, LAT/budget-1) + u*max(0, 1-LAT/budget)); "
-                                "default: budget when --latency-budget is given, fbnet otherwise")
-        group.add_argument("--lat-alpha", type=float, default=argparse.SUPPRESS,
-                           help="alpha of the fbnet latency loss (FBNet: 0.2)")
-        group.add_argument("--lat-beta", type=float, default=argparse.SUPPRESS,
-                           help="beta of the fbnet latency loss (FBNet: 0.6)")
-        group.add_argument("--penalty-weight", type=float, default=argparse.SUPPRESS,
-                           help="weight w of the budget hinge")
-        group.add_argument("--lat-weights", choices=LAT_WEIGHTS, default=argparse.SUPPRESS,
-                           help="what the latency term weighs each candidate's latency by: sample (FBNet): the "
-                                "Gumbel-softmax weights of the same forward pass, so its gradient is damped by the "
-                                "temperature as the cross-entropy's is; probs: P_theta (at --lat-temperature), "
-                                "whose gradient is ~temperature times stronger and drowns the accuracy signal")
-        group.add_argument("--lat-temperature", type=float, default=argparse.SUPPRESS,
-                           help="with --lat-weights probs: the temperature of P_theta for the latency term; 1 is "
-                                "P_theta itself, below 1 sharpens it toward the argmax")
-        group.add_argument("--under-weight", type=float, default=argparse.SUPPRESS,
-                           help="fraction of the hinge weight that pulls the expected latency up toward the budget "
-                                "from below (0: none, 1: TuNAS's absolute reward)")
-        group.add_argument("--top-k", type=int, default=argparse.SUPPRESS,
-                           help="also report the k most probable architectures")
-        group.add_argument("--finalists", type=int, default=argparse.SUPPRESS,
-                           help="train the argmax and N-1 samples of the learned distribution from scratch for "
-                                "--finalist-epochs (on the weight split, scored on the architecture split) and return "
-                                "the best, as FBNet does; 0 (default) returns the argmax. Resuming a finished search "
-                                "with a larger N trains only the new finalists")
-        group.add_argument("--finalist-epochs", type=int, default=argparse.SUPPRESS,
-                           help="training epochs of each finalist")
-        group.add_argument("--no-fill-budget", dest="fill_budget", action="store_false", default=argparse.SUPPRESS,
-                           help="keep the argmax when it is under the budget (default: fill it toward the budget with "
-                                "the LUT-guided upgrades the distribution finds cheapest, see budget.fill_budget)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "FBNetStrategy":
-        given = vars(args)
-        return cls(FBNetConfig(**{f.name: given[f.name] for f in fields(FBNetConfig) if f.name in given}))
+    records = (FBNetConfig,)
 
     def settings(self) -> dict:
         return asdict(self.config)

@@ -14,31 +14,36 @@ function of the seed and the tells (a resumed run replays them).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import random
+from dataclasses import dataclass
 
 from ..arch import Arch
 from ..errors import HwnasError
+from ..options import Options, option
 from .base import TrialStrategy
 from .encodings import canonical
 
 
+@dataclass(frozen=True)
+class LocalOptions(Options):
+    title = "local strategy"
+    init: int = option(10, "--local-init", "local: uniform samples whose best is a climb's starting point "
+                                           "(default 10)", type=int)
+
+    def __post_init__(self):
+        if self.init < 1:
+            raise HwnasError(f"--local-init must be >= 1, got {self.init}")
+
+
 class LocalSearchStrategy(TrialStrategy):
     name = "local"
+    records = (LocalOptions,)
 
-    def __init__(self, init: int = 10):
-        if init < 1:
-            raise HwnasError(f"--local-init must be >= 1, got {init}")
-        self.init = init
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument("--local-init", type=int, default=argparse.SUPPRESS,
-                           help="local: uniform samples whose best is a climb's starting point (default 10)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "LocalSearchStrategy":
-        return cls(getattr(args, "local_init", 10))
+    def __init__(self, options: LocalOptions = LocalOptions(), **changes):
+        """`changes`: fields of `options` to replace (`LocalSearchStrategy(init=3)`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.init = self.options.init
 
     def settings(self) -> dict:
         return {"init": self.init, "move": "first improvement"}

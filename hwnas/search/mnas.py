@@ -12,17 +12,21 @@ run replays them into a fresh controller of the same seed and reaches the same w
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict
+import dataclasses
+from dataclasses import asdict, dataclass
 
 from ..arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from .base import TrialStrategy
-from .controller import CONTROLLER_OPTIONS, ControllerConfig, PolicyTrainer, add_controller_arguments
+from ..options import Options, option
+from .controller import ControllerConfig, PolicyTrainer
 
 REWARDS = ("soft", "hard")
 CURVE = "controller.json"
+#: the reward's flags, declared by mnas and enas alike
+REWARD_HELP = "mnas, enas: soft (ACC*(LAT/T)^w both sides; default) or hard (w=0 below T, -1 above)"
+REWARD_EXPONENT_HELP = "mnas, enas: w of the soft reward (default -0.07)"
 
 
 def mnas_reward(acc: float, ratios: dict[str, float], kind: str = "soft", w: float = -0.07) -> float:
@@ -55,29 +59,28 @@ class ControllerSearch:
         return Arch.create(space, {d.name: d.choices[i] for d, i in zip(self.decisions, indices)})
 
 
+@dataclass(frozen=True)
+class MnasOptions(Options):
+    title = "mnas strategy"
+    reward: str = option("soft", "--reward", REWARD_HELP, choices=REWARDS)
+    w: float = option(-0.07, "--reward-exponent", REWARD_EXPONENT_HELP, type=float)
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise HwnasError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        if not self.w < 0:
+            raise HwnasError(f"--reward-exponent must be < 0 (MnasNet: -0.07), got {self.w}")
+
+
 class MnasStrategy(ControllerSearch, TrialStrategy):
     name = "mnas"
-    shared_options = TrialStrategy.shared_options | CONTROLLER_OPTIONS
+    records = (ControllerConfig, MnasOptions)
 
-    def __init__(self, controller: ControllerConfig = ControllerConfig(), reward: str = "soft", w: float = -0.07):
-        if reward not in REWARDS:
-            raise HwnasError(f"--reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-        if not w < 0:
-            raise HwnasError(f"--reward-exponent must be < 0 (MnasNet: -0.07), got {w}")
-        self.controller_config, self.reward, self.w = controller, reward, w
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument("--reward", choices=REWARDS, default=argparse.SUPPRESS,
-                           help="mnas: soft (ACC*(LAT/T)^w both sides; default) or hard (w=0 below T, -1 above)")
-        group.add_argument("--reward-exponent", type=float, default=argparse.SUPPRESS,
-                           help="mnas: w of the soft reward (default -0.07)")
-        add_controller_arguments(group)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "MnasStrategy":
-        return cls(ControllerConfig.from_args(args), getattr(args, "reward", "soft"),
-                   getattr(args, "reward_exponent", -0.07))
+    def __init__(self, controller: ControllerConfig = ControllerConfig(), options: MnasOptions = MnasOptions(),
+                 **changes):
+        """`changes`: fields of `options` to replace (`MnasStrategy(reward="hard")`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.controller_config, self.reward, self.w = controller, self.options.reward, self.options.w
 
     def settings(self) -> dict:
         return {"controller": asdict(self.controller_config), "reward": self.reward, "w": self.w}

@@ -13,11 +13,14 @@ processes the run took.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from dataclasses import dataclass
 
 from ..arch import Arch
 from ..errors import HwnasError
+from ..options import Options, option
 from .base import TrialStrategy
+from .evolution import POPULATION_HELP
 from .objectives import OBJECTIVES
 
 JOURNAL = "optuna.journal"
@@ -117,24 +120,37 @@ def drop_torn_line(path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+@dataclass(frozen=True)
+class TPEOptions(Options):
+    title = "tpe strategy"
+    startup_trials: int = option(10, "--startup-trials", "tpe: uniform samples before the model is used (default 10)",
+                                 type=int)
+
+    def __post_init__(self):
+        if self.startup_trials < 1:
+            raise HwnasError(f"--startup-trials must be >= 1, got {self.startup_trials}")
+
+
+@dataclass(frozen=True)
+class NSGA2Options(Options):
+    title = "nsga2 strategy"
+    population: int = option(20, "--population", POPULATION_HELP, type=int)
+
+    def __post_init__(self):
+        if self.population < 2:
+            raise HwnasError(f"--population must be >= 2, got {self.population}")
+
+
 class TPEStrategy(OptunaStrategy):
     """Tree-structured Parzen estimator (Bergstra et al. 2011); multi-objective as MOTPE."""
 
     name = "tpe"
+    records = (TPEOptions,)
 
-    def __init__(self, startup_trials: int = 10):
-        if startup_trials < 1:
-            raise HwnasError(f"--startup-trials must be >= 1, got {startup_trials}")
-        self.startup_trials = startup_trials
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument("--startup-trials", type=int, default=argparse.SUPPRESS,
-                           help="tpe: uniform samples before the model is used (default 10)")
-
-    @classmethod
-    def from_args(cls, args) -> "TPEStrategy":
-        return cls(getattr(args, "startup_trials", 10))
+    def __init__(self, options: TPEOptions = TPEOptions(), **changes):
+        """`changes`: fields of `options` to replace (`TPEStrategy(startup_trials=4)`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.startup_trials = self.options.startup_trials
 
     def settings(self) -> dict:
         return {"startup_trials": self.startup_trials}
@@ -151,16 +167,12 @@ class NSGA2Strategy(OptunaStrategy):
     constrained domination for the budgets."""
 
     name = "nsga2"
-    shared_options = OptunaStrategy.shared_options | {"population"}
+    records = (NSGA2Options,)
 
-    def __init__(self, population: int = 20):
-        if population < 2:
-            raise HwnasError(f"--population must be >= 2, got {population}")
-        self.population = population
-
-    @classmethod
-    def from_args(cls, args) -> "NSGA2Strategy":
-        return cls(getattr(args, "population", 20))
+    def __init__(self, options: NSGA2Options = NSGA2Options(), **changes):
+        """`changes`: fields of `options` to replace (`NSGA2Strategy(population=4)`)."""
+        self.options = dataclasses.replace(options, **changes)
+        self.population = self.options.population
 
     def settings(self) -> dict:
         return {"population": self.population}

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from ..arch import Arch
 from ..data import ImageData, make_loader
 from ..errors import HwnasError
+from ..options import Options, option, reads
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
 from ..scaleout import ddp
 from ..spaces import LayerwiseSpace, get_space
 from ..training import evaluate, sgd_epoch, steps_per_epoch
-from .evaluators import Evaluator, holdout_data
+from .evaluators import HOLDOUT_HELP, TITLE, Evaluator, check_holdout, holdout_data
 from .supernet import Supernet, path_indices
 
 CHECKPOINT_FORMAT = "hwnas.spos-supernet"
@@ -51,6 +52,34 @@ class SPOSConfig:
             raise HwnasError("--epochs and --calib-batches must be >= 1 and --calib-batch-size >= 2")
 
 
+@dataclass(frozen=True)
+class SharedOptions(Options):
+    """`shared`: the SPOS supernet (trained `epochs` once, file `supernet`, default
+    RUN_DIR/spos_supernet.pt) and how a candidate is scored with its weights."""
+
+    title = TITLE
+    epochs: int = reads("epochs", 10)
+    batch_size: int = reads("batch_size", 64)
+    max_batches: int | None = reads("max_batches", None)
+    holdout: float = option(0.2, "--holdout", HOLDOUT_HELP, type=float)
+    supernet: str | None = option(None, "--supernet", "shared: the SPOS supernet checkpoint; trained there when "
+                                                      "absent, reused (and resumed) when present with the same "
+                                                      "settings (default RUN_DIR/spos_supernet.pt)", metavar="FILE")
+    calib_batches: int = option(200, "--calib-batches", "shared: batches that recalibrate batch norm per candidate "
+                                                        "(SPOS: 200, the default)", type=int)
+    calib_batch_size: int = option(128, "--calib-batch-size", "shared: their size (SPOS: 128, the default)", type=int)
+    score_batches: int | None = option(None, "--score-batches", "shared: cap on held-out batches of 256 per score",
+                                       type=int)
+
+    def __post_init__(self):
+        check_holdout(self.holdout)
+
+    def spos(self) -> SPOSConfig:
+        return SPOSConfig(epochs=self.epochs, batch_size=self.batch_size, max_batches=self.max_batches,
+                          holdout=self.holdout, calib_batches=self.calib_batches,
+                          calib_batch_size=self.calib_batch_size, score_batches=self.score_batches)
+
+
 class SharedEvaluator(Evaluator):
     """Scores with inherited supernet weights; `prepare` trains (or loads) the supernet."""
 
@@ -68,6 +97,11 @@ class SharedEvaluator(Evaluator):
         self._scores: dict[str, float] | None = None
         self._shipped = False  # a pickled copy (a worker's): scores are not written to the cache file
         self._weights: dict | None = None  # the trained weights a pickled copy carries until it is prepared
+
+    @classmethod
+    def from_options(cls, options: SharedOptions, problem) -> "SharedEvaluator":
+        path = Path(options.supernet) if options.supernet else Path(problem.run_dir) / "spos_supernet.pt"
+        return cls(problem.space, problem.data, options.spos(), path)
 
     def __getstate__(self):
         """Picklable for workers (Ray tasks): a prepared evaluator travels with its trained weights,

@@ -8,15 +8,31 @@ which `result_details` adds to result.json under `benchmark`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..arch import Arch
 from ..errors import HwnasError
-from ..tabular.nb201 import SIGNALS, NB201Table
-from .evaluators import Evaluator
+from ..options import Options, option
+from ..tabular.nb201 import CSV, ENV, SIGNALS, NB201Table
+from .evaluators import TITLE, Evaluator
 
 #: NB201's class count per dataset (the space's classifier)
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16-120": 120}
 #: and its input resolution
 RESOLUTION = {"cifar10": 32, "cifar100": 32, "imagenet16-120": 16}
+
+
+@dataclass(frozen=True)
+class TabularOptions(Options):
+    """`nb201`: which of NAS-Bench-201's datasets is looked up, and where its table is."""
+
+    title = TITLE
+    dataset: str = option("cifar10", "--benchmark-dataset", "nb201: the dataset whose accuracies are looked up "
+                                                            "(default cifar10): the search sees the 12-epoch "
+                                                            "validation accuracy, the result reports the 200-epoch "
+                                                            "test accuracy", choices=sorted(SIGNALS))
+    root: str | None = option(None, "--benchmark-data", f"nb201: the folder holding {CSV} (default ${ENV}, else "
+                                                        "../shared/data/nasbench)", metavar="DIR")
 
 
 class TabularEvaluator(Evaluator):
@@ -31,6 +47,11 @@ class TabularEvaluator(Evaluator):
         self.signal = SIGNALS[dataset]
         self.root = root
         self.table = NB201Table.load(root)  # refuses a missing table before the search starts
+
+    @classmethod
+    def from_options(cls, options: TabularOptions, problem=None) -> "TabularEvaluator":
+        """`problem` is not needed: the benchmark fixes the space (and is looked up before it is made)."""
+        return cls(options.dataset, options.root)
 
     def __getstate__(self):  # a Ray worker loads the table where it runs
         return {"signal": self.signal, "root": self.root}

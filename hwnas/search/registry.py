@@ -1,0 +1,65 @@
+"""The registries of `hwnas search`: strategies by `--strategy` name, evaluators by `--evaluator`
+name, each with the options records it declares (the one place either is listed).
+
+Add a strategy by subclassing `TrialStrategy` or `SupernetStrategy` (base.py) with its `records`
+and listing it in STRATEGIES; an evaluator by subclassing `Evaluator` with a `from_options`
+classmethod and listing it, with its options record, in EVALUATORS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import HwnasError
+from ..options import Options
+from .bananas import BananasStrategy
+from .base import Strategy
+from .enas import ENASStrategy
+from .evaluators import Evaluator, ScratchEvaluator, ScratchOptions
+from .evolution import EvolutionStrategy
+from .fbnet import FBNetStrategy
+from .local_search import LocalSearchStrategy
+from .mnas import MnasStrategy
+from .optuna_strategies import NSGA2Strategy, TPEStrategy
+from .random_search import RandomStrategy
+from .spos import SharedEvaluator, SharedOptions
+from .tabular import TabularEvaluator, TabularOptions
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
+    FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy,
+    BananasStrategy, LocalSearchStrategy)}
+
+
+@dataclass(frozen=True)
+class EvaluatorKind:
+    """An evaluator of `--evaluator NAME`: its class (built by `cls.from_options(options, problem)`),
+    its options record, and whether it looks candidates up in a benchmark (`tabular`: no --data,
+    the benchmark fixes the space and the evaluator is made before the problem)."""
+
+    cls: type[Evaluator]
+    options: type[Options]
+    tabular: bool = False
+
+    def build(self, options: Options, problem=None) -> Evaluator:
+        return self.cls.from_options(options, problem)
+
+
+EVALUATORS: dict[str, EvaluatorKind] = {
+    "scratch": EvaluatorKind(ScratchEvaluator, ScratchOptions),
+    "shared": EvaluatorKind(SharedEvaluator, SharedOptions),
+    "nb201": EvaluatorKind(TabularEvaluator, TabularOptions, tabular=True),
+}
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise HwnasError(f"unknown search strategy {name!r}; choose one of: {', '.join(sorted(STRATEGIES))}") from None
+
+
+def evaluator_kind(name: str) -> EvaluatorKind:
+    try:
+        return EVALUATORS[name]
+    except KeyError:
+        raise HwnasError(f"unknown evaluator {name!r}; choose one of: {', '.join(EVALUATORS)}") from None
