@@ -36,7 +36,7 @@ from hwnas.jsonio import atomic_write_json
 from hwnas.latency_tables.calibration import MODELS, CalibrationData, fit_model
 from hwnas.latency_tables.loading import space_for_table
 from hwnas.latency_tables.predictor import LatencyPredictor
-from hwnas.latency_tables.table import LatencyTable
+from hwnas.profilers.table import LatencyTable
 from hwnas.latency_tables.validation import prediction_errors
 from hwnas.summary import count_macs
 

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hwnas.arch import Arch, arch_from_dict  # noqa: E402
-from hwnas.data import ImageData, load_data, split_train  # noqa: E402
+from hwnas.train.data import ImageData, load_data, split_train  # noqa: E402
 from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
 from hwnas.latency_tables.loading import open_profiler  # noqa: E402
@@ -64,7 +64,7 @@ from hwnas.search import (FBNetConfig, FBNetStrategy, LoopConfig, RandomStrategy
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
 from hwnas.search.evaluators import ScratchEvaluator  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
-from hwnas.training import TrainConfig, train_arch  # noqa: E402
+from hwnas.train.loop import TrainConfig, train_arch  # noqa: E402
 
 SMOKE_BACKEND = "torch-eager-smoke"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"

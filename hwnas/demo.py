@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .cli import main as hwnas
 from .errors import HwnasError
-from .latency_tables.table import LatencyTable, device_identity
+from .profilers.table import LatencyTable, device_identity
 
 SHIPPED_TABLES = Path(__file__).resolve().parent / "latency_tables"
 BACKEND = "ort-cpu"

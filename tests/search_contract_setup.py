@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hwnas.arch import Arch  # noqa: E402
-from hwnas.data import load_data  # noqa: E402
+from hwnas.train.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.search import (BananasStrategy, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
                           FBNetStrategy, LocalSearchStrategy, LoopConfig, MnasStrategy, NSGA2Strategy,

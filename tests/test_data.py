@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.data import load_data, make_loader, split_train
+from hwnas.train.data import load_data, make_loader, split_train
 from hwnas.errors import DataError
 
 

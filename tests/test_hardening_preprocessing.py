@@ -17,7 +17,7 @@ from PIL import Image
 
 from hwnas.arch import Arch, save_arch
 from hwnas.cli import main
-from hwnas.data import load_data
+from hwnas.train.data import load_data
 from hwnas.export.int8_calibration import ImageBatches
 from hwnas.export.model import prepare_model
 from hwnas.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing

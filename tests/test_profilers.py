@@ -9,11 +9,11 @@ from torch import nn
 
 from hwnas.build import BuildConfig, build_block
 from hwnas.errors import BackendError, MissingDependencyError
-from hwnas.latency_tables.table import device_identity
+from hwnas.profilers.table import device_identity
 from hwnas.profilers import PROFILERS, available_backends, get_profiler
 from hwnas.runtimes.fingerprint import device_fingerprint, device_slug
 from hwnas.runtimes.memory import estimate_on_cpu, param_bytes
-from hwnas.profilers.ort_backend import check_providers
+from hwnas.runtimes.ort import check_providers
 from hwnas.profilers.statistics import StatsConfig
 
 CFG = BuildConfig(stem_size=8, num_features=16)

@@ -23,7 +23,7 @@ from hwnas.cli import main
 from hwnas.errors import ArchError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.latency_tables.published import import_published
-from hwnas.latency_tables.table import LatencyTable
+from hwnas.profilers.table import LatencyTable
 from hwnas.ofa_config import arch_from_ofa_config
 from hwnas.profilers.session import op_module
 from hwnas.spaces import SKIP, get_space

@@ -14,7 +14,7 @@ import hwnas
 from hwnas.arch import Arch
 from hwnas.errors import BackendError, ExportError
 from hwnas.export.parity import OnnxRuntimeRunner
-from hwnas.latency_tables.table import LatencyTable
+from hwnas.profilers.table import LatencyTable
 from hwnas.profilers import StatsConfig, get_profiler
 from hwnas.profilers.end_to_end import measure_end_to_end
 from hwnas.profilers.interleaved import RoundRecord, RoundsConfig

@@ -23,10 +23,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from hwnas.data import load_data
+from hwnas.train.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.latency_tables.predictor import LatencyPredictor
-from hwnas.scaleout import ddp
+from hwnas.train import ddp
 from hwnas.search import FBNetConfig, LoopConfig, RandomStrategy, SearchProblem, read_history, run_search
 from hwnas.search.fbnet_train import SupernetTraining
 from hwnas.search.spos import SharedEvaluator, SPOSConfig

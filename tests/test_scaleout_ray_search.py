@@ -29,7 +29,7 @@ def search(tmp_path, name, evaluator, ray=None, batch=2, stop_after=None, resume
     space, predictor, data = tiny_setup()
     problem = make_problem(strategy, space, predictor, data, tmp_path / name, resume=resume)
     if ray is not None:
-        from hwnas.scaleout.ray_evaluator import RayEvaluator, RayTaskOptions
+        from hwnas.search.ray_evaluator import RayEvaluator, RayTaskOptions
 
         evaluator = RayEvaluator(evaluator, RayTaskOptions(retries=retries))
     result = run_search(problem, make_strategy(strategy), evaluator, LoopConfig(trials=TRIALS, batch=batch),
@@ -168,7 +168,7 @@ def test_ray_is_refused_for_a_supernet_strategy_with_the_torchrun_hint(tiny_lut,
 def test_the_shared_evaluator_ships_its_trained_supernet_to_the_workers(ray_cluster, tmp_path):
     """Workers score with the weights the driver trained (no checkpoint file needed where they run,
     no training of their own): the scores equal the in-process ones."""
-    from hwnas.search.evaluators import make_evaluator
+    from hwnas.search.registry import make_evaluator
 
     space, predictor, data = tiny_setup()
     runs = {}

@@ -14,7 +14,7 @@ import pytest
 from hwnas.cli import build_parser, main
 from hwnas.errors import HwnasError
 from hwnas.options import Options, add_flags, option
-from hwnas.scaleout.ray_evaluator import RayOptions, RayTaskOptions
+from hwnas.search.ray_evaluator import RayOptions, RayTaskOptions
 from hwnas.search import EVALUATORS, STRATEGIES, TrialStrategy
 from hwnas.search.config import (TRIAL_RECORDS, SearchConfig, TrialOptions, declared_flags, declared_records,
                                  ray_options, refuse_unused)

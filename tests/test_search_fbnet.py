@@ -12,14 +12,14 @@ import torch
 
 from hwnas.arch import Arch, load_arch
 from hwnas.cli import main
-from hwnas.data import load_data
+from hwnas.train.data import load_data
 from hwnas.errors import LutError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.runs import read_jsonl
 from hwnas.search import (STRATEGIES, BudgetError, Evaluator, FBNetConfig, FBNetStrategy, LoopConfig, RandomStrategy,
                           SearchProblem, parse_budget, read_history, repair_to_budget, resolve_budget, run_search,
                           top_k_choices)
-from hwnas.search.evaluators import make_evaluator
+from hwnas.search.registry import make_evaluator
 from hwnas.search.budget import FILL_MAX_LOG_RATIO, fill_budget, fit_to_budget, latency_range_ms
 from hwnas.search.latency_loss import budget_penalty, latency_aware_loss
 from hwnas.search.supernet import Supernet

@@ -202,7 +202,7 @@ def test_head_cost_is_measured_and_the_backbone_predicted_from_the_lut(tiny):
 
     import hwnas
     from hwnas.latency_tables.predictor import LatencyPredictor
-    from hwnas.latency_tables.table import LatencyTable
+    from hwnas.profilers.table import LatencyTable
 
     lut = next((Path(hwnas.__file__).parent / "latency_tables").glob("*_ort-cpu_t1.json"))  # the shipped table
     arch = resolve_arch("preset:fbnet_c")

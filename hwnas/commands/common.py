@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import BUILTIN
+from ..train.data import BUILTIN
 
 
 def at_least(minimum: int):

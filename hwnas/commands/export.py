@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from ..errors import ExportError
-from ..export.onnx_export import DEFAULT_OPSET, EXPORTERS, OUTPUT_NAME, OnnxSpec, export_model
+from ..export.onnx_export import DEFAULT_OPSET, OUTPUT_NAME, OnnxSpec, export_model
+from ..runtimes.onnx_model import EXPORTERS
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
 from ..export.report import build_report, report_name, write_report
 from ..latency_tables.validation import exported_latency, exported_prediction
@@ -140,7 +141,7 @@ def cmd_export(args) -> int:
 
 def _export(args) -> int:
     from ..export.model import prepare_model
-    from ..latency_tables.table import LatencyTable
+    from ..profilers.table import LatencyTable
 
     batch = None if args.dynamic_batch else (1 if args.batch is None else args.batch)
     table = LatencyTable.load(args.lut) if args.lut else None

@@ -10,7 +10,7 @@ from ..jsonio import sha256_file
 from ..latency_tables.published import FORMATS, combine, import_published, is_published, table_name
 from ..locks import hold
 from ..runs import check_writable
-from ..latency_tables.table import LatencyTable
+from ..profilers.table import LatencyTable
 
 
 def register(subparsers) -> None:

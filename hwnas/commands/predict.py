@@ -18,7 +18,7 @@ from ..latency_tables.plot import scatter_png
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
 from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
-from ..latency_tables.table import LatencyTable
+from ..profilers.table import LatencyTable
 from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
 from ..locks import hold
 from ..profilers.interleaved import RoundRecord

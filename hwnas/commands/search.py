@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..jsonio import read_json
-from ..scaleout import ddp
+from ..train import ddp
 from ..search import STRATEGIES
 from ..search.config import SearchConfig, add_search_flags
 from ..search.run import Report, run

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..presets import resolve_arch
-from ..data import load_data
+from ..train.data import load_data
 from ..locks import hold
 from ..runs import refuse_nonempty
-from ..training import TrainConfig, train_arch
+from ..train.loop import TrainConfig, train_arch
 from .common import add_data_arguments
 
 

@@ -16,7 +16,6 @@ import onnx
 import torch
 
 from ..errors import ExportError
-from ..runtimes.onnx_model import EXPORTERS  # noqa: F401  (re-exported: the --exporter choices of hwnas export)
 from ..runtimes.onnx_model import BATCH_DIM, INPUT_NAME, check_exporter, export_onnx
 from .model import ExportModel
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from .onnx_export import INPUT_NAME
+from ..runtimes.onnx_model import INPUT_NAME
 
 
 def quantize_qdq(onnx_bytes: bytes, batches: Iterable[np.ndarray]) -> bytes:

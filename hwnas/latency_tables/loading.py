@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import BackendError, LutError
 from ..spaces import SearchSpace, get_space
 from .published import is_published, refusal
-from .table import LatencyTable, device_identity
+from ..profilers.table import LatencyTable, device_identity
 
 
 def space_for_table(table: LatencyTable, space_name: str | None = None, resolution: int | None = None,

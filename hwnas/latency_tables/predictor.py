@@ -22,7 +22,7 @@ from ..errors import LutError
 from ..spaces import SKIP, LayerwiseSpace, SearchSpace
 from . import published
 from .calibration import calibration_for, op_category
-from .table import LatencyTable, Measurement, OpKey
+from ..profilers.table import LatencyTable, Measurement, OpKey
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from ..errors import HwnasError, LutError
 from ..ops import HeadSpec
 from ..spaces import SearchSpace, get_space
 from ..spaces.base import OpInstance
-from .table import LatencyTable, Measurement, OpKey
+from ..profilers.table import LatencyTable, Measurement, OpKey
 
 PUBLISHED_BACKEND = "published"
 
@@ -223,7 +223,7 @@ def op_memory(op: OpInstance, space: SearchSpace) -> dict:
     the op's module at fp32: the sources published latency only."""
     import torch
 
-    from ..profilers.memory import estimate_on_cpu
+    from ..runtimes.memory import estimate_on_cpu
     from ..profilers.session import op_module
 
     module = op_module(op, space.build_config).eval()

@@ -31,7 +31,7 @@ from .calibration import MODELS, Calibration, CalibrationData, fit_model, select
 from .predictor import LatencyPredictor
 from .published import is_published
 from .sampling import Sample, group_of
-from .table import LatencyTable
+from ..profilers.table import LatencyTable
 
 
 @dataclass(frozen=True)

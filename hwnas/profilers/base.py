@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 from torch import nn
 
-from ..latency_tables.table import Measurement
+from .table import Measurement
 from ..runtimes.base import Runner
 from .statistics import StatsConfig, measure_adaptive
 

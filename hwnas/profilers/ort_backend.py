@@ -15,7 +15,7 @@ against the torch module's output before it is timed.
 Sessions, the export and the IOBinding timing are the runtime layer's (hwnas.runtimes.ort,
 hwnas.runtimes.onnx_model): these profilers turn their options into the runtime's settings.
 ONNX Runtime falls back to the CPU silently (a log line) when a GPU provider fails to load:
-`check_providers` refuses to time a session whose first provider is not the requested one.
+`hwnas.runtimes.ort.check_providers` refuses to time a session whose first provider is not the requested one.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ import torch
 from torch import nn
 
 from ..errors import BackendError
-from ..latency_tables.table import Measurement
+from .table import Measurement
 from ..runtimes import load_runner
 from ..runtimes.onnx_model import EXPORTERS, check_exporter, identity_graph
-from ..runtimes.ort import OPT_LEVELS, check_providers, import_ort
+from ..runtimes.ort import OPT_LEVELS, import_ort
 from ..runtimes.torch_eager import check_clock, check_threads
 from .base import Profiler, Runner
 from ..runtimes.fingerprint import device_fingerprint
 from .statistics import StatsConfig
 
-__all__ = ["EXPORTERS", "OPT_LEVELS", "OrtCPUProfiler", "OrtCUDAProfiler", "OrtProfiler", "OrtTensorRTProfiler",
-           "check_providers", "import_ort"]
+__all__ = ["OrtCPUProfiler", "OrtCUDAProfiler", "OrtProfiler", "OrtTensorRTProfiler"]
 
 
 class OrtProfiler(Profiler):

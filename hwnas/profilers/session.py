@@ -32,7 +32,7 @@ from torch import nn
 from ..build import BuildConfig, Head, Stem, build_block
 from ..cells import cell_op_module
 from ..errors import HwnasError, LutError, ProfileError
-from ..latency_tables.table import LatencyTable, Measurement, OpKey
+from .table import LatencyTable, Measurement, OpKey
 from ..reference import new_reference, reference_model, set_reference_time
 from ..spaces import OpInstance, SearchSpace
 from .base import Profiler, Runner

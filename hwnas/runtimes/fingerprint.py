@@ -1,7 +1,7 @@
 """Device fingerprint stored with every table: what the numbers were measured on.
 
 Top-level keys `hostname`, `time`, `load`, `clocks` and `temperature` describe the moment and
-are left out when tables are compared (`hwnas.latency_tables.table.device_identity`);
+are left out when tables are compared (`hwnas.profilers.table.device_identity`);
 everything else (CPU model, cores, threads used, GPU, driver, library versions) must match
 for two tables to merge or for `--resume` to continue a table.
 """

@@ -39,7 +39,7 @@ from typing import Callable
 
 from ..build import BuildConfig
 from ..errors import HwnasError, ProfileError
-from ..latency_tables.table import LatencyTable, OpKey, device_identity
+from ..profilers.table import LatencyTable, OpKey, device_identity
 from ..locks import hold_all
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, pending_rounds,

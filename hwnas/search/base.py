@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..arch import Arch
-from ..data import ImageData
+from ..train.data import ImageData
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..latency_tables.predictor import LatencyPredictor

@@ -16,8 +16,8 @@ from typing import Iterable
 
 from ..errors import HwnasError
 from ..options import Flag, Options, add_flags, option
-from ..scaleout import ddp
-from ..scaleout.ray_evaluator import RayOptions
+from ..train import ddp
+from .ray_evaluator import RayOptions
 from .budget import parse_budget
 from .loop import LoopConfig
 from .objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget

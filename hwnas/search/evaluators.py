@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..arch import Arch
-from ..data import ImageData, split_train, without_augmentation
+from ..train.data import ImageData, split_train, without_augmentation
 from ..errors import HwnasError
 from ..options import Options, option, reads
-from ..training import TrainConfig, train_arch
+from ..train.loop import TrainConfig, train_arch
 
 #: the group every evaluator's flags are listed under
 TITLE = "evaluators"
@@ -195,18 +195,3 @@ class SyntheticEvaluator(Evaluator):
 
     def describe(self) -> dict:
         return {"evaluator": self.name, "fail_fraction": self.fail_fraction}
-
-
-def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches: int | None = None,
-                   **options) -> Evaluator:
-    """The evaluator `name` (see registry.EVALUATORS) for a search problem, its options record
-    built from the training settings and `options` (those its record declares: e.g. `holdout`,
-    `supernet`, `calib_batches`; others are ignored). `scratch` trains each candidate `epochs` on
-    1 - `holdout` of the training set and scores it on the rest; `shared` trains a SPOS supernet
-    `epochs` (file `supernet`, default RUN_DIR/spos_supernet.pt) and scores on its held-out part."""
-    from .registry import evaluator_kind
-
-    kind = evaluator_kind(name)
-    given = {"epochs": epochs, "batch_size": batch_size, "max_batches": max_batches, **options}
-    record = kind.options(**{f.name: given[f.name] for f in dataclasses.fields(kind.options) if f.name in given})
-    return kind.build(record, problem)

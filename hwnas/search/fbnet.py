@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..data import ImageData
+from ..train.data import ImageData
 from ..errors import HwnasError
 from ..options import Options, option, reads
-from ..scaleout import ddp
+from ..train import ddp
 from ..spaces import LayerwiseSpace
-from ..training import TrainConfig
+from ..train.loop import TrainConfig
 from .base import SearchProblem, SearchResult, SupernetStrategy
 from .evaluators import Evaluator, holdout_evaluator
 from .fbnet_finish import finalize, pick_finalist

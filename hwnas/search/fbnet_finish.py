@@ -11,10 +11,10 @@ import time
 from tqdm.auto import tqdm
 
 from ..arch import Arch
-from ..data import split_train
+from ..train.data import split_train
 from ..jsonio import atomic_write_json, read_json
 from ..spaces import LayerwiseSpace
-from ..training import evaluate
+from ..train.loop import evaluate
 from .base import Candidate, SearchProblem, SearchResult
 from .budget import BudgetStep, fit_to_budget, top_k_choices
 from .supernet import Supernet, path_indices

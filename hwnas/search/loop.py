@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, open_run
-from ..scaleout import ddp
+from ..train import ddp
 from .base import Candidate, SearchProblem, SearchResult, Strategy, SupernetStrategy, TrialStrategy, \
     refuse_unused_budgets, write_result
 from .evaluators import EvalRequest, Evaluator

@@ -8,6 +8,7 @@ classmethod and listing it, with its options record, in EVALUATORS.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import HwnasError
@@ -63,3 +64,16 @@ def evaluator_kind(name: str) -> EvaluatorKind:
         return EVALUATORS[name]
     except KeyError:
         raise HwnasError(f"unknown evaluator {name!r}; choose one of: {', '.join(EVALUATORS)}") from None
+
+
+def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches: int | None = None,
+                   **options) -> Evaluator:
+    """The evaluator `name` (see registry.EVALUATORS) for a search problem, its options record
+    built from the training settings and `options` (those its record declares: e.g. `holdout`,
+    `supernet`, `calib_batches`; others are ignored). `scratch` trains each candidate `epochs` on
+    1 - `holdout` of the training set and scores it on the rest; `shared` trains a SPOS supernet
+    `epochs` (file `supernet`, default RUN_DIR/spos_supernet.pt) and scores on its held-out part."""
+    kind = evaluator_kind(name)
+    given = {"epochs": epochs, "batch_size": batch_size, "max_batches": max_batches, **options}
+    record = kind.options(**{f.name: given[f.name] for f in dataclasses.fields(kind.options) if f.name in given})
+    return kind.build(record, problem)

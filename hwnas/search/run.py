@@ -7,14 +7,14 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..data import load_data, peek_num_classes
+from ..train.data import load_data, peek_num_classes
 from ..errors import HwnasError
 from ..jsonio import read_json
 from ..latency_tables.predictor import LatencyPredictor
-from ..latency_tables.table import LatencyTable
+from ..profilers.table import LatencyTable
 from ..locks import hold
 from ..runs import refuse_nonempty
-from ..scaleout import ddp
+from ..train import ddp
 from ..spaces import get_space
 from .base import SearchProblem, SearchResult
 from .budget import parse_budget, resolve_budget
@@ -70,7 +70,7 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
         # under torchrun the other processes only train the supernet with process 0: no Ray for them
         with ray_connection(config) if ddp.is_main() else contextlib.nullcontext(None) as ray:
             if ray is not None:
-                from ..scaleout.ray_evaluator import RayEvaluator
+                from .ray_evaluator import RayEvaluator
 
                 evaluator = RayEvaluator(evaluator, config.ray)
             loop = LoopConfig(trials=trial.trials, time_limit_s=trial.time_limit,
@@ -161,7 +161,7 @@ def trial_batch(config: SearchConfig, ray) -> int:
         return int(read_json(settings, "search run settings")["config"].get("batch", 1))
     if ray is None:
         return 1
-    from ..scaleout.ray_evaluator import task_slots
+    from .ray_evaluator import task_slots
 
     return task_slots(ray, config.ray)
 

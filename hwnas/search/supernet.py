@@ -24,7 +24,7 @@ from torch import nn
 from ..build import Head, Stem, build_block
 from ..errors import HwnasError
 from ..spaces import LayerwiseSpace, SearchableLayer
-from ..training import init_for_training
+from ..train.loop import init_for_training
 
 MIXED_OPS = ("hard", "soft")
 

@@ -28,7 +28,7 @@ from ..arch import Arch
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
-from ..latency_tables.table import LatencyTable
+from ..profilers.table import LatencyTable
 from ..profilers import StatsConfig
 from ..profilers.end_to_end import END_TO_END, measure_end_to_end
 from ..profilers.torch_backend import check_clock

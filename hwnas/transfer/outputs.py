@@ -12,7 +12,7 @@ from ..arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..latency_tables.published import is_published
-from ..latency_tables.table import LatencyTable
+from ..profilers.table import LatencyTable
 from .data import TaskData
 from .export import TaskParity, export_task_onnx, task_parity
 from .latency import TaskLatency, backbone_of, task_latency

@@ -21,7 +21,7 @@ from ..presets import resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..runs import open_training_run, rng_state, save_checkpoint, write_jsonl
-from ..training import cosine_lr
+from ..train.loop import cosine_lr
 from .backbone import BackboneSource, arch_source, mobilenet_v3_source
 from .data import IGNORE, TaskData, augment, load_task_data, make_task_loader
 from .heads import build_task_model, check_head

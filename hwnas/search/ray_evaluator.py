@@ -18,8 +18,8 @@ from typing import Iterable, Iterator
 
 from ..errors import HwnasError
 from ..options import Options, option
-from ..search.evaluators import EvalOutcome, EvalRequest, Evaluator, evaluate_request
-from .ray_runtime import LOCAL, cluster_slots, import_ray, raise_hwnas_cause
+from .evaluators import EvalOutcome, EvalRequest, Evaluator, evaluate_request
+from ..scaleout.ray_runtime import LOCAL, cluster_slots, import_ray, raise_hwnas_cause
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .errors import DataError
-from .preprocessing import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..errors import DataError
+from ..preprocessing import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: ImageFolder trees whose decoded uint8 images exceed this are read lazily from disk instead
 MAX_CACHE_BYTES = 2 << 30
