@@ -285,7 +285,8 @@ def test_search_with_a_task_head_budgets_the_task_model(tmp_path, capsys, monkey
     import hwnas.transfer.latency as task_latency
     from hwnas.cli import main
 
-    monkeypatch.setattr(task_latency, "task_head_cost_ms", lambda *a, **k: 6.0)  # stands in for the ONNX timing
+    timed = task_latency.TaskLatency("torch-cpu", 1, "wall", 64, total_ms=7.0, backbone_ms=1.0, head_ms=6.0)
+    monkeypatch.setattr(task_latency, "task_head_latency", lambda *a, **k: timed)  # stands in for the timing
     lut = tmp_path / "lut.json"
     assert main(["profile", "--space", "tiny", "--backend", "torch-cpu", "--out", str(lut), "--quick",
                  "--no-progress"]) == 0
