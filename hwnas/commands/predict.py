@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from pathlib import Path
 
-from tqdm import tqdm
-
-from ..arch import arch_from_dict
-from ..presets import resolve_arch
-from ..errors import HwnasError
-from ..jsonio import atomic_write_json, read_json
-from ..latency_tables.calibration import Calibration
-from ..latency_tables.loading import open_profiler, space_for_table
-from ..latency_tables.plot import scatter_png
+from ..jobs.calibrate import VALIDATE_ROUNDS, CalibrateRequest, ValidateRequest, calibrate, validate
+from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
-from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
+from ..latency_tables.validation import END_TO_END
+from ..presets import resolve_arch
 from ..profilers.table import LatencyTable
-from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
-from ..locks import hold
-from ..profilers.interleaved import RoundRecord
-from ..runs import check_writable
 from .common import SEED
 
 
@@ -61,11 +49,6 @@ def register(subparsers) -> None:
     v.set_defaults(func=cmd_validate)
 
 
-#: a validation is the check of a table: twice the rounds of a calibration make it precise enough to order
-#: architectures a few percent apart (on this VM, odd against even rounds: tau 0.87-0.92 at 7 rounds, 0.94 at 15)
-VALIDATE_ROUNDS = 15
-
-
 def _common(parser, rounds: int) -> None:
     parser.add_argument("--lut", required=True, help="latency table JSON (calibrations are stored in it)")
     parser.add_argument("--space", default=None, help="space (default: the table's only one)")
@@ -74,11 +57,6 @@ def _common(parser, rounds: int) -> None:
                         help="classes of the deployed head (default: the space's; the table must hold that head)")
     parser.add_argument("--rounds", type=int, default=rounds,
                         help=f"interleaved measurement rounds per architecture (default {rounds})")
-
-
-def _positive(value: int, flag: str) -> None:
-    if value < 1:
-        raise HwnasError(f"{flag} must be >= 1, got {value}")
 
 
 def cmd_predict(args) -> int:
@@ -118,76 +96,11 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _progress_path(lut: str) -> Path:
-    return Path(str(lut) + ".calibrate-progress.json")
-
-
-def _measure(profiler, table, space, samples, rounds, seed, what, records=None, on_segment=None):
-    config = replace(END_TO_END, rounds=rounds)
-    archs = [s.arch for s in samples]
-    done = sum(min(len(v), rounds) for v in (records or {}).values())
-    with tqdm(total=rounds * len(archs), initial=done, desc=what, unit="arch-round") as bar:
-        return measure_archs(profiler, space, archs, table, config, seed=seed, records=records,
-                             on_segment=on_segment, progress=bar.update)
-
-
-def _checkpoint_writer(path: Path, identity: dict, samples: list[Sample]):
-    """A function writing the calibration checkpoint (its settings, samples and finished rounds)."""
-    sample_docs = [{"arch": s.arch.to_dict(), "family": s.family} for s in samples]
-
-    def write(done: dict) -> None:
-        atomic_write_json(path, {"identity": identity, "samples": sample_docs,
-                                 "rounds": {h: [r.to_dict() for r in v] for h, v in done.items() if v}})
-    return write
-
-
-def _open_calibration_progress(args, space, predictor: LatencyPredictor):
-    """The samples and finished rounds of an interrupted calibration (with --resume), or new samples
-    (their checkpoint written at once), and the function that checkpoints further rounds."""
-    path = _progress_path(args.lut)
-    identity = {"space": space.name, "resolution": space.resolution, "num_classes": space.num_classes,
-                "seed": args.seed, "count": args.samples}
-    if path.exists() and not args.resume:
-        raise HwnasError(f"a calibration of {args.lut} was interrupted ({path} holds its measurements); pass --resume "
-                         "to continue it, or delete that file to start again")
-    if path.exists():
-        doc = read_json(path, "calibration checkpoint")
-        if doc.get("identity") != identity:
-            raise HwnasError(f"{path} is a calibration with other settings ({doc.get('identity')}); rerun with those, "
-                             "or delete the file to start again")
-        samples = [Sample(arch_from_dict(s["arch"], str(path)), s["family"]) for s in doc["samples"]]
-        records = {h: [RoundRecord.from_dict(r) for r in rounds] for h, rounds in doc["rounds"].items()}
-        return samples, records, _checkpoint_writer(path, identity, samples)
-    samples = calibration_samples(space, choice_costs(space, predictor.raw_sum_ms), args.samples, args.seed)
-    write = _checkpoint_writer(path, identity, samples)
-    write({})
-    return samples, {}, write
-
-
 def cmd_calibrate(args) -> int:
-    _positive(args.samples, "--samples")
-    if args.rounds < 2:
-        raise HwnasError(f"--rounds must be >= 2 (the noise a calibration states is the spread between rounds; one "
-                         f"round cannot measure it), got {args.rounds}")
-    with hold(args.lut, "latency table"):  # a second calibrate or profile of this table is refused
-        return _calibrate(args)
-
-
-def _calibrate(args) -> int:
-    table = LatencyTable.load(args.lut)
-    space = space_for_table(table, args.space, args.resolution, args.num_classes)
-    predictor = LatencyPredictor(table, space)  # refuses incomplete tables before measuring anything
-    # opening the profiler refuses another device or backend before anything is written
-    with open_profiler(table) as profiler:
-        samples, records, checkpoint = _open_calibration_progress(args, space, predictor)
-        measurements = _measure(profiler, table, space, samples, args.rounds, args.seed, "calibrating", records,
-                                checkpoint)
-    calibration = calibrate_table(table, space, measurements, samples)
-    table.save(args.lut)
-    _progress_path(args.lut).unlink(missing_ok=True)
-    record = table.calibration[str(space.resolution)]
+    done = calibrate(CalibrateRequest.from_args(args))
+    calibration, record = done.calibration, done.record
     groups = ", ".join(f"{g} {v:.1f}%" for g, v in calibration.group_error_pct)
-    print(f"calibration at {space.resolution}px stored in {args.lut}: {calibration.model} "
+    print(f"calibration at {done.space.resolution}px stored in {args.lut}: {calibration.model} "
           f"(cross-validated MAPE {groups}; states ±{calibration.stated_error_pct:.1f}%, the larger of that and the "
           f"measurements' run-to-run noise) on {calibration.n_samples} architectures")
     print("  models, cross-validated MAPE (uniform / lopsided): " + ", ".join(
@@ -198,38 +111,9 @@ def _calibrate(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    _positive(args.samples + args.lopsided + len(args.archs), "--samples plus --lopsided plus --archs")
-    _positive(args.rounds, "--rounds")
-    if args.samples < 0 or args.lopsided < 0:
-        raise HwnasError("--samples and --lopsided must be >= 0")
-    table = LatencyTable.load(args.lut)
-    space = space_for_table(table, args.space, args.resolution, args.num_classes)
-    predictor = LatencyPredictor(table, space)
-    given = [resolve_arch(ref) for ref in args.archs]
-    for arch in given:
-        arch.check_space(space)
-    exclude = calibration_hashes(table, space.resolution) | {a.hash for a in given}
-    drawn = draw_samples(space, choice_costs(space, predictor.raw_sum_ms), args.samples, args.lopsided, args.seed,
-                         exclude=exclude)
-    samples = [Sample(a, "given") for a in given] + drawn
-    labels = list(args.archs) + [f"{s.family}:{s.arch.hash}" for s in drawn]
-    groups = ["given"] * len(given) + group_of(drawn)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise HwnasError(f"--out {out} is a file; validate writes report.json and scatter.png into a folder: give a "
-                         "folder path")
-    check_writable(out)
-    if (out / "report.json").exists() and not args.force:
-        raise HwnasError(f"{out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
-    with open_profiler(table) as profiler:
-        measurements = _measure(profiler, table, space, samples, args.rounds, args.seed, "validating")
-    report = fidelity_report(predictor, measurements, labels, groups)
-    report["summary"].update({"backend": table.backend, "space": space.name, "resolution": space.resolution,
-                              "num_classes": space.num_classes, "lut": str(args.lut), "seed": args.seed})
-    atomic_write_json(out / "report.json", report)
-    scatter_png(report, out / "scatter.png")
-    s = report["summary"]
-    print(f"{s['n_archs']} architectures on {table.backend} at {space.resolution}px "
+    done = validate(ValidateRequest.from_args(args))
+    s = done.report["summary"]
+    print(f"{s['n_archs']} architectures on {done.table.backend} at {done.space.resolution}px "
           f"(run-to-run noise: median CV {s['noise_cv_median'] * 100:.1f}%)")
     print("  at the table's speed (every measurement rescaled by the reference network):")
     for name in ("raw", "calibrated"):
@@ -244,34 +128,12 @@ def cmd_validate(args) -> int:
         print(f"  stated error ±{s['stated_error_pct']:.1f}% ({'covers' if s['stated_covers_mape'] else 'BELOW'} the "
               f"measured MAPE); {s['within_stated'] * 100:.0f}% of architectures within their stated error, "
               f"{s['widened']} widened as unlike the calibration")
-    print(f"wrote {out / 'report.json'} and {out / 'scatter.png'}")
-    record = (table.calibration or {}).get(str(space.resolution))
-    if record is not None and not args.no_store:
-        with hold(args.lut, "latency table"):
-            _store_validation(table, args, record, s)
+    print(f"wrote {done.out / 'report.json'} and {done.out / 'scatter.png'}")
+    if done.stored:
+        print(done.stored)
     return 0
 
 
 def _print_errors(name: str, r: dict) -> None:
     print(f"    {name:<20} MAPE {r['mape_pct']:5.1f}%  within ±5% {r['within_5pct'] * 100:5.1f}%  "
           f"within ±10% {r['within_10pct'] * 100:5.1f}%  Kendall tau {r['kendall_tau']:.3f}  (n={r['n']})")
-
-
-def _store_validation(table: LatencyTable, args, record: dict, s: dict) -> None:
-    """Record the held-out error in the table; a calibration worse than the raw sum on held-out
-    architectures is replaced by the raw sum (never keep a correction that hurts)."""
-    c, raw = s["calibrated"], s["raw"]
-    if record["model"] != "raw" and c["mape_pct"] > raw["mape_pct"]:
-        print(f"  the {record['model']} calibration ({c['mape_pct']:.1f}%) is worse than the raw LUT sum "
-              f"({raw['mape_pct']:.1f}%) on these held-out architectures: the table falls back to the raw sum")
-        record.update(model="raw", a=1.0, b=0.0, c=0.0, type_scales={}, replaced_model=record["model"])
-        c = raw
-    record["validation"] = {"mape_pct": c["mape_pct"], "within_10pct": c["within_10pct"],
-                            "kendall_tau": c["kendall_tau"], "n_archs": s["n_archs"],
-                            "noise_cv_median": s["noise_cv_median"], "seed": args.seed,
-                            "speed_vs_table": s["speed_vs_table"],
-                            "groups": {g: v["calibrated"]["mape_pct"] for g, v in s["groups"].items()}}
-    table.save(args.lut)
-    stated = Calibration.from_dict(record).stated_error_pct
-    print(f"stored the held-out error in {args.lut}: predictions state ±{stated:.1f}% (the largest of it, the "
-          f"cross-validated {record['error_pct']:.1f}% and the calibration's noise {record.get('noise_pct', 0.0):.1f}%)")

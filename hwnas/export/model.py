@@ -7,7 +7,6 @@ plain ONNX ops (static padding, no custom autograd activations).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from timm.layers import set_layer_config

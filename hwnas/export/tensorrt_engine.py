@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from ..errors import ExportError
 from ..runtimes.onnx_model import INPUT_NAME
-from ..runtimes.tensorrt import TensorRTRunner, TrtFeatures, build_serialized, import_tensorrt, require_gpu
+from ..runtimes.tensorrt import TrtFeatures, build_serialized, import_tensorrt, require_gpu
 from .int8_calibration import ImageBatches
 
 TOLERANCES = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}

@@ -21,6 +21,7 @@ from ..locks import hold_all
 from ..profilers.table import LatencyTable
 from ..runs import check_writable
 from ..runtimes.onnx_model import EXPORTERS
+from ..runtimes.tensorrt import TensorRTRunner
 
 DYNAMIC_PARITY_BATCHES = (1, 3)
 DEFAULT_MAX_BATCH = 16
@@ -200,7 +201,7 @@ def _export(r: ExportRequest) -> Exported:
                 trt_inputs, kind = list(itertools.islice(iter(calibration), 2)), "calibration image"
             else:
                 trt_inputs, kind = random_inputs(tensorrt_engine.engine_batches(engine_spec, batches), source.resolution), "random"
-            with tensorrt_engine.TensorRTRunner(engine) as trt_runner:
+            with TensorRTRunner(engine) as trt_runner:
                 parity["tensorrt"] = compare(
                     ort_runner.infer, trt_runner.infer, trt_inputs, engine_spec.tolerance,
                     "onnxruntime (CPUExecutionProvider)", f"tensorrt {engine_spec.precision}", kind,
