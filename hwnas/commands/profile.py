@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from ..errors import ProfileError
-from ..locks import hold
-from ..profilers import PROFILERS, available_backends, backend_options, get_profiler
-from ..profilers.session import default_table_name, profile_space
+from ..profilers import PROFILERS, available_backends, backend_options
+from ..profilers.session import profile_to
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
 from ..scaleout.ray_runtime import LOCAL
@@ -131,13 +129,8 @@ def cmd_profile(args) -> int:
     if args.ray_actors is not None or args.ray_resource is not None:
         flag = "--ray-actors" if args.ray_actors is not None else "--ray-resource"
         raise ProfileError(f"{flag} places Ray actors; add --ray (or --ray ADDRESS) to profile on Ray, or drop {flag}")
-    with get_profiler(args.backend, stats=stats, **options) as profiler:
-        out = Path(args.out)
-        if out.is_dir() or args.out.endswith(("/", "\\")):
-            out = out / default_table_name(profiler, profiler.fingerprint())
-        with hold(out, "latency table"):  # a second `profile` onto this table is refused, not interleaved
-            report = profile_space(space, profiler, out, batch=args.batch, resume=args.resume,
-                                   progress=not args.no_progress, rounds=rounds, seed=args.seed)
+    report = profile_to(space, args.backend, options, args.out, stats=stats, batch=args.batch, resume=args.resume,
+                        progress=not args.no_progress, rounds=rounds, seed=args.seed)
     print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
           f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{_remeasured(report)})")
     _print_drift(report, "the machine's speed moved")

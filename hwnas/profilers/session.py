@@ -32,6 +32,7 @@ from torch import nn
 from ..build import BuildConfig, Head, Stem, build_block
 from ..cells import cell_op_module
 from ..errors import HwnasError, LutError, ProfileError
+from ..locks import hold
 from .table import LatencyTable, Measurement, OpKey
 from ..reference import new_reference, reference_model, set_reference_time
 from ..spaces import OpInstance, SearchSpace
@@ -160,6 +161,23 @@ def _progress(total: int, initial: int, desc: str, enabled: bool, unit: str = "o
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)
+
+
+def profile_to(space: SearchSpace, backend: str, options: dict, out: str, *, stats=None, batch: int = 1,
+               resume: bool = False, progress: bool = True, rounds: RoundsConfig | None = None,
+               seed: int = 0) -> ProfileReport:
+    """Profile `space` on `backend` (with `options`) into the table `out`; a folder (or a path
+    ending in a separator) gets the table's default name. Under a lock on the table: a second
+    profile onto it is refused, not interleaved."""
+    from . import get_profiler
+
+    with get_profiler(backend, stats=stats, **options) as profiler:
+        path = Path(out)
+        if path.is_dir() or str(out).endswith(("/", "\\")):
+            path = path / default_table_name(profiler, profiler.fingerprint())
+        with hold(path, "latency table"):
+            return profile_space(space, profiler, path, batch=batch, resume=resume, progress=progress, rounds=rounds,
+                                 seed=seed)
 
 
 def profile_space(
