@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..presets import resolve_arch
-from ..errors import HwnasError
-from ..locks import hold
-from ..runs import check_writable, refuse_nonempty
-from .common import COUNT, SEED
 from ..transfer.data import FORMATS
 from ..transfer.heads import HEADS, TASKS
-from ..transfer.latency import check_clock, lut_backbone_ms
-from ..transfer.outputs import add_to_metrics, export_checked, run_latency, write_predictions
-from ..transfer.pipeline import REFERENCE_BACKBONE, TransferConfig, headline, load_data, run_transfer
+from ..transfer.job import TransferRequest, transfer
+from ..transfer.pipeline import REFERENCE_BACKBONE, TransferConfig
+from .common import COUNT, SEED
 
 
 def register(subparsers) -> None:
@@ -58,53 +53,22 @@ def cmd_transfer(args) -> int:
                          epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, val_fraction=args.val_fraction,
                          max_images=args.max_images, weights=args.weights)
-    check_clock(args.clock, args.threads)
-    if args.lut and not args.latency:
-        raise HwnasError("--lut predicts the backbone beside a measurement: add --latency")
-    arch = None if cfg.arch == REFERENCE_BACKBONE else resolve_arch(cfg.arch)  # a bad ARCH fails before any work
-    if args.lut:
-        if arch is None:
-            raise HwnasError(f"--lut predicts hwnas architectures; {REFERENCE_BACKBONE} is in no table")
-        lut_backbone_ms(arch, args.lut, cfg.resolution)  # the table must cover ARCH at --resolution
-    refuse_nonempty(args.out, args.resume)
-    check_writable(args.out)
-    if args.onnx:
-        if Path(args.onnx).exists() and not args.resume:
-            raise HwnasError(f"--onnx {args.onnx} exists; choose a new file (nothing is overwritten)")
-        check_writable(args.onnx, "--onnx")
-    progress = not args.no_progress
-    data = load_data(cfg, progress)
-    if progress:
-        print(f"{cfg.head} on {cfg.arch}: {data.name}, {len(data.train)} train / {len(data.val)} val images, "
-              f"{data.num_classes - 1} classes, {cfg.resolution}px")
-    with hold(args.out, "run directory"):
-        refuse_nonempty(args.out, args.resume)  # again under the lock: another run may have filled it meanwhile
-        return _run(args, cfg, data, progress)
-
-
-def _run(args, cfg: TransferConfig, data, progress: bool) -> int:
-    result, model, data = run_transfer(cfg, args.out, args.resume, progress, data=data)
+    request = TransferRequest(cfg, args.out, resume=args.resume, onnx=args.onnx, latency=args.latency, lut=args.lut,
+                              threads=args.threads, clock=args.clock, progress=not args.no_progress)
+    done = transfer(request)
     name = "box mAP" if cfg.task == "detection" else "mean IoU"
-    before, after = headline(result, cfg.task)
-    print(f"{name} {after:.4f} on {len(data.val)} val images after {result.epochs_done} epochs "
-          f"(untrained {before:.4f}; {result.wall_s:.1f} s)")
-    png = write_predictions(model, data, args.out)
-    extra = {}
-    if args.onnx:
-        parity = export_checked(model, cfg, result.arch, data, args.onnx)
-        extra["onnx"] = {"path": str(args.onnx), "parity": parity.to_dict()}
-        print(f"wrote {args.onnx}: torch vs ONNX Runtime {parity.rel_diff:.2g} of output scale "
-              f"(tolerance {parity.tolerance:g})")
-    if args.latency:
-        latency = run_latency(model, cfg, result.arch, data, args.lut, args.threads, clock=args.clock)
-        extra["latency"] = latency.to_dict()
+    before, after = done.headline
+    print(f"{name} {after:.4f} on {done.val_images} val images after {done.result.epochs_done} epochs "
+          f"(untrained {before:.4f}; {done.result.wall_s:.1f} s)")
+    if done.parity is not None:
+        print(f"wrote {args.onnx}: torch vs ONNX Runtime {done.parity.rel_diff:.2g} of output scale "
+              f"(tolerance {done.parity.tolerance:g})")
+    latency = done.latency
+    if latency is not None:
         lut = (f"; backbone from the LUT {latency.predicted_backbone_ms:.2f} ms -> predicted total "
                f"{latency.predicted_total_ms:.2f} ms") if latency.predicted_backbone_ms is not None else ""
         lut += f" ({latency.derived})" if latency.derived else ""
-        print(f"latency ({latency.backend}, {latency.threads} thread, {latency.clock} clock): total {latency.total_ms:.2f} "
-              f"ms = backbone "
-              f"{latency.backbone_ms:.2f} ms + head {latency.head_ms:.2f} ms{lut}")
-    if extra:
-        add_to_metrics(args.out, **extra)
-    print(f"wrote {Path(args.out) / 'metrics.json'} and {png}")
+        print(f"latency ({latency.backend}, {latency.threads} thread, {latency.clock} clock): total "
+              f"{latency.total_ms:.2f} ms = backbone {latency.backbone_ms:.2f} ms + head {latency.head_ms:.2f} ms{lut}")
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {done.predictions}")
     return 0
