@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..presets import resolve_arch
-from ..train.data import load_data
-from ..locks import hold
 from ..runs import refuse_nonempty
-from ..train.loop import TrainConfig, train_arch
+from ..train.data import load_data
+from ..train.loop import TrainConfig, train_in_run_folder
 from .common import add_data_arguments
 
 
@@ -36,9 +35,7 @@ def cmd_train(args) -> int:
     progress = not args.no_progress
     if progress:
         print(f"train {arch.hash} ({arch.space}) on {data.describe()}")
-    with hold(args.out, "run directory"):
-        refuse_nonempty(args.out, args.resume)  # again under the lock: another run may have filled it meanwhile
-        result = train_arch(arch, data, cfg, run_dir=args.out, resume=args.resume, progress=progress)
+    result = train_in_run_folder(arch, data, cfg, args.out, resume=args.resume, progress=progress)
     print(f"top-1 {result.top1:.2f}% on {data.name} val after {result.epochs_done} epochs "
           f"({result.wall_s:.1f} s); wrote {Path(args.out) / 'model.pt'} and {Path(args.out) / 'result.json'}")
     return 0

@@ -18,7 +18,8 @@ from .data import ImageData, make_loader
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..models import arch_model
-from ..runs import open_training_run, rng_state, save_checkpoint, write_jsonl
+from ..locks import hold
+from ..runs import open_training_run, refuse_nonempty, rng_state, save_checkpoint, write_jsonl
 from ..weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -194,3 +195,12 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
         atomic_write_json(Path(run_dir) / "result.json", {**result.to_dict(), "data": data.name,
                                                           "resolution": data.resolution, "config": asdict(cfg)})
     return result
+
+
+def train_in_run_folder(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+                        progress: bool = False) -> TrainResult:
+    """`hwnas train`'s job: train_arch into RUN_DIR under a lock on it; a folder another run holds
+    or has filled (without --resume) is refused, also when it filled while the data loaded."""
+    with hold(run_dir, "run directory"):
+        refuse_nonempty(run_dir, resume)
+        return train_arch(arch, data, cfg, run_dir=run_dir, resume=resume, progress=progress)
