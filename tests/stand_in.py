@@ -58,7 +58,7 @@ class SyntheticMachine(Profiler):
         return {"threads": 1}
 
     def fingerprint(self) -> dict:
-        return {"cpu": "synthetic"}
+        return {"cpu": {"model": "synthetic"}}
 
     def overhead_ms(self) -> float:
         return 0.0
@@ -77,7 +77,7 @@ def macs_table(space, reference_ms: float | None = None) -> LatencyTable:
     at the synthetic machine's speed 1 (what a profile on a steady SyntheticMachine gives)."""
     from hwnas.reference import new_reference, reference_model, set_reference_time
 
-    table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": "synthetic"},
+    table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": {"model": "synthetic"}},
                          spaces=[space.name], resolutions=[space.resolution])
     machine = SyntheticMachine()
     for op in space.all_ops():

@@ -27,7 +27,7 @@ def measurement(ms, params=0, io=(0, 0)):
 
 
 def hand_table(space, calibration=None):
-    table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": "test"}, spaces=[space.name])
+    table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": {"model": "test"}}, spaces=[space.name])
     build = space.build_config.name
     table.put(OpKey.for_op(space.stem_op(), build), measurement(STEM, params=400, io=(3 * 32 * 32 * 4, 8 * 16 * 16 * 4)))
     for shape in space.final_shapes():

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..arch import arch_from_dict
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
-from ..latency_tables.calibration import Calibration
+from ..latency_tables.calibration import Calibration, Validation
 from ..latency_tables.loading import open_profiler, space_for_table
 from ..latency_tables.plot import scatter_png
 from ..latency_tables.predictor import LatencyPredictor
@@ -209,17 +209,13 @@ def store_validation(table: LatencyTable, request: ValidateRequest, record: dict
     architectures is replaced by the raw sum (never keep a correction that hurts). Returns what
     was done, in words."""
     c, raw = s["calibrated"], s["raw"]
-    said = ""
+    said, column = "", "calibrated"
     if record["model"] != "raw" and c["mape_pct"] > raw["mape_pct"]:
-        said = (f"the {record['model']} calibration ({c['mape_pct']:.1f}%) is worse than the raw LUT sum "
+        said = (f"  the {record['model']} calibration ({c['mape_pct']:.1f}%) is worse than the raw LUT sum "
                 f"({raw['mape_pct']:.1f}%) on these held-out architectures: the table falls back to the raw sum\n")
         record.update(model="raw", a=1.0, b=0.0, c=0.0, type_scales={}, replaced_model=record["model"])
-        c = raw
-    record["validation"] = {"mape_pct": c["mape_pct"], "within_10pct": c["within_10pct"],
-                            "kendall_tau": c["kendall_tau"], "n_archs": s["n_archs"],
-                            "noise_cv_median": s["noise_cv_median"], "seed": request.seed,
-                            "speed_vs_table": s["speed_vs_table"],
-                            "groups": {g: v["calibrated"]["mape_pct"] for g, v in s["groups"].items()}}
+        column = "raw"
+    record["validation"] = Validation.from_summary(s, column, seed=request.seed).to_dict()
     table.save(request.lut)
     stated = Calibration.from_dict(record).stated_error_pct
     return (f"{said}stored the held-out error in {request.lut}: predictions state ±{stated:.1f}% (the largest of it, "

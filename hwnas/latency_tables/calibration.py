@@ -27,15 +27,22 @@ two groups' cross-validated MAPE.
 A table holds one calibration per input resolution (`table.calibration["224"]`): a
 correction fitted at one resolution is not assumed to hold at another. `error_pct` is the
 leave-one-out cross-validated mean absolute percentage error on the calibration samples.
-`hwnas validate` adds the MAPE on architectures measured later, in another session
-(`validated_error_pct`); the error a prediction states is the larger of the two, because on a
-shared machine the second is what a user meets (on this VM, eager PyTorch: 6.4% against 9.1%).
+`hwnas validate` adds the MAPE on architectures measured later, in another session (a
+`Validation` record, the calibration's `validation`); the error a prediction states is the
+larger of the two, because on a shared machine the second is what a user meets (on this VM,
+eager PyTorch: 6.4% against 9.1%).
+
+Both records' JSON forms are `$defs/calibration` and `$defs/validation` of
+hwnas/schemas/lut.schema.json. A table's calibration record also holds the fit report
+`calibrate_table` adds (the samples, every model's error, ...), which `Calibration` ignores.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +77,58 @@ def op_category(op) -> str:
 COVERAGE_MARGIN = {"raw": 0.10, "share": 0.05}
 
 
+def _finite_or_none(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The held-out error of a calibration: MAPE of its predictions on `n_archs` architectures
+    measured after it was fitted, in another session (`hwnas validate`)."""
+
+    mape_pct: float
+    n_archs: int
+    within_10pct: float | None = None
+    kendall_tau: float | None = None  # None where undefined (one architecture, constant times)
+    noise_cv_median: float | None = None  # run-to-run noise of the validation's measurements
+    speed_vs_table: float | None = None  # the machine's speed then / at profiling
+    seed: int | None = None  # of the drawn architectures
+    groups: tuple[tuple[str, float], ...] = ()  # calibrated MAPE per sample group
+    created: str | None = None  # ISO-8601 UTC; None in older tables
+
+    @classmethod
+    def from_summary(cls, summary: Mapping, column: str = "calibrated", seed: int | None = None) -> "Validation":
+        """The record of a fidelity report's summary (`fidelity_report(...)["summary"]`), of its
+        `column` ("calibrated", or "raw" where the calibration was replaced by the raw sum)."""
+        errors = summary[column]
+        return cls(mape_pct=float(errors["mape_pct"]), n_archs=int(summary["n_archs"]),
+                   within_10pct=float(errors["within_10pct"]), kendall_tau=_finite_or_none(errors["kendall_tau"]),
+                   noise_cv_median=float(summary["noise_cv_median"]), speed_vs_table=float(summary["speed_vs_table"]),
+                   seed=seed,
+                   groups=tuple(sorted((g, float(v[column]["mape_pct"])) for g, v in summary.get("groups", {}).items())),
+                   created=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+
+    def to_dict(self) -> dict:
+        """Unknown values (None) are left out, but for an undefined `kendall_tau` (null)."""
+        doc = {k: v for k, v in asdict(self).items() if v is not None}
+        doc["kendall_tau"] = _finite_or_none(self.kendall_tau)
+        doc["groups"] = dict(self.groups)
+        return doc
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Validation":
+        def optional(key, kind):
+            value = data.get(key)
+            return None if value is None else kind(value)
+
+        return cls(mape_pct=float(data["mape_pct"]), n_archs=int(data["n_archs"]),
+                   within_10pct=optional("within_10pct", float), kendall_tau=_finite_or_none(data.get("kendall_tau")),
+                   noise_cv_median=optional("noise_cv_median", float), speed_vs_table=optional("speed_vs_table", float),
+                   seed=optional("seed", int),
+                   groups=tuple(sorted((str(k), float(v)) for k, v in (data.get("groups") or {}).items())),
+                   created=optional("created", str))
+
+
 @dataclass(frozen=True)
 class Calibration:
     model: str
@@ -80,12 +139,20 @@ class Calibration:
     resolution: int
     c: float = 0.0
     type_scales: tuple[tuple[str, float], ...] = ()
-    validated_error_pct: float | None = None  # MAPE on held-out architectures (hwnas validate)
-    validated_n: int = 0
-    shrinkage: float = 0.0
+    validation: Validation | None = None  # the held-out error (hwnas validate)
+    shrinkage: float = 0.0  # ridge strength of the per-type scales chosen by cross-validation
     group_error_pct: tuple[tuple[str, float], ...] = ()  # cross-validated MAPE per sample group
     coverage: dict | None = None  # ranges of the calibration samples (see `coverage_issue`)
     noise_pct: float = 0.0  # run-to-run noise (median CV of rounds) of the calibration's measurements
+
+    @property
+    def validated_error_pct(self) -> float | None:
+        """MAPE on held-out architectures, or None before `hwnas validate`."""
+        return self.validation.mape_pct if self.validation else None
+
+    @property
+    def validated_n(self) -> int:
+        return self.validation.n_archs if self.validation else 0
 
     @property
     def stated_error_pct(self) -> float:
@@ -97,7 +164,7 @@ class Calibration:
 
     def fit_dict(self) -> dict:
         """The fitted correction alone (what a search depends on), without the error records."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("validated_error_pct", "validated_n")}
+        return {k: v for k, v in self.to_dict().items() if k != "validation"}
 
     def scale_of(self, category: str) -> float:
         """Multiplier of an op's LUT latency (per category for the types models, else `a`)."""
@@ -135,15 +202,23 @@ class Calibration:
         doc = asdict(self)
         doc["type_scales"] = dict(self.type_scales)
         doc["group_error_pct"] = dict(self.group_error_pct)
+        doc["validation"] = self.validation.to_dict() if self.validation else None
         return doc
 
     @classmethod
     def from_dict(cls, data: dict) -> "Calibration":
+        """Read a calibration record; older forms load too: the held-out error as top-level
+        `validated_error_pct`/`validated_n` instead of `validation`, and no `c`, `shrinkage`,
+        `group_error_pct`, `coverage` or `noise_pct`."""
         try:
-            validation = data.get("validation") or {}
+            if data.get("validation"):
+                validation = Validation.from_dict(data["validation"])
+            elif data.get("validated_error_pct") is not None:
+                validation = Validation(float(data["validated_error_pct"]), int(data.get("validated_n", 0)))
+            else:
+                validation = None
             return cls(**{k: data[k] for k in ("model", "a", "b", "error_pct", "n_samples", "resolution")},
-                       c=float(data.get("c", 0.0)),
-                       validated_error_pct=validation.get("mape_pct"), validated_n=int(validation.get("n_archs", 0)),
+                       c=float(data.get("c", 0.0)), validation=validation,
                        type_scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("type_scales") or {}).items())),
                        shrinkage=float(data.get("shrinkage", 0.0)),
                        group_error_pct=tuple(sorted((str(k), float(v))

@@ -6,7 +6,8 @@ Schema (format "hwnas.lut", version 1), a JSON object:
     backend                profiler name, e.g. "ort-cpu"
     backend_options        what changes latency besides the device: threads, graph
                            optimisation level, precision, layout, ...
-    device                 fingerprint (CPU, GPU, driver, library versions)
+    device                 fingerprint (CPU, GPU, driver, library versions; a published
+                           table's device name and source): hwnas.runtimes.fingerprint.DeviceFingerprint
     batch, dtype           the input batch size and dtype every entry was measured at
     spaces                 names of the spaces whose ops the table holds
     resolutions            input resolutions those ops were enumerated at
@@ -21,20 +22,25 @@ Schema (format "hwnas.lut", version 1), a JSON object:
                            rounds_dropped (rounds of samples discarded as disturbed by load),
                            remeasured (times the whole op was re-measured because the
                            machine was busier than usual)
-    statistics             null, or the repeat/stopping settings the entries were measured
-                           with (hwnas.profilers.statistics.StatsConfig); informative only
-    calibration            null, or {resolution: fitted correction with its error}
-                           (see hwnas.latency_tables.calibration)
+    statistics             null in profiled tables; in an imported published table, its
+                           sources (files, classifier rows; hwnas.latency_tables.published)
+    calibration            null, or {resolution: fitted correction with its error, its held-out
+                           `validation` and the fit report} (hwnas.latency_tables.calibration
+                           Calibration and Validation)
     reference              null (older tables), or the reference network every latency of
                            the table is expressed against, with its time `ms` (see
                            hwnas.reference); entries are medians of interleaved rounds, each
                            rescaled by the reference's time around it
     rounds                 null, or the interleaved round settings the entries were timed with
+                           (hwnas.profilers.interleaved.RoundsConfig)
     pending                {op key: [round records]}: rounds of ops whose profile is not
                            finished yet (a resumed profile continues them)
 
 An op key text is `KIND:SPEC|BUILD|BxCxHxW|DTYPE`, e.g.
 `block:ir_r1_k5_s2_e6_c32|relu-sigmoid-sin|1x24x56x56|float32`.
+
+Every part is typed in hwnas/schemas/lut.schema.json (`$defs/device`, `$defs/measurement`,
+`$defs/calibration`, `$defs/validation`), which the reader checks first.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from typing import Iterable
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
 from ..ops import CellOpSpec, OpKind
+from ..runtimes.fingerprint import DeviceFingerprint
 from ..schemas import first_error
 
 LUT_FORMAT = "hwnas.lut"
@@ -203,6 +210,11 @@ class LatencyTable:
     reference: dict | None = None
     rounds: dict | None = None
     pending: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> DeviceFingerprint:
+        """`device` as its typed record (checked; a LutError names a malformed key)."""
+        return DeviceFingerprint.from_dict(self.device)
 
     # --- lookups ------------------------------------------------------------------------
     def __contains__(self, key: OpKey | str) -> bool:
@@ -374,6 +386,6 @@ def _rescaled_to(reference: dict | None, other: "LatencyTable") -> dict[str, Mea
 
 
 def device_identity(device: dict) -> dict:
-    """The parts of a fingerprint that identify hardware and software, not the moment."""
-    volatile = {"hostname", "time", "clocks", "load", "memory_free", "temperature"}
-    return {k: v for k, v in device.items() if k not in volatile}
+    """The parts of a fingerprint that identify hardware and software, not the moment
+    (`DeviceFingerprint.identity`)."""
+    return DeviceFingerprint.from_dict(device).identity()

@@ -1,9 +1,12 @@
 """Device fingerprint stored with every table: what the numbers were measured on.
 
-Top-level keys `hostname`, `time`, `load`, `clocks` and `temperature` describe the moment and
-are left out when tables are compared (`hwnas.profilers.table.device_identity`);
-everything else (CPU model, cores, threads used, GPU, driver, library versions) must match
-for two tables to merge or for `--resume` to continue a table.
+The record is `DeviceFingerprint` (JSON Schema: `$defs/device` of hwnas/schemas/lut.schema.json).
+A measured table's fingerprint names the CPU (and GPU, OS, library versions) it was profiled on;
+an imported published table's names the device and the source instead (`name`, `source`,
+`published: true`). Top-level keys `hostname`, `time`, `load`, `clocks`, `temperature` (and
+`memory_free` of older writers) describe the moment and are left out when tables are compared
+(`DeviceFingerprint.identity`); everything else (CPU model, cores, threads used, GPU, driver,
+library versions) must match for two tables to merge or for `--resume` to continue a table.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import importlib.metadata
 import os
 import platform
 import socket
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
+
+from ..errors import LutError
+from ..schemas import first_error
 
 # instruction-set extensions that change which kernels the CPU backends pick
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
@@ -138,22 +146,86 @@ def _nvml_handle(pynvml, props, index: int):
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
+#: keys of a fingerprint that describe the moment of profiling, not the device
+VOLATILE = frozenset({"hostname", "time", "clocks", "load", "memory_free", "temperature"})
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """What a table's numbers were measured on. `cpu`, `gpu`, `os`, `libraries` and `clocks`
+    stay JSON objects (their keys are typed by the schema, `$defs/device`); a field that is None
+    is absent from the JSON form, and keys this version does not know are kept in `extra`, so
+    `from_dict(d).to_dict()` gives `d` back (a `gpu: null`, written where a CUDA device was
+    looked for and none found, is the one key it drops: absent and null both mean no GPU)."""
+
+    cpu: Mapping | None = None
+    gpu: Mapping | None = None
+    os: Mapping | None = None
+    libraries: Mapping | None = None
+    hostname: str | None = None
+    time: str | None = None
+    load: tuple[float, ...] | None = None
+    clocks: Mapping | None = None
+    temperature: float | None = None
+    # a published table's device (hwnas lut import): its name and where its numbers come from
+    name: str | None = None
+    source: str | None = None
+    published: bool = False
+    extra: Mapping = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        doc = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None or (f.name == "published" and not value):
+                continue
+            doc[f.name] = list(value) if f.name == "load" else _plain(value)
+        doc.update(_plain(self.extra))
+        return doc
+
+    @classmethod
+    def from_dict(cls, data: object) -> "DeviceFingerprint":
+        """Check `data` against `$defs/device` and build the record; a LutError names the key."""
+        if not isinstance(data, Mapping):
+            raise LutError(f"device: must be an object, got {data!r}")
+        problem = first_error(dict(data), "lut", "device")
+        if problem:
+            raise LutError(f"device/{problem}" if not problem.startswith("top level") else f"device: {problem[11:]}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("load") is not None:
+            values["load"] = tuple(values["load"])
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def identity(self) -> dict:
+        """The parts that identify hardware and software, not the moment (what must match)."""
+        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+
+
+def _plain(value):
+    """A JSON-ready copy (mappings become dicts, tuples lists)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def device_fingerprint(threads_used: int | None, libraries: tuple[str, ...], gpu_index: int | None = None) -> dict:
-    """The full fingerprint: CPU, optional GPU, OS, versions of the libraries the backend uses."""
-    doc = {
-        "cpu": cpu_info(threads_used),
-        "os": {"system": platform.system(), "python": ".".join(platform.python_version_tuple()[:2])},
-        "libraries": library_versions(libraries),
-        "hostname": socket.gethostname(),
-        "time": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-    }
-    if hasattr(os, "getloadavg"):
-        doc["load"] = [round(v, 2) for v in os.getloadavg()]
-    if gpu_index is not None:
-        gpu, volatile = gpu_info(gpu_index)
-        doc["gpu"] = gpu
-        doc.update(volatile)
-    return doc
+    """The full fingerprint (the JSON form of a `DeviceFingerprint`): CPU, optional GPU, OS,
+    versions of the libraries the backend uses, and the moment (host, time, load, clocks)."""
+    gpu, volatile = gpu_info(gpu_index) if gpu_index is not None else (None, {})
+    return DeviceFingerprint(
+        cpu=cpu_info(threads_used),
+        gpu=gpu,
+        os={"system": platform.system(), "python": ".".join(platform.python_version_tuple()[:2])},
+        libraries=library_versions(libraries),
+        hostname=socket.gethostname(),
+        time=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        load=tuple(round(v, 2) for v in os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        clocks=volatile.get("clocks"),
+        temperature=volatile.get("temperature"),
+    ).to_dict()
 
 
 def device_slug(device: dict) -> str:

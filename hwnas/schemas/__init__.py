@@ -73,6 +73,9 @@ def _describe(error) -> str:
     if kind in ("minimum", "exclusiveMinimum"):
         sign = ">=" if kind == "minimum" else ">"
         return f"must be {sign} {error.validator_value}, got {value}"
+    if kind in ("maximum", "exclusiveMaximum"):
+        sign = "<=" if kind == "maximum" else "<"
+        return f"must be {sign} {error.validator_value}, got {value}"
     if kind in ("enum", "const"):
         allowed = error.validator_value if kind == "enum" else [error.validator_value]
         return f"must be one of {', '.join(map(repr, allowed))}, got {value}"
