@@ -31,14 +31,14 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from hwnas.arch import Arch, save_arch  # noqa: E402
+from hwnas.core.arch import Arch, save_arch  # noqa: E402
 from hwnas.cli import main  # noqa: E402
 from hwnas.jsonio import atomic_write_json  # noqa: E402
 from hwnas.locks import hold  # noqa: E402
-from hwnas.models import arch_model  # noqa: E402
-from hwnas.reference import reference_arch  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
-from hwnas.weights import save_weights  # noqa: E402
+from hwnas.core.models import arch_model  # noqa: E402
+from hwnas.core.reference import reference_arch  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
+from hwnas.core.weights import save_weights  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
 CHOICES = {"layer0": "k3_e1", "layer1": "k3_e3", "layer2": "skip"}

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.arch import Arch
-from hwnas.build import build_model
+from hwnas.core.arch import Arch
+from hwnas.core.build import build_model
 from hwnas.cli import main as hwnas_main
 from hwnas.jsonio import atomic_write_json
 from hwnas.latency_tables.calibration import MODELS, CalibrationData, fit_model
@@ -38,7 +38,7 @@ from hwnas.latency_tables.loading import space_for_table
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.profilers.table import LatencyTable
 from hwnas.latency_tables.validation import prediction_errors
-from hwnas.summary import count_macs
+from hwnas.core.summary import count_macs
 
 BACKENDS = {"ort-cpu": ["--backend", "ort-cpu", "--threads", "1"],
             "torch-cpu": ["--backend", "torch-cpu", "--threads", "1", "--channels-last"]}

@@ -65,7 +65,7 @@ def _worker_init(root: str | None) -> None:
 
     torch.set_num_threads(1)
     from hwnas.search.tabular import TabularEvaluator
-    from hwnas.spaces import get_space
+    from hwnas.core.spaces import get_space
     from hwnas.tabular.nb201 import NB201Table
 
     _WORKER.update(table=NB201Table.load(root), space=get_space("nb201", 32, 10), evaluator=TabularEvaluator(
@@ -197,7 +197,7 @@ def prefix_check(args, out: Path, rows, long_rows) -> dict:
 
 
 def hardware_part(args, out: Path, table) -> dict:
-    from hwnas.spaces import get_space
+    from hwnas.core.spaces import get_space
     from hwnas.tabular.latency import DeviceLatency
 
     space = get_space("nb201", 32, 10)

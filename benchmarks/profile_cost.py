@@ -31,7 +31,7 @@ from hwnas.profilers import get_profiler  # noqa: E402
 from hwnas.profilers.session import profile_space  # noqa: E402
 from hwnas.profilers.interleaved import RoundsConfig  # noqa: E402
 from hwnas.profilers.statistics import StatsConfig  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 
 TARGET_WALL_S = 180.0
 TARGET_MEDIAN_DRIFT = 0.05

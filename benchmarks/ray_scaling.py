@@ -37,13 +37,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwnas.arch import Arch  # noqa: E402
+from hwnas.core.arch import Arch  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 from hwnas.jsonio import atomic_write_json  # noqa: E402
 from hwnas.search.ray_evaluator import RayEvaluator, RayTaskOptions  # noqa: E402
 from hwnas.scaleout.ray_runtime import connected  # noqa: E402
 from hwnas.search.evaluators import EvalRequest, holdout_data, ScratchEvaluator  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 from hwnas.train.loop import TrainConfig  # noqa: E402
 
 

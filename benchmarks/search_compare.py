@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_fbnet import DEFAULT_DATA, measure_latency_ms, smoke_table  # noqa: E402
 
-from hwnas.arch import Arch  # noqa: E402
+from hwnas.core.arch import Arch  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.latency_tables import LatencyTable  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.models import arch_model  # noqa: E402
+from hwnas.core.models import arch_model  # noqa: E402
 from hwnas.search import (STRATEGIES, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
                           FBNetStrategy, LoopConfig, MnasStrategy, NSGA2Strategy, SearchProblem, TPEStrategy,
                           TrialStrategy, read_history, run_search)
@@ -52,7 +52,7 @@ from hwnas.search.mnas import trial_reward  # noqa: E402
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
 from hwnas.search.evaluators import make_evaluator  # noqa: E402
 from hwnas.search.objectives import hypervolume_2d, pareto_front  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 from hwnas.train.loop import TrainConfig, train_arch  # noqa: E402
 
 

@@ -51,19 +51,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwnas.arch import Arch, arch_from_dict  # noqa: E402
+from hwnas.core.arch import Arch, arch_from_dict  # noqa: E402
 from hwnas.train.data import ImageData, load_data, split_train  # noqa: E402
 from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey  # noqa: E402
 from hwnas.latency_tables.loading import open_profiler  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.models import arch_model  # noqa: E402
+from hwnas.core.models import arch_model  # noqa: E402
 from hwnas.profilers.session import op_module  # noqa: E402
 from hwnas.search import (FBNetConfig, FBNetStrategy, LoopConfig, RandomStrategy, SearchProblem, read_history,  # noqa: E402
                           run_search)
 from hwnas.search.budget import parse_budget, resolve_budget  # noqa: E402
 from hwnas.search.evaluators import ScratchEvaluator  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 from hwnas.train.loop import TrainConfig, train_arch  # noqa: E402
 
 SMOKE_BACKEND = "torch-eager-smoke"

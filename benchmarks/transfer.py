@@ -38,10 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hwnas.arch import Arch, load_arch, save_arch  # noqa: E402
+from hwnas.core.arch import Arch, load_arch, save_arch  # noqa: E402
 from hwnas.jsonio import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas.profilers import StatsConfig  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 from hwnas.transfer.heads import build_task_model  # noqa: E402
 from hwnas.transfer.latency import backbone_of, task_latency  # noqa: E402
 from hwnas.transfer.plots import predictions_png  # noqa: E402

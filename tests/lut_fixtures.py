@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey
 from hwnas.profilers.session import op_module
-from hwnas.summary import count_macs
+from hwnas.core.summary import count_macs
 
 
 def op_macs(op, space) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hwnas.arch import Arch  # noqa: E402
+from hwnas.core.arch import Arch  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
 from hwnas.search import (BananasStrategy, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
@@ -23,7 +23,7 @@ from hwnas.search import (BananasStrategy, ENASConfig, ENASStrategy, EvolutionSt
 from hwnas.search.bananas import MLPEnsemble  # noqa: E402
 from hwnas.search.budget import latency_range_ms  # noqa: E402
 from hwnas.search.controller import ControllerConfig  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.core.spaces import get_space  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
 NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas", "bananas", "local")

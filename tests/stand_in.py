@@ -16,7 +16,7 @@ from torch import nn
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey
 from hwnas.runtimes.memory import MemoryInfo
 from hwnas.profilers.base import Profiler, Runner
-from hwnas.summary import count_macs
+from hwnas.core.summary import count_macs
 
 K_MS_PER_MAC = 1e-5
 
@@ -75,7 +75,7 @@ class SyntheticMachine(Profiler):
 def macs_table(space, reference_ms: float | None = None) -> LatencyTable:
     """A table whose every op takes exactly its MACs x K ms, with the space's reference network
     at the synthetic machine's speed 1 (what a profile on a steady SyntheticMachine gives)."""
-    from hwnas.reference import new_reference, reference_model, set_reference_time
+    from hwnas.core.reference import new_reference, reference_model, set_reference_time
 
     table = LatencyTable(backend="torch-cpu", backend_options={"threads": 1}, device={"cpu": {"model": "synthetic"}},
                          spaces=[space.name], resolutions=[space.resolution])

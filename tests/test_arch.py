@@ -7,12 +7,12 @@ import pytest
 import timm
 import torch
 
-from hwnas.arch import Arch, arch_from_dict, load_arch, save_arch
-from hwnas.presets import resolve_arch
+from hwnas.core.arch import Arch, arch_from_dict, load_arch, save_arch
+from hwnas.core.presets import resolve_arch
 from hwnas.errors import ArchError
-from hwnas.models import arch_backbone, arch_model
-from hwnas.presets import PRESETS, get_preset, timm_equivalent
-from hwnas.spaces import SPACES, get_space
+from hwnas.core.models import arch_backbone, arch_model
+from hwnas.core.presets import PRESETS, get_preset, timm_equivalent
+from hwnas.core.spaces import SPACES, get_space
 
 
 def n_params(module):

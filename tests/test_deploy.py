@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.export.int8_calibration import load_image
 from hwnas.preprocessing import Preprocessing
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ALLOWED = {"numpy", "onnxruntime", "tensorrt", "cuda", "PIL", "runners"}

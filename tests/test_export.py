@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.arch import Arch, save_arch
-from hwnas.presets import resolve_arch
+from hwnas.core.arch import Arch, save_arch
+from hwnas.core.presets import resolve_arch
 from hwnas.cli import main
 from hwnas.errors import DataError
 from hwnas.export import tensorrt_engine
@@ -27,10 +27,10 @@ from hwnas.preprocessing import Preprocessing
 from hwnas.export.model import prepare_model
 from hwnas.export.parity import OnnxRuntimeRunner
 from hwnas.latency_tables import LatencyTable
-from hwnas.models import arch_model
-from hwnas.presets import PRESETS
-from hwnas.spaces import SPACES, get_space
-from hwnas.weights import save_weights
+from hwnas.core.models import arch_model
+from hwnas.core.presets import PRESETS
+from hwnas.core.spaces import SPACES, get_space
+from hwnas.core.weights import save_weights
 
 
 def sampled_arch(space_name: str, seed: int = 1) -> Arch:

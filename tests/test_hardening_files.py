@@ -9,18 +9,18 @@ import time
 import pytest
 import torch
 
-from hwnas.arch import Arch, arch_from_dict, save_arch
+from hwnas.core.arch import Arch, arch_from_dict, save_arch
 from hwnas.cli import main
 from hwnas.errors import ArchError, HwnasError, LutError
 from hwnas.latency_tables import LatencyTable, Measurement
 from hwnas.latency_tables.predictor import LatencyPredictor
-from hwnas.models import arch_model
+from hwnas.core.models import arch_model
 from hwnas.preprocessing import Preprocessing
 from hwnas.schemas import SCHEMAS, load_schema
 from hwnas.search import BudgetError
 from hwnas.search.budget import fill_budget, repair_to_budget
-from hwnas.spaces import get_space
-from hwnas.weights import load_weights, save_weights
+from hwnas.core.spaces import get_space
+from hwnas.core.weights import load_weights, save_weights
 from lut_fixtures import mac_table
 
 CHOICES = {"layer0": "k3_e1", "layer1": "k3_e3", "layer2": "skip"}

@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.train.data import load_data
 from hwnas.export.int8_calibration import ImageBatches
 from hwnas.export.model import prepare_model
 from hwnas.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from hwnas.spaces import get_space
-from hwnas.weights import load_weights
+from hwnas.core.spaces import get_space
+from hwnas.core.weights import load_weights
 from test_deploy import BLOCKED_RUN  # deploy scripts run with torch and hwnas unimportable
 
 ROOT = Path(__file__).resolve().parents[1]

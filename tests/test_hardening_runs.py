@@ -124,7 +124,7 @@ def test_task_classes_without_a_task_head_is_refused(tmp_path, capsys):
 def test_the_smallest_network_is_exact_on_a_layerwise_space(tiny):
     import itertools
 
-    from hwnas.arch import Arch
+    from hwnas.core.arch import Arch
 
     space, predictor, _ = tiny
     predictions = [predictor.predict(Arch.create(space, dict(zip(space.decision_names, combo))))

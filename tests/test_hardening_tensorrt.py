@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.errors import BackendError, ExportError, MissingDependencyError
 from hwnas.export import tensorrt_engine as te
@@ -21,7 +21,7 @@ from hwnas.export.int8_calibration import ImageBatches
 from hwnas.export.model import prepare_model
 from hwnas.export.onnx_export import OnnxSpec, export_model
 from hwnas.export.quantize import count_qdq
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 
 def fake_tensorrt(version: str) -> types.ModuleType:

@@ -8,12 +8,12 @@ from torch import nn
 
 from hwnas.export.parity import OnnxRuntimeRunner
 from hwnas.latency_tables import OpKey
-from hwnas.ops import HeadSpec, OpKind, StemSpec
+from hwnas.core.ops import HeadSpec, OpKind, StemSpec
 from hwnas.profilers import get_profiler
 from hwnas.profilers.statistics import StatsConfig
 from hwnas.runtimes import Runner
 from hwnas.runtimes import onnx_model
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 
 def test_profiling_and_export_runners_share_one_protocol(tmp_path):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.jsonio import sha256_file
 from hwnas.locks import LockError, hold, lock_path
 from hwnas.runs import RunError, check_writable
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from lut_fixtures import mac_table
 
 ROOT = Path(__file__).resolve().parents[1]

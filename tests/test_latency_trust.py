@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.arch import Arch
+from hwnas.core.arch import Arch
 from hwnas.latency_tables.calibration import CalibrationData, fit_calibration
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.latency_tables.validation import EndToEnd, fit_best_calibration
 from hwnas.profilers.interleaved import RoundsConfig, reference_median, summarise, time_rounds
 from hwnas.search.verify import verify_on_device
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from test_predictor import hand_table
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from hwnas.errors import LutError
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey, canonical_block
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 
 def m(ms: float) -> Measurement:

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.arch import Arch, load_arch
+from hwnas.core.arch import Arch, load_arch
 from hwnas.cli import main
 from hwnas.search import STRATEGIES, LoopConfig, SearchProblem, read_history, run_search
 from hwnas.search.encodings import Encoder, canonical
 from hwnas.search.tabular import TabularEvaluator
-from hwnas.spaces import get_space
-from hwnas.spaces.nb201 import parse_nb201_string
+from hwnas.core.spaces import get_space
+from hwnas.core.spaces.nb201 import parse_nb201_string
 from hwnas.tabular.latency import DeviceLatency, nb201_params
 from hwnas.tabular.nb201 import ENV, BenchmarkDataError, NB201Table
 

@@ -8,15 +8,15 @@ import random
 import pytest
 import torch
 
-from hwnas.arch import Arch, load_arch, save_arch
+from hwnas.core.arch import Arch, load_arch, save_arch
 from hwnas.cli import main
 from hwnas.errors import ArchError, LutError, SpaceError
 from hwnas.latency_tables import LatencyTable, OpKey
 from hwnas.latency_tables.predictor import LatencyPredictor
-from hwnas.models import arch_backbone, arch_model
-from hwnas.spaces import get_space
-from hwnas.spaces.nb201 import EDGES, NB201_OPS, nb201_string, parse_nb201_string
-from hwnas.summary import summarize
+from hwnas.core.models import arch_backbone, arch_model
+from hwnas.core.spaces import get_space
+from hwnas.core.spaces.nb201 import EDGES, NB201_OPS, nb201_string, parse_nb201_string
+from hwnas.core.summary import summarize
 
 torch.set_num_threads(1)
 

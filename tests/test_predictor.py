@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.arch import Arch
+from hwnas.core.arch import Arch
 from hwnas.errors import LutError
 from hwnas.latency_tables import LatencyTable, Measurement, OpKey
 from hwnas.latency_tables.calibration import fit_calibration
 from hwnas.latency_tables.predictor import LatencyPredictor
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 # hand-set medians (ms) of every op of the tiny space
 STEM, HEAD = 0.5, 0.25

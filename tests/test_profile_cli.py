@@ -17,7 +17,7 @@ from hwnas.latency_tables import LatencyTable, OpKey
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.profilers import session as session_mod
 from hwnas.profilers.torch_backend import TorchCPUProfiler
-from hwnas.spaces import OpInstance, get_space
+from hwnas.core.spaces import OpInstance, get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--quick", "--no-progress"]

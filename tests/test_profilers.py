@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.build import BuildConfig, build_block
+from hwnas.core.build import BuildConfig, build_block
 from hwnas.errors import BackendError, MissingDependencyError
 from hwnas.profilers.table import device_identity
 from hwnas.profilers import PROFILERS, available_backends, get_profiler

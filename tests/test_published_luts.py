@@ -17,16 +17,16 @@ import pytest
 import yaml
 
 import hwnas.latency_tables
-from hwnas.arch import Arch, load_arch, save_arch
-from hwnas.build import build_model
+from hwnas.core.arch import Arch, load_arch, save_arch
+from hwnas.core.build import build_model
 from hwnas.cli import main
 from hwnas.errors import ArchError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.latency_tables.published import import_published
 from hwnas.profilers.table import LatencyTable
-from hwnas.ofa_config import arch_from_ofa_config
+from hwnas.core.ofa_config import arch_from_ofa_config
 from hwnas.profilers.session import op_module
-from hwnas.spaces import SKIP, get_space
+from hwnas.core.spaces import SKIP, get_space
 
 OFA_RESOLUTIONS = (160, 176, 192, 208, 224)
 

@@ -19,10 +19,10 @@ from hwnas.latency_tables.sampling import calibration_samples, choice_costs
 from hwnas.latency_tables.validation import calibrate_table, fidelity_report, measure_archs
 from hwnas.profilers.interleaved import RoundsConfig
 from hwnas.profilers.table import device_identity
-from hwnas.reference import new_reference
+from hwnas.core.reference import new_reference
 from hwnas.runtimes.fingerprint import DeviceFingerprint, device_fingerprint
 from hwnas.schemas import first_error, load_schema
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from stand_in import SyntheticMachine, macs_table
 
 QUICK = RoundsConfig(rounds=3, min_calls=2, max_calls=3, call_budget_s=0.0001, reference_calls=2, chunk_size=7)

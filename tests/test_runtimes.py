@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import hwnas
-from hwnas.arch import Arch
+from hwnas.core.arch import Arch
 from hwnas.errors import BackendError, ExportError
 from hwnas.export.parity import OnnxRuntimeRunner
 from hwnas.profilers.table import LatencyTable
@@ -21,7 +21,7 @@ from hwnas.profilers.interleaved import RoundRecord, RoundsConfig
 from hwnas.runtimes import RUNTIMES, Runner, Runtime, get_runtime, load_runner
 from hwnas.runtimes.onnx_model import export_onnx
 from hwnas.runtimes.ort import OrtRunner, OrtSettings
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 SHAPE = (1, 3, 8, 8)
 QUICK = RoundsConfig.quick()

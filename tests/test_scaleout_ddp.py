@@ -30,7 +30,7 @@ from hwnas.train import ddp
 from hwnas.search import FBNetConfig, LoopConfig, RandomStrategy, SearchProblem, read_history, run_search
 from hwnas.search.fbnet_train import SupernetTraining
 from hwnas.search.spos import SharedEvaluator, SPOSConfig
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from lut_fixtures import mac_table
 
 pytestmark = pytest.mark.ddp

@@ -15,7 +15,7 @@ from hwnas.profilers.interleaved import RoundsConfig
 from hwnas.profilers.session import default_table_name, space_keys
 from hwnas.profilers.torch_backend import TorchCPUProfiler
 from hwnas.scaleout.ray_profile import ActorDevice, Placement, ProfileWorker, _Group, _table_paths, profile_space_ray
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 FAST = ["--quick", "--no-progress", "--max-calls", "3"]
 TINY_KEYS = {k.text for k, _ in space_keys(get_space("tiny"))}

@@ -96,7 +96,7 @@ def cli_search(out, *extra):
 @pytest.fixture
 def tiny_lut(tmp_path):
     from lut_fixtures import mac_table
-    from hwnas.spaces import get_space
+    from hwnas.core.spaces import get_space
 
     mac_table(get_space("tiny")).save(tmp_path / "tiny.json")
     return tmp_path / "tiny.json"

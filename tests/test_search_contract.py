@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.arch import Arch, load_arch
+from hwnas.core.arch import Arch, load_arch
 from hwnas.cli import main
 from hwnas.runs import RunError, read_jsonl
 from hwnas.search import STRATEGIES, EvolutionStrategy, LoopConfig, SearchProblem, read_history, run_search
 from hwnas.search.evaluators import SyntheticEvaluator
 from hwnas.search.registry import make_evaluator
 from hwnas.search.objectives import dominates, hypervolume_2d, objective_values, parse_memory_budget
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from search_contract_setup import NAMES, SUPERNET, TRIALS, make_problem, memory_table, quantile_budgets, run, tiny_setup
 
 TESTS = Path(__file__).resolve().parent

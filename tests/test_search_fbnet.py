@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.arch import Arch, load_arch
+from hwnas.core.arch import Arch, load_arch
 from hwnas.cli import main
 from hwnas.train.data import load_data
 from hwnas.errors import LutError
@@ -23,7 +23,7 @@ from hwnas.search.registry import make_evaluator
 from hwnas.search.budget import FILL_MAX_LOG_RATIO, fill_budget, fit_to_budget, latency_range_ms
 from hwnas.search.latency_loss import budget_penalty, latency_aware_loss
 from hwnas.search.supernet import Supernet
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from lut_fixtures import mac_table
 
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from hwnas.build import build_block
+from hwnas.core.build import build_block
 from hwnas.errors import SpaceError
 from hwnas.profilers.session import op_module as session_op_module
-from hwnas.spaces import SKIP, SPACES, get_space
+from hwnas.core.spaces import SKIP, SPACES, get_space
 
 
 def op_module(space, op):

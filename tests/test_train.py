@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
 from hwnas.train.data import load_data
 from hwnas.runs import read_jsonl
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from hwnas.train.loop import TrainConfig, train_arch
-from hwnas.weights import load_weights
+from hwnas.core.weights import load_weights
 
 CHOICES = {"layer0": "k3_e1", "layer1": "k3_e3", "layer2": "skip"}
 

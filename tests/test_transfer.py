@@ -5,11 +5,11 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from hwnas.arch import Arch
-from hwnas.presets import resolve_arch
+from hwnas.core.arch import Arch
+from hwnas.core.presets import resolve_arch
 from hwnas.errors import ArchError, BackendError
-from hwnas.models import arch_model
-from hwnas.spaces import get_space
+from hwnas.core.models import arch_model
+from hwnas.core.spaces import get_space
 from hwnas.transfer.backbone import arch_source, mobilenet_v3_source
 from hwnas.transfer.data import IGNORE, load_task_data
 from hwnas.transfer.export import export_task_onnx, task_parity
@@ -17,7 +17,7 @@ from hwnas.transfer.heads import HEADS, HeadError, build_task_model, check_head
 from hwnas.transfer.latency import backbone_of, lut_backbone_ms, task_head_cost_ms, worst_case
 from hwnas.transfer.metrics import DetectionMetric, SegmentationMetric
 from hwnas.transfer.pipeline import TransferConfig, evaluate, train_epoch
-from hwnas.weights import save_weights
+from hwnas.core.weights import save_weights
 from hwnas.profilers import StatsConfig
 
 TINY = {"layer0": "k3_e1", "layer1": "k3_e3", "layer2": "k3_e1"}

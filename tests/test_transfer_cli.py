@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hwnas.arch import Arch, save_arch
+from hwnas.core.arch import Arch, save_arch
 from hwnas.cli import main
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"layer0": "k3_e1", "layer1": "k3_e3", "layer2": "k3_e1"}

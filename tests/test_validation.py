@@ -19,7 +19,7 @@ from hwnas.latency_tables.validation import (
 )
 from hwnas.profilers.interleaved import RoundsConfig
 from hwnas.profilers.session import profile_space
-from hwnas.spaces import get_space
+from hwnas.core.spaces import get_space
 from stand_in import SyntheticMachine, macs_table
 from test_predictor import hand_table
 

@@ -6,16 +6,16 @@ import json
 import random
 from pathlib import Path
 
-from ..arch import save_arch
-from ..presets import resolve_arch
-from ..arch import Arch
+from ..core.arch import save_arch
+from ..core.presets import resolve_arch
+from ..core.arch import Arch
 from ..errors import ArchError
-from ..models import arch_model, space_of
-from ..ofa_config import load_ofa_config
-from ..presets import PRESETS, get_preset
-from ..spaces import get_space
-from ..spaces.nb201 import EDGES, NB201Space, nb201_string, parse_nb201_string
-from ..summary import summarize
+from ..core.models import arch_model, space_of
+from ..core.ofa_config import load_ofa_config
+from ..core.presets import PRESETS, get_preset
+from ..core.spaces import get_space
+from ..core.spaces.nb201 import EDGES, NB201Space, nb201_string, parse_nb201_string
+from ..core.summary import summarize
 from .common import SEED
 
 

@@ -9,7 +9,7 @@ from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
 from ..latency_tables.validation import END_TO_END
-from ..presets import resolve_arch
+from ..core.presets import resolve_arch
 from ..profilers.table import LatencyTable
 from .common import SEED
 

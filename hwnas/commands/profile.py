@@ -11,7 +11,7 @@ from ..profilers.session import profile_to
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
 from ..scaleout.ray_runtime import LOCAL
-from ..spaces import get_space
+from ..core.spaces import get_space
 from .common import SEED
 
 # CLI flag -> profiler keyword; a flag given to a backend that does not take it is an error

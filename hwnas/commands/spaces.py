@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..spaces import SPACES, LayerwiseSpace, get_space
+from ..core.spaces import SPACES, LayerwiseSpace, get_space
 
 
 def register(subparsers) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..presets import resolve_arch
+from ..core.presets import resolve_arch
 from ..runs import refuse_nonempty
 from ..train.data import load_data
 from ..train.loop import TrainConfig, train_in_run_folder

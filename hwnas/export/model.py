@@ -12,13 +12,13 @@ import torch
 from timm.layers import set_layer_config
 from torch import nn
 
-from ..arch import Arch
-from ..presets import resolve_arch
+from ..core.arch import Arch
+from ..core.presets import resolve_arch
 from ..errors import ExportError
 from ..jsonio import sha256_file
-from ..models import arch_model, space_of
+from ..core.models import arch_model, space_of
 from ..preprocessing import IMAGENET, Preprocessing
-from ..weights import check_weights_match, load_weights
+from ..core.weights import check_weights_match, load_weights
 
 
 @dataclass(frozen=True)

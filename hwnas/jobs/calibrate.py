@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..arch import arch_from_dict
+from ..core.arch import arch_from_dict
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..latency_tables.calibration import Calibration, Validation
@@ -20,11 +20,11 @@ from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.sampling import Sample, calibration_samples, choice_costs, draw_samples, group_of
 from ..latency_tables.validation import END_TO_END, calibrate_table, calibration_hashes, fidelity_report, measure_archs
 from ..locks import hold
-from ..presets import resolve_arch
+from ..core.presets import resolve_arch
 from ..profilers.interleaved import RoundRecord
 from ..profilers.table import LatencyTable
 from ..runs import check_writable
-from ..spaces import SearchSpace
+from ..core.spaces import SearchSpace
 
 #: a validation is the check of a table: twice the rounds of a calibration make it precise enough to order
 #: architectures a few percent apart (on this VM, odd against even rounds: tau 0.87-0.92 at 7 rounds, 0.94 at 15)

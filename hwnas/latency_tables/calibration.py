@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import LutError
-from ..ops import CellOpSpec
+from ..core.ops import CellOpSpec
 
 MODELS = ("raw", "scale", "linear", "ops", "types", "types_ops")
 MIN_SAMPLES = {"raw": 1, "scale": 2, "linear": 3, "ops": 4, "types": 8, "types_ops": 9}
@@ -64,7 +64,7 @@ def op_category(op) -> str:
         return "fixed"
     if CellOpSpec.matches(op.spec):
         return f"nb201_{CellOpSpec.parse(op.spec).op}"
-    from ..build import decode_block
+    from ..core.build import decode_block
 
     args = decode_block(op.spec)[0]
     kind = args["block_type"]

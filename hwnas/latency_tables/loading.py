@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import BackendError, LutError
-from ..spaces import SearchSpace, get_space
+from ..core.spaces import SearchSpace, get_space
 from .published import is_published, refusal
 from ..profilers.table import LatencyTable, device_identity
 

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import LutError
-from ..spaces import SKIP, LayerwiseSpace, SearchSpace
+from ..core.spaces import SKIP, LayerwiseSpace, SearchSpace
 from . import published
 from .calibration import calibration_for, op_category
 from ..profilers.table import LatencyTable, Measurement, OpKey

@@ -38,9 +38,9 @@ from pathlib import Path
 from timm.layers import make_divisible
 
 from ..errors import HwnasError, LutError
-from ..ops import HeadSpec
-from ..spaces import SearchSpace, get_space
-from ..spaces.base import OpInstance
+from ..core.ops import HeadSpec
+from ..core.spaces import SearchSpace, get_space
+from ..core.spaces.base import OpInstance
 from ..profilers.table import LatencyTable, Measurement, OpKey
 
 PUBLISHED_BACKEND = "published"

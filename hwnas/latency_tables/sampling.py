@@ -24,9 +24,9 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..arch import Arch
-from ..reference import reference_arch
-from ..spaces import SearchSpace
+from ..core.arch import Arch
+from ..core.reference import reference_arch
+from ..core.spaces import SearchSpace
 
 UNIFORM = "uniform"
 

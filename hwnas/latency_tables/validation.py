@@ -21,12 +21,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy.stats import kendalltau
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import LutError
 from ..profilers.end_to_end import END_TO_END, measure_end_to_end
 from ..profilers.interleaved import RoundRecord, RoundsConfig, round_spread
-from ..reference import reference_model, reference_ms
-from ..spaces import SearchSpace
+from ..core.reference import reference_model, reference_ms
+from ..core.spaces import SearchSpace
 from .calibration import MODELS, Calibration, CalibrationData, fit_model, selection_score
 from .predictor import LatencyPredictor
 from .published import is_published

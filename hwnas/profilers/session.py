@@ -3,7 +3,7 @@ checkpointed so that nothing finished is lost.
 
 `profile_space` is what `hwnas profile` runs. Ops are prepared in chunks (`chunk_size` sessions
 open at a time) and timed in interleaved rounds against the table's reference network
-(`hwnas.profilers.interleaved`, `hwnas.reference`): every op's entry is the median of its
+(`hwnas.profilers.interleaved`, `hwnas.core.reference`): every op's entry is the median of its
 rounds, each rescaled to the reference's time, so an op timed while the machine ran 20% slow
 is not 20% off. The reference's time is fixed by the first chunk of a new table; resumed and
 added ops are expressed at it.
@@ -29,13 +29,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..build import BuildConfig, Head, Stem, build_block
-from ..cells import cell_op_module
+from ..core.build import BuildConfig, Head, Stem, build_block
+from ..core.cells import cell_op_module
 from ..errors import HwnasError, LutError, ProfileError
 from ..locks import hold
 from .table import LatencyTable, Measurement, OpKey
-from ..reference import new_reference, reference_model, set_reference_time
-from ..spaces import OpInstance, SearchSpace
+from ..core.reference import new_reference, reference_model, set_reference_time
+from ..core.spaces import OpInstance, SearchSpace
 from .base import Profiler, Runner
 from ..runtimes.fingerprint import device_slug
 from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise, time_rounds
@@ -43,7 +43,7 @@ from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise,
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
     """The module an OpInstance measures: timm's stem, one block from the builder, or the head
-    (for NB201's network, the stem, op, reduction block or head of hwnas.cells)."""
+    (for NB201's network, the stem, op, reduction block or head of hwnas.core.cells)."""
     if cfg.family == "nb201":
         return cell_op_module(op)
     if op.kind == "stem":

@@ -29,7 +29,7 @@ Schema (format "hwnas.lut", version 1), a JSON object:
                            Calibration and Validation)
     reference              null (older tables), or the reference network every latency of
                            the table is expressed against, with its time `ms` (see
-                           hwnas.reference); entries are medians of interleaved rounds, each
+                           hwnas.core.reference); entries are medians of interleaved rounds, each
                            rescaled by the reference's time around it
     rounds                 null, or the interleaved round settings the entries were timed with
                            (hwnas.profilers.interleaved.RoundsConfig)
@@ -53,7 +53,7 @@ from typing import Iterable
 
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
-from ..ops import CellOpSpec, OpKind
+from ..core.ops import CellOpSpec, OpKind
 from ..runtimes.fingerprint import DeviceFingerprint
 from ..schemas import first_error
 

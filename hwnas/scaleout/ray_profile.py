@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..build import BuildConfig
+from ..core.build import BuildConfig
 from ..errors import HwnasError, ProfileError
 from ..profilers.table import LatencyTable, OpKey, device_identity
 from ..locks import hold_all
@@ -45,7 +45,7 @@ from ..profilers.interleaved import RoundsConfig
 from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, pending_rounds,
                                  record_chunk, table_and_todo, time_chunk)
 from ..profilers.statistics import StatsConfig
-from ..spaces import OpInstance, SearchSpace
+from ..core.spaces import OpInstance, SearchSpace
 from .ray_runtime import cluster_slots, fits, import_ray, raise_hwnas_cause
 
 #: ops sent to an actor at a time: small, so that a dead actor loses little and the work spreads
@@ -127,7 +127,7 @@ class ProfileWorker:
                           job.rounds, seed=job.seed, records=job.pending, done=job.saved, out=job.out)
 
     def _reference_runner(self, reference: dict, batch: int):
-        from ..reference import reference_model
+        from ..core.reference import reference_model
 
         key = json.dumps([{k: reference.get(k) for k in ("space", "resolution", "num_classes", "choices")}, batch],
                          sort_keys=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..options import Options, option
 from .base import TrialStrategy

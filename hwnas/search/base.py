@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import ImageData
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..latency_tables.predictor import LatencyPredictor
 from ..options import Options
-from ..spaces import SearchSpace
+from ..core.spaces import SearchSpace
 from .budget import BudgetStep
 from .objectives import Budgets
 

@@ -9,10 +9,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
-from ..spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace
 
 _BUDGET = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*(?P<unit>ms|s|us|µs|%)?\s*$", re.I)
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import make_loader
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
-from ..spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace
 from ..train.loop import cosine_lr, steps_per_epoch
 from .base import Candidate, SearchProblem, SearchResult, SupernetStrategy, refuse_unused_budgets
 from .budget import repair_to_budget

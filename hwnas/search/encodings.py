@@ -13,8 +13,8 @@ import itertools
 
 import numpy as np
 
-from ..arch import Arch
-from ..spaces import SearchSpace
+from ..core.arch import Arch
+from ..core.spaces import SearchSpace
 
 
 def _cell_paths(edges) -> list[tuple[str, ...]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import ImageData, split_train, without_augmentation
 from ..errors import HwnasError
 from ..options import Options, option, reads

@@ -16,7 +16,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..options import Options, option
 from .base import TrialStrategy

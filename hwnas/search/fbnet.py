@@ -21,7 +21,7 @@ from ..train.data import ImageData
 from ..errors import HwnasError
 from ..options import Options, option, reads
 from ..train import ddp
-from ..spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace
 from ..train.loop import TrainConfig
 from .base import SearchProblem, SearchResult, SupernetStrategy
 from .evaluators import Evaluator, holdout_evaluator

@@ -10,10 +10,10 @@ import time
 
 from tqdm.auto import tqdm
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import split_train
 from ..jsonio import atomic_write_json, read_json
-from ..spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace
 from ..train.loop import evaluate
 from .base import Candidate, SearchProblem, SearchResult
 from .budget import BudgetStep, fit_to_budget, top_k_choices

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import make_loader, split_train
 from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
 from ..train import ddp
-from ..spaces import get_space
+from ..core.spaces import get_space
 from ..train.loop import sgd_epoch, steps_per_epoch
 from .latency_loss import latency_aware_loss
 from .supernet import Supernet

@@ -18,7 +18,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..options import Options, option
 from .base import TrialStrategy

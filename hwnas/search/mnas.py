@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from .base import TrialStrategy

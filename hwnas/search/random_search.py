@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from ..arch import Arch
+from ..core.arch import Arch
 from .base import TrialStrategy
 
 

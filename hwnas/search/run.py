@@ -15,7 +15,7 @@ from ..profilers.table import LatencyTable
 from ..locks import hold
 from ..runs import refuse_nonempty
 from ..train import ddp
-from ..spaces import get_space
+from ..core.spaces import get_space
 from .base import SearchProblem, SearchResult
 from .budget import parse_budget, resolve_budget
 from .config import SearchConfig, TrialOptions
@@ -178,7 +178,7 @@ def use_task_head(predictor: LatencyPredictor, config: SearchConfig, report: Rep
     measured once on the table's own backend and options, at its speed; for a published table,
     measured here and scaled to its device (hwnas.transfer.latency.head_on_device, marked derived)."""
     from ..errors import BackendError
-    from ..reference import reference_arch
+    from ..core.reference import reference_arch
     from ..transfer.latency import head_on_device, task_head_latency
 
     if config.task_classes < 1:

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..train.data import ImageData, make_loader
 from ..errors import HwnasError
 from ..options import Options, option, reads
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
 from ..train import ddp
-from ..spaces import LayerwiseSpace, get_space
+from ..core.spaces import LayerwiseSpace, get_space
 from ..train.loop import evaluate, sgd_epoch, steps_per_epoch
 from .evaluators import HOLDOUT_HELP, TITLE, Evaluator, check_holdout, holdout_data
 from .supernet import Supernet, path_indices

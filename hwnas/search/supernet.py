@@ -1,5 +1,5 @@
 """FBNet's weight-sharing supernet: per searchable layer a mixed op over the space's candidate
-blocks (built by hwnas.build, the same builder the LUT measured), mixed by Gumbel-softmax
+blocks (built by hwnas.core.build, the same builder the LUT measured), mixed by Gumbel-softmax
 samples of per-layer architecture parameters.
 
 Two forms of the mixed op (`mixed_op`):
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..build import Head, Stem, build_block
+from ..core.build import Head, Stem, build_block
 from ..errors import HwnasError
-from ..spaces import LayerwiseSpace, SearchableLayer
+from ..core.spaces import LayerwiseSpace, SearchableLayer
 from ..train.loop import init_for_training
 
 MIXED_OPS = ("hard", "soft")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..options import Options, option
 from ..tabular.nb201 import CSV, ENV, SIGNALS, NB201Table

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from ..arch import Arch, arch_from_dict
+from ..core.arch import Arch, arch_from_dict
 from ..errors import HwnasError
 from ..runs import RunError
 

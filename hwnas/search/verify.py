@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.validation import EndToEnd
-from ..spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace
 from .budget import BudgetError, repair_to_budget
 
 #: the tightened LUT budget leaves this much room below the measured ratio

@@ -14,11 +14,11 @@ import hashlib
 
 import numpy as np
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import Prediction
-from ..spaces import SearchSpace
-from ..spaces.nb201 import EDGES, NB201Space
+from ..core.spaces import SearchSpace
+from ..core.spaces.nb201 import EDGES, NB201Space
 from .nb201 import DEVICE_NAMES, DEVICES, NB201Table
 
 _CONV_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
-from ..spaces import get_space
-from ..spaces.nb201 import EDGES, NB201_OPS, parse_nb201_string
+from ..core.spaces import get_space
+from ..core.spaces.nb201 import EDGES, NB201_OPS, parse_nb201_string
 
 CSV = Path("nb201") / "nb201_cifar_accuracy_latency.csv"
 ENV = "HWNAS_NASBENCH"

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..arch import Arch
+from ..core.arch import Arch
 from .data import ImageData, make_loader
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
-from ..models import arch_model
+from ..core.models import arch_model
 from ..locks import hold
 from ..runs import open_training_run, refuse_nonempty, rng_state, save_checkpoint, write_jsonl
-from ..weights import save_weights
+from ..core.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "hwnas.train-checkpoint"

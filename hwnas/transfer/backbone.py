@@ -1,6 +1,6 @@
 """Multi-scale backbones in torchvision's contract: `out_channels` and an `OrderedDict[str, Tensor]`.
 
-A searched architecture becomes timm's `EfficientNetFeatures` through `hwnas.build` (the code
+A searched architecture becomes timm's `EfficientNetFeatures` through `hwnas.core.build` (the code
 path that builds the LUT's blocks); torchvision's `mobilenet_v3_large` (randomly initialised)
 is the reference backbone the benchmark compares against. Both are `FeatureBackbone`s: a body
 returning a list of maps plus the channels and stride of each, so every head is built the same
@@ -19,11 +19,11 @@ from timm.layers import set_layer_config
 from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from ..arch import Arch
-from ..build import build_features, feature_levels
+from ..core.arch import Arch
+from ..core.build import build_features, feature_levels
 from ..errors import ArchError
-from ..models import space_of
-from ..weights import check_weights_match, load_weights
+from ..core.models import space_of
+from ..core.weights import check_weights_match, load_weights
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class BackboneSource:
 
 
 class _ArchBody(nn.Module):
-    """timm EfficientNetFeatures returning every level (a list), built by hwnas.build."""
+    """timm EfficientNetFeatures returning every level (a list), built by hwnas.core.build."""
 
     def __init__(self, features: nn.Module):
         super().__init__()

@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import ExportError
 from ..export.model import ExportModel
 from ..export.onnx_export import OnnxSpec, export_model

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..errors import HwnasError
 from ..locks import hold
-from ..presets import resolve_arch
+from ..core.presets import resolve_arch
 from ..runs import check_writable, refuse_nonempty
 from .export import TaskParity
 from .latency import TaskLatency, check_clock, lut_backbone_ms

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
@@ -32,7 +32,7 @@ from ..profilers.table import LatencyTable
 from ..profilers import StatsConfig
 from ..profilers.end_to_end import END_TO_END, measure_end_to_end
 from ..profilers.torch_backend import check_clock
-from ..reference import reference_model, reference_ms
+from ..core.reference import reference_model, reference_ms
 from .backbone import BackboneSource, arch_source
 from .export import TaskOutput
 

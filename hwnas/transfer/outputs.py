@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..arch import Arch
+from ..core.arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..latency_tables.published import is_published

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..arch import Arch
-from ..presets import resolve_arch
+from ..core.arch import Arch
+from ..core.presets import resolve_arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json
 from ..runs import open_training_run, rng_state, save_checkpoint, write_jsonl

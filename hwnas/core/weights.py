@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from .arch import Arch, arch_from_dict
-from .errors import ArchError, HwnasError
-from .preprocessing import Preprocessing, legacy_preprocessing
-from .runs import load_checkpoint, save_checkpoint
-from .schemas import first_error
+from ..errors import ArchError, HwnasError
+from ..preprocessing import Preprocessing, legacy_preprocessing
+from ..runs import load_checkpoint, save_checkpoint
+from ..schemas import first_error
 
 WEIGHTS_FORMAT = "hwnas.weights"
 WEIGHTS_VERSION = 2

@@ -10,8 +10,8 @@ from typing import Mapping
 from timm.layers import make_divisible
 
 from .arch import Arch
-from .errors import ArchError, HwnasError
-from .jsonio import read_json
+from ..errors import ArchError, HwnasError
+from ..jsonio import read_json
 from .spaces import get_space
 from .spaces.mobilenetv3 import DEPTHS, LAYER_CHOICES, MAX_DEPTH, STAGES, MobileNetV3W12Space
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import SpaceError
+from ...errors import SpaceError
 from .base import SKIP, Decision, LayerwiseSpace, OpInstance, SearchableLayer, SearchSpace
 from .fbnet import FBNetSpace
 from .mnasnet import MnasNetSpace

@@ -4,7 +4,7 @@ Decisions are the edges, `edge_J_I` the edge into node J from node I; choices ar
 names. An architecture reads and writes NB201's string form, `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`
 (node 1's input edges, then node 2's, then node 3's; `op~i` is the edge from node i).
 
-The network is NB201's own (hwnas.cells), not a timm arch_def. Its LUT ops are the stem, every
+The network is NB201's own (hwnas.core.cells), not a timm arch_def. Its LUT ops are the stem, every
 non-`none` edge op of every cell at its stage's shape (`nb201_nor_conv_3x3_c16`), the two
 reduction blocks (`nb201_resblock_c32`) and the head (lastact, pool, classifier).
 """
@@ -18,7 +18,7 @@ from torch import nn
 
 from ..build import BuildConfig
 from ..cells import CELL_EDGES, NB201Network
-from ..errors import ArchError, SpaceError
+from ...errors import ArchError, SpaceError
 from ..ops import CellOpSpec, OpKind, StemSpec
 from .base import Decision, OpInstance, SearchSpace, _unique, conv_out
 

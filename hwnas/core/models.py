@@ -1,4 +1,4 @@
-"""Architecture -> torch module, through the space (a timm arch_def built by hwnas.build, or a
+"""Architecture -> torch module, through the space (a timm arch_def built by hwnas.core.build, or a
 cell space's own network)."""
 
 from __future__ import annotations

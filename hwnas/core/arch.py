@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from .errors import ArchError, HwnasError
-from .jsonio import atomic_write_json, read_json
-from .schemas import first_error
+from ..errors import ArchError, HwnasError
+from ..jsonio import atomic_write_json, read_json
+from ..schemas import first_error
 from .spaces import SearchSpace, get_space
 
 ARCH_FORMAT = "hwnas.arch"

@@ -1,4 +1,4 @@
-"""NAS-Bench-201's network in PyTorch (Dong & Yang, ICLR 2020): the cell space nb201's hwnas.build.
+"""NAS-Bench-201's network in PyTorch (Dong & Yang, ICLR 2020): the cell space nb201's hwnas.core.build.
 
 Module for module as NB201's reference code (D-X-Y/AutoDL-Projects, xautodl/models:
 cell_infers/tiny_network.py, cell_infers/cells.py, cell_operations.py), with its attribute names,
@@ -7,7 +7,7 @@ edge is a parameterless placeholder that is not run (NB201 multiplies its input 
 whose every input edge is `none` is a zero tensor, as in NB201.
 
 The LUT measures the very modules the network is made of: `cell_op_module` builds the stem, a
-cell edge op, a reduction block or the head for an OpInstance (spec: hwnas.ops.CellOpSpec).
+cell edge op, a reduction block or the head for an OpInstance (spec: hwnas.core.ops.CellOpSpec).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arch import Arch, load_arch
-from .errors import ArchError
+from ..errors import ArchError
 from .spaces import get_space
 
 # FBNet-C (timm `fbnetc_100`): stage by stage, the skip in the c24 stage put last

@@ -3,7 +3,7 @@ parsed arguments of the fixed ops, instead of string tests and `split("_")` at e
 
 `OpKind` is a str enum, so `kind == "stem"` and f-strings keep working where a kind is compared or
 printed. A stem spec is `c{channels}_k{kernel}_s{stride}`, a head spec `f{features}_n{classes}`;
-block specs are timm block strings (hwnas.build.decode_block parses those), or for the cell space
+block specs are timm block strings (hwnas.core.build.decode_block parses those), or for the cell space
 nb201 an op of NB201's network, `nb201_{op}_c{channels}` (CellOpSpec).
 """
 
@@ -86,7 +86,7 @@ CELL_OPS = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "res
 
 @dataclass(frozen=True)
 class CellOpSpec:
-    """A block of NB201's network (hwnas.cells): a cell edge op at `channels` in and out, stride 1
+    """A block of NB201's network (hwnas.core.cells): a cell edge op at `channels` in and out, stride 1
     (`nb201_nor_conv_3x3_c16`), or the residual reduction block to `channels`, stride 2
     (`nb201_resblock_c32`)."""
 

@@ -1,5 +1,5 @@
 """What every search space is: named decisions, a map from choices to a network (a timm arch_def
-that hwnas.build builds, or for a cell space its own network), and the concrete ops (block
+that hwnas.core.build builds, or for a cell space its own network), and the concrete ops (block
 string + input shape) that any of its architectures can contain."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 from torch import nn
 
 from ..build import BuildConfig, build_model, decode_block
-from ..errors import ArchError
+from ...errors import ArchError
 from ..ops import CellOpSpec, HeadSpec, OpKind, StemSpec
 
 SKIP = "skip"
@@ -123,7 +123,7 @@ class SearchSpace(ABC):
     resolution_step: int = 32
 
     def __init__(self, resolution: int | None = None, num_classes: int | None = None):
-        from ..errors import SpaceError
+        from ...errors import SpaceError
 
         self.resolution = int(self.default_resolution if resolution is None else resolution)
         self.num_classes = int(self.default_num_classes if num_classes is None else num_classes)

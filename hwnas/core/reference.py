@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from torch import nn
 
 from .arch import Arch
-from .errors import LutError
+from ..errors import LutError
 from .spaces import SearchSpace, get_space
 
 REFERENCE_SEED = 0

@@ -28,7 +28,7 @@ from timm.models._efficientnet_builder import (
 from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
 from timm.models.mobilenetv3 import MobileNetV3
 
-from .errors import ArchError
+from ..errors import ArchError
 
 _GROUP_OPTION = re.compile(r"^g(\d+)$")
 
@@ -43,7 +43,7 @@ class BuildConfig:
     EfficientNet's: 1x1 conv, BN, activation, pool, classifier.
 
     `family`: "timm" for the networks built here; "nb201" for NAS-Bench-201's network
-    (hwnas.cells), whose stem, blocks and head are NB201's own (the other fields then only
+    (hwnas.core.cells), whose stem, blocks and head are NB201's own (the other fields then only
     name the stem width and the head's input width).
     """
 
