@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from ..errors import LutError
-from ..jsonio import sha256_file
-from ..latency_tables.published import FORMATS, combine, import_published, is_published, table_name
-from ..locks import hold
-from ..runs import check_writable
+from ..latency_tables.files import merge_files, write_imported
+from ..latency_tables.published import FORMATS, import_published
 from ..profilers.table import LatencyTable
 
 
@@ -130,52 +126,20 @@ def cmd_show(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    if len(args.tables) < 2:
-        raise LutError("merge needs at least two tables")
-    out = Path(args.out)
-    if out.is_dir():
-        raise LutError(f"--out {out} is a directory; give a file path")
-    if out.exists() and not args.force:
-        raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    check_writable(out)
-    tables = [LatencyTable.load(path) for path in args.tables]  # each checked, values included
-    merged = tables[0]
-    for path, table in zip(args.tables[1:], tables[1:]):
-        try:
-            # published tables of two resolutions may time one op differently: refuse, not overwrite
-            merged = combine([merged, table]) if is_published(merged) and is_published(table) else merged.merge(table)
-        except LutError as exc:
-            raise LutError(f"cannot merge {path} into {args.tables[0]}: {exc}") from None
-    LatencyTable.from_dict(merged.to_dict(), source="the merged table")  # what is written reads back
-    with hold(out, "latency table"):
-        if out.exists() and not args.force:  # written by another process since the check above
-            raise LutError(f"{out} exists; pass --force to overwrite it or choose another --out")
-        replaced = sha256_file(out) if out.is_file() else None
-        merged.save(out)
-    print(f"wrote {out}: {len(merged)} entries from {len(tables)} tables ({', '.join(merged.spaces)})"
-          + (f"; replaced a file of sha256 {replaced}" if replaced else ""))
+    done = merge_files(args.tables, args.out, args.force)
+    print(f"wrote {args.out}: {len(done.table)} entries from {done.sources} tables ({', '.join(done.table.spaces)})"
+          + (f"; replaced a file of sha256 {done.replaced}" if done.replaced else ""))
     return 0
 
 
 def cmd_import(args) -> int:
-    out = Path(args.out)
-    to_dir = out.is_dir() or args.out.endswith(("/", "\\"))
     results = import_published(args.files, args.format, args.device)
     for table, report in results:
         print(f"{report.file}: {report.resolution}px, {report.rows} rows, {report.mapped} mapped onto the "
               f"{report.ops} ops of {table.spaces[0]}, {len(report.unmapped)} unmapped")
         for key, why in report.unmapped:
             print(f"  unmapped {key}: {why}")
-    tables = [table for table, _ in results]
-    try:
-        targets = [(out / table_name(t), t) for t in tables] if to_dir else [(out, combine(tables))]
-    except LutError as exc:
-        raise LutError(f"{exc}: give --out a directory") from None
-    existing = [str(path) for path, _ in targets if path.exists()]
-    if existing and not args.force:
-        raise LutError(f"{existing[0]} exists; pass --force to overwrite it or choose another --out")
-    for path, table in targets:
-        table.save(path)
+    for path, table in write_imported([table for table, _ in results], args.out, args.force):
         print(f"wrote {path}: {len(table)} entries, {table.spaces[0]} at {', '.join(map(str, table.resolutions))} px, "
               f"measured on {table.device['name']} (backend {table.backend})")
     return 0
