@@ -19,7 +19,7 @@ import torch
 
 from ..arch import Arch
 from ..errors import LutError
-from ..spaces import SKIP, LayerwiseSpace, SearchSpace
+from ..spaces import LayerwiseSpace, SearchSpace
 from . import published
 from .calibration import calibration_for, op_category
 from .table import LatencyTable, Measurement, OpKey
@@ -243,7 +243,8 @@ class LatencyPredictor:
         if "_layer_tables" not in self._cache:
             fixed, per_layer = self._layer_tables(self.op_cost_ms)
             fixed += self.task_head_offset_ms
-            ops = [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
+            ops = [torch.tensor([0.0 if layer.op(c) is None else 1.0 for c in layer.candidates])
+                   for layer in self.space.layers]
             self._cache["_layer_tables"] = (fixed, per_layer, ops)
         return self._cache["_layer_tables"]
 
