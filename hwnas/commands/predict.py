@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..arch import arch_from_dict
+from ..arch import Arch, arch_from_dict
 from ..presets import resolve_arch
-from ..errors import HwnasError
+from ..errors import ArchError, HwnasError
 from ..jsonio import atomic_write_json, read_json
 from ..latency_tables.calibration import Calibration
 from ..latency_tables.loading import open_profiler, space_for_table
@@ -23,13 +24,18 @@ from ..latency_tables.validation import END_TO_END, calibrate_table, calibration
 from ..locks import hold
 from ..profilers.interleaved import RoundRecord
 from ..runs import check_writable
+from ..spaces import get_space
 from .common import SEED
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="predicted latency and memory of an architecture")
+    p = subparsers.add_parser("predict", help="predicted latency and memory of architectures")
     p.add_argument("--lut", required=True, help="latency table JSON")
-    p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
+    p.add_argument("arch", metavar="ARCH", nargs="*", help="architecture JSON file or preset:NAME (several, or with "
+                   "--archs-file: one JSON object per line with --json)")
+    p.add_argument("--archs-file", default=None, metavar="LIST.jsonl",
+                   help="many architectures, one architecture object per line (as in an architecture file); "
+                        "with --json, prints one prediction per line in input order")
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the table's)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the deployed head (default: the space's; the table must hold that head)")
@@ -81,8 +87,66 @@ def _positive(value: int, flag: str) -> None:
         raise HwnasError(f"{flag} must be >= 1, got {value}")
 
 
+def _read_archs_file(path: str) -> list[tuple[str, str, Arch]]:
+    """(label `FILE:LINE`, `FILE line LINE`, architecture) of every non-blank line of a JSON-lines file; a bad line is
+    an ArchError naming the file and the line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchError(f"--archs-file {path}: cannot read it ({exc.__class__.__name__}: {exc}); give a JSON-lines file "
+                        "of architecture objects") from None
+    spaces: dict[str, object] = {}
+    archs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ArchError(f"{where}: not JSON ({exc}); each line is one architecture object, e.g. "
+                            "`hwnas arch sample --space SPACE` on one line") from None
+        name = data.get("space") if isinstance(data, dict) else None
+        if isinstance(name, str) and name not in spaces:
+            try:
+                spaces[name] = get_space(name)
+            except HwnasError:
+                spaces[name] = None
+        archs.append((f"{path}:{number}", where, arch_from_dict(data, where, space=spaces.get(name) if isinstance(name, str)
+                                                         else None)))
+    if not archs:
+        raise ArchError(f"--archs-file {path} holds no architecture; write one architecture object per line")
+    return archs
+
+
+def _predict_batch(args, table: LatencyTable) -> int:
+    """Many architectures -> one JSON object per line, in input order (nothing printed on a bad input)."""
+    if not args.json:
+        raise HwnasError("several architectures are predicted as JSON lines (one object per architecture): pass --json")
+    archs = [(ref, ref, resolve_arch(ref)) for ref in args.arch]
+    if args.archs_file is not None:
+        archs += _read_archs_file(args.archs_file)
+    space = space_for_table(table, archs[0][2].space, args.resolution, args.num_classes)
+    for _, where, arch in archs:
+        if arch.space != space.name:
+            raise ArchError(f"{where}: architecture is of space {arch.space!r}, not {space.name!r} (the first one's); predict "
+                            "one space per call")
+    predictor = LatencyPredictor(table, space)
+    fixed = {"space": space.name, "resolution": space.resolution, "num_classes": space.num_classes,
+             "backend": table.backend}
+    lines = [json.dumps({"input": label, "arch": arch.hash, **fixed, **predictor.predict(arch).to_dict()}, sort_keys=True)
+             for label, _, arch in archs]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def cmd_predict(args) -> int:
     table = LatencyTable.load(args.lut)
+    if not args.arch and args.archs_file is None:
+        raise HwnasError("name an architecture to predict (ARCH: a JSON file or preset:NAME) or --archs-file LIST.jsonl")
+    if len(args.arch) > 1 or args.archs_file is not None:
+        return _predict_batch(args, table)
+    args.arch = args.arch[0]
     arch = resolve_arch(args.arch)
     space = space_for_table(table, arch.space, args.resolution, args.num_classes)
     predictor = LatencyPredictor(table, space)

@@ -93,9 +93,12 @@ class LatencyPredictor:
         return key in self.table or str(key) in self._derived
 
     def measurement(self, op) -> Measurement:
-        """The table's measurement of one op (or the derived one, see `derived`)."""
-        key = self.key(op)
-        return self._derived.get(str(key)) or self.table.get(key)
+        """The table's measurement of one op (or the derived one, see `derived`; cached)."""
+        cached = self._cache.get(("measurement", op))
+        if cached is None:
+            key = self.key(op)
+            cached = self._cache[("measurement", op)] = self._derived.get(str(key)) or self.table.get(key)
+        return cached
 
     def op_latency_ms(self, op) -> float:
         """Median latency of one op instance from the table (cached)."""

@@ -300,6 +300,18 @@ class LayerwiseSpace(SearchSpace):
                 chs, hw = out_chs, conv_out(hw, stride)
         return tuple(layers)
 
+    def arch_ops(self, choices: Mapping[str, str]) -> list[OpInstance]:
+        """As SearchSpace.arch_ops (stem, blocks, head), from each layer's op at its fixed input
+        shape, built once per space: batch prediction sums thousands of architectures a second."""
+        cache = self.__dict__.get("_layer_ops")
+        if cache is None:
+            cache = self.__dict__["_layer_ops"] = [{c: layer.op(c) for c in layer.candidates} for layer in self.layers]
+            (final_shape,) = self.final_shapes()
+            self.__dict__["_fixed_ops"] = (self.stem_op(), self.head_op(*final_shape))
+        stem, head = self.__dict__["_fixed_ops"]
+        blocks = [op for layer, ops in zip(self.layers, cache) if (op := ops[choices[layer.name]]) is not None]
+        return [stem, *blocks, head]
+
     def arch_def(self, choices: Mapping[str, str]) -> list[list[str]]:
         stages: list[list[str]] = [[] for _ in self.stages]
         for layer in self.layers:
