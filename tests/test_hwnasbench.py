@@ -173,6 +173,21 @@ def test_any_architecture_sums_as_hwnasbench_and_no_entry_is_negative(tables, de
     assert high >= _hwnasbench_sum(device, [7] * 22) - 1e-5
 
 
+@pytest.mark.parametrize("device", sorted(DEVICES))
+def test_helps_5000_architectures_predict_helps_hwnasbench_columns(tables, device):
+    """HELP's raspi4/pixel3/eyeriss columns are HW-NAS-Bench's figures of its 5,000 architectures."""
+    path = DATA.parent / "help_fbnet" / "fbnet_cifar_5000archs_latency.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5000
+    predictor = LatencyPredictor(LatencyTable.load(tables[device]), _space())
+    worst = max(abs(predictor.predict(_arch(map(int, row["op_idx_list"].split()))).latency_ms - float(row[device]))
+                for row in rows)
+    assert worst < 1e-5
+
+
 def test_fbnet_abc_import_and_predict_on_each_device(tables, tmp_path, capsys):
     for name, indices in FBNET_ABC.items():
         out = tmp_path / f"{name}.json"
