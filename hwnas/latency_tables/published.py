@@ -624,7 +624,8 @@ def missing_ops(table: LatencyTable, space: SearchSpace, missing: int, first: Op
     if first.kind == "head" and not (table.statistics or {}).get("classifiers"):
         held = sorted({HeadSpec.parse(OpKey.parse(k).spec).num_classes for k in table.entries if k.startswith("head:")})
         return (f"the table is {of} with the {'/'.join(map(str, held))}-class head only, and no classifier row to "
-                f"derive a {space.num_classes}-class head from: predict with --num-classes {held[0] if held else 'N'}")
+                f"derive a {space.num_classes}-class head from: use it for {held[0] if held else 'N'}-class networks "
+                f"(`predict --num-classes {held[0] if held else 'N'}`, a search on data of that many classes)")
     return (f"the table is {of} and lacks {missing} of the {len(space.all_ops())} ops of space {space.name!r} at "
             f"{space.resolution}px (first: {first}); it holds batch {table.batch}, {table.dtype} only, and no profiler "
             "here can measure that device")
