@@ -1,4 +1,4 @@
-"""Published latency lookup tables (Once-for-All, ProxylessNAS) as hwnas tables.
+"""Published latency lookup tables (Once-for-All, ProxylessNAS, HW-NAS-Bench) as hwnas tables.
 
 Both projects key a row by the layer type and its input/output shapes (H x W x C), e.g.
 `expanded_conv-input:56x56x32-output:28x28x48-expand:128-kernel:5-stride:2-idskip:0-se:1-hs:0`
@@ -13,7 +13,8 @@ each op has in the source, and sums them the way the source's own predictor does
   cn block (final expand)    Conv_1                           -
   head                       AvgPool2D + Conv_2 + Logits      Conv_1 (feature mix) + Logits
 
-Every row the space does not use is reported with the reason. The table's backend is
+Every row the space does not use is reported with the reason. HW-NAS-Bench's FBNet tables are
+per-layer deltas, not rows of ops: `import_hwnasbench_file` says how they map onto our keys. The table's backend is
 `published` (no profiler here can extend, resume or re-measure it), its device names the phone,
 and p10/p50/p90 all hold the published mean (`backend_options.statistic`): no quantiles were
 published. Memory was not published: each entry's parameter, input, output and peak activation
@@ -391,8 +392,9 @@ def read_hwnasbench(path: str | Path, ops: tuple[str, ...], layers: int) -> tupl
 
 
 def import_hwnasbench_file(path: str | Path) -> tuple[SearchSpace, dict[str, Measurement], dict[str, Classifier],
-                                                       FileImport]:
-    """An HW-NAS-Bench FBNet table -> entries of space fbnet_cifar100 (see docs/profiling.md).
+                                                       FileImport, dict]:
+    """An HW-NAS-Bench FBNet table -> (space fbnet_cifar100, entries, no classifier rows, what was
+    mapped, {fixed_ms, base_ms, identical_layer_spread_ms}); see docs/profiling.md.
 
     HW-NAS-Bench predicts base + the sum of the chosen ops' deltas. Each layer's offset is its most
     negative delta (always skip's in the published files): a layer's op is stored as its delta minus
