@@ -96,5 +96,5 @@ def test_bad_resolution_is_a_space_error(bad):
 
 
 def test_unknown_space_names_the_known_ones():
-    with pytest.raises(SpaceError, match="fbnet, mnasnet, mobilenetv3, mobilenetv3_w12, nb201, proxylessnas, tiny"):
+    with pytest.raises(SpaceError, match="fbnet, fbnet_cifar100, mnasnet, mobilenetv3, mobilenetv3_w12, nb201, proxylessnas, tiny"):
         get_space("resnet")

@@ -14,6 +14,7 @@ from ..core.models import arch_model, space_of
 from ..core.ofa_config import load_ofa_config
 from ..core.presets import PRESETS, get_preset
 from ..core.spaces import get_space
+from ..core.spaces.fbnet_cifar import parse_op_indices
 from ..core.spaces.nb201 import EDGES, NB201Space, nb201_string, parse_nb201_string
 from ..core.summary import summarize
 from .common import SEED
@@ -40,12 +41,16 @@ def register(subparsers) -> None:
     show.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     show.set_defaults(func=cmd_show)
 
-    imp = sub.add_parser("import", help="an architecture of ours from a Once-for-All net.config or an NB201 string")
+    imp = sub.add_parser("import", help="an architecture of ours from a Once-for-All net.config, an NB201 string or "
+                                        "an HW-NAS-Bench/HELP FBNet op-index list")
     imp.add_argument("file", metavar="SOURCE", help="ofa: the JSON file that OFA's get_active_subnet().config "
-                     "(net.config) holds; nb201: the NB201 string itself, e.g. '|nor_conv_3x3~0|+|...|'")
-    imp.add_argument("--format", required=True, choices=["ofa", "nb201"],
+                     "(net.config) holds; nb201: the NB201 string itself, e.g. '|nor_conv_3x3~0|+|...|'; op-indices: "
+                     "the 22 op indices themselves, e.g. '0 3 8 0 0 ...' or '[0, 3, 8, ...]'")
+    imp.add_argument("--format", required=True, choices=["ofa", "nb201", "op-indices"],
                      help="ofa: an OFA MobileNetV3 w1.2 subnet, imported into space mobilenetv3_w12; "
-                          "nb201: a NAS-Bench-201 cell string, imported into space nb201")
+                          "nb201: a NAS-Bench-201 cell string, imported into space nb201; op-indices: HW-NAS-Bench's "
+                          "or HELP's FBNet op_idx_list (22 integers 0..8: k3_e1, k3_e1_g2, k3_e3, k3_e6, k5_e1, "
+                          "k5_e1_g2, k5_e3, k5_e6, skip), imported into space fbnet_cifar100")
     imp.add_argument("--out", required=True, help="architecture JSON to write")
     imp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     imp.set_defaults(func=cmd_import)
@@ -113,6 +118,12 @@ def cmd_import(args) -> int:
         arch = Arch.create(get_space("nb201"), parse_nb201_string(args.file))
         save_arch(arch, out)
         print(f"wrote {out} ({arch.space}, hash {arch.hash}, cell {nb201_string(arch.choice_map)})")
+        return 0
+    if args.format == "op-indices":
+        space = get_space("fbnet_cifar100")
+        arch = Arch.create(space, space.choices_from_indices(parse_op_indices(args.file)))
+        save_arch(arch, out)
+        print(f"wrote {out} ({arch.space}, hash {arch.hash}, ops {' '.join(map(str, space.indices(arch.choice_map)))})")
         return 0
     arch, classes = load_ofa_config(args.file)
     save_arch(arch, out)

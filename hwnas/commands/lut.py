@@ -25,16 +25,21 @@ def register(subparsers) -> None:
     merge.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     merge.set_defaults(func=cmd_merge)
 
-    imp = sub.add_parser("import", help="convert published latency tables (Once-for-All, ProxylessNAS) into hwnas tables")
-    imp.add_argument("files", metavar="FILE", nargs="+", help="the published YAML tables, one per resolution")
+    imp = sub.add_parser("import", help="convert published latency tables (Once-for-All, ProxylessNAS, HW-NAS-Bench) "
+                                        "into hwnas tables")
+    imp.add_argument("files", metavar="FILE", nargs="+",
+                     help="the published tables: YAML, one per resolution (ofa, proxylessnas), or HW-NAS-Bench's "
+                          "fbnet_lut_<device>_cifar100_wide.csv with base_all_k3_e1.csv beside it (hwnasbench)")
     imp.add_argument("--format", required=True, choices=sorted(FORMATS),
                      help="ofa: Once-for-All's MobileNetV3 w1.2 tables (space mobilenetv3_w12); proxylessnas: "
-                          "ProxylessNAS's mobile_trim.yaml (space proxylessnas)")
+                          "ProxylessNAS's mobile_trim.yaml (space proxylessnas); hwnasbench: HW-NAS-Bench's FBNet "
+                          "CIFAR-100 per-layer tables of raspi4, pixel3 or eyeriss (space fbnet_cifar100)")
     imp.add_argument("--out", required=True,
                      help="TABLE.json for one table, or a directory (existing, or ending in /) for one table per file")
     imp.add_argument("--device", default=None,
                      help="the device the tables were measured on (default: known from the file's name or folder, "
-                          "e.g. note10/ -> Samsung Galaxy Note10, mobile_trim.yaml -> Google Pixel 1)")
+                          "e.g. note10/ -> Samsung Galaxy Note10, mobile_trim.yaml -> Google Pixel 1, "
+                          "fbnet_lut_raspi4_cifar100_wide.csv -> Raspberry Pi 4)")
     imp.add_argument("--force", action="store_true", help="overwrite existing output tables")
     imp.set_defaults(func=cmd_import)
 
@@ -104,8 +109,14 @@ def cmd_show(args) -> int:
     print(f"  entries     {doc['entries']} (overhead {overhead}; created {doc['created']})")
     q = doc["quality"]
     if table.device.get("published"):
+        heads = ("a head of another class count is derived from the published classifier row"
+                 if (table.statistics or {}).get("classifiers") else
+                 "no classifier row was published: the published head's class count only")
         print("  statistic   published mean: p10/p50/p90 all hold it (no quantiles were published); memory computed "
-              "here from each op (fp32); a head of another class count is derived from the published classifier row")
+              f"here from each op (fp32); {heads}")
+        if (table.statistics or {}).get("hwnasbench"):
+            print("  mapping     HW-NAS-Bench's base + per-layer deltas: each layer's ops over its skip, the stem holding "
+                  "the all-skip network, the head 0 (docs/profiling.md)")
     else:
         ref = doc["reference"] or {}
         if ref.get("ms"):

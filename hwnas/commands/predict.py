@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 
+from ..core.presets import resolve_arch
+from ..errors import HwnasError
 from ..jobs.calibrate import VALIDATE_ROUNDS, CalibrateRequest, ValidateRequest, calibrate, validate
+from ..latency_tables.batch import predict_many, read_archs_file
 from ..latency_tables.loading import space_for_table
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.published import is_published
 from ..latency_tables.validation import END_TO_END
-from ..core.presets import resolve_arch
 from ..profilers.table import LatencyTable
 from .common import SEED
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="predicted latency and memory of an architecture")
+    p = subparsers.add_parser("predict", help="predicted latency and memory of architectures")
     p.add_argument("--lut", required=True, help="latency table JSON")
-    p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
+    p.add_argument("arch", metavar="ARCH", nargs="*", help="architecture JSON file or preset:NAME (several, or with "
+                   "--archs-file: one JSON object per line with --json)")
+    p.add_argument("--archs-file", default=None, metavar="LIST.jsonl",
+                   help="many architectures, one architecture object per line (as in an architecture file); "
+                        "with --json, prints one prediction per line in input order")
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the table's)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the deployed head (default: the space's; the table must hold that head)")
@@ -59,8 +66,25 @@ def _common(parser, rounds: int) -> None:
                         help=f"interleaved measurement rounds per architecture (default {rounds})")
 
 
+def _predict_batch(args, table: LatencyTable) -> int:
+    """Many architectures -> one JSON object per line, in input order (nothing printed on a bad input)."""
+    if not args.json:
+        raise HwnasError("several architectures are predicted as JSON lines (one object per architecture): pass --json")
+    archs = [(ref, ref, resolve_arch(ref)) for ref in args.arch]
+    if args.archs_file is not None:
+        archs += read_archs_file(args.archs_file)
+    docs = predict_many(table, archs, args.resolution, args.num_classes)
+    sys.stdout.write("\n".join(json.dumps(doc, sort_keys=True) for doc in docs) + "\n")
+    return 0
+
+
 def cmd_predict(args) -> int:
     table = LatencyTable.load(args.lut)
+    if not args.arch and args.archs_file is None:
+        raise HwnasError("name an architecture to predict (ARCH: a JSON file or preset:NAME) or --archs-file LIST.jsonl")
+    if len(args.arch) > 1 or args.archs_file is not None:
+        return _predict_batch(args, table)
+    args.arch = args.arch[0]
     arch = resolve_arch(args.arch)
     space = space_for_table(table, arch.space, args.resolution, args.num_classes)
     predictor = LatencyPredictor(table, space)

@@ -59,8 +59,9 @@ class Arch:
         space.validate(self.choice_map)
 
 
-def arch_from_dict(data: object, source: str = "architecture") -> Arch:
-    """Parse and validate an architecture document (see `Arch.to_dict`)."""
+def arch_from_dict(data: object, source: str = "architecture", space: SearchSpace | None = None) -> Arch:
+    """Parse and validate an architecture document (see `Arch.to_dict`). `space`: the space to
+    check the choices against where the document names it (a batch reader then builds it once)."""
     if not isinstance(data, dict):
         raise ArchError(f"{source}: expected a JSON object with 'space' and 'choices'")
     if data.get("format", ARCH_FORMAT) != ARCH_FORMAT:
@@ -71,14 +72,17 @@ def arch_from_dict(data: object, source: str = "architecture") -> Arch:
     space_name, choices = data.get("space"), data.get("choices")
     if not isinstance(space_name, str) or not isinstance(choices, dict):
         raise ArchError(f"{source}: needs a string 'space' and an object 'choices' (see `hwnas arch sample`)")
-    problem = first_error(data, "arch")
+    plain = (isinstance(space_name, str) and space_name and type(version) is int and isinstance(data.get("format", ""), str)
+             and all(type(v) is str and v for v in choices.values()))
+    problem = None if plain else first_error(data, "arch")  # the schema's checks, done quickly where they hold
     if problem:
         raise ArchError(f"{source}: {problem}; fix it (the format: hwnas/schemas/arch.schema.json, "
                         "the choices: `hwnas space show SPACE`)")
-    try:
-        space = get_space(space_name)
-    except HwnasError as exc:
-        raise ArchError(f"{source}: {exc}") from None
+    if space is None or space.name != space_name:
+        try:
+            space = get_space(space_name)
+        except HwnasError as exc:
+            raise ArchError(f"{source}: {exc}") from None
     try:
         return Arch.create(space, choices)
     except ArchError as exc:

@@ -45,6 +45,9 @@ class BuildConfig:
     `family`: "timm" for the networks built here; "nb201" for NAS-Bench-201's network
     (hwnas.core.cells), whose stem, blocks and head are NB201's own (the other fields then only
     name the stem width and the head's input width).
+
+    `stem_stride`: the stem conv's stride (2, timm's; 1 for CIFAR-sized inputs, as HW-NAS-Bench's
+    FBNet). It is not part of `name`: the stem's op spec carries it, and blocks are built alike.
     """
 
     stem_size: int
@@ -54,6 +57,7 @@ class BuildConfig:
     se_from_exp: bool = False
     pooled_head: bool = False
     family: str = "timm"
+    stem_stride: int = 2
 
     @property
     def name(self) -> str:
@@ -181,6 +185,15 @@ def _model_kwargs(cfg: BuildConfig) -> dict:
     )
 
 
+def _set_stem_stride(model: nn.Module, cfg: BuildConfig) -> None:
+    """timm's stem conv is stride 2; a space with another stem stride gets its own conv (3x3,
+    padding 1 either way)."""
+    if cfg.stem_stride != 2:
+        conv = model.conv_stem
+        model.conv_stem = create_conv2d(conv.in_channels, conv.out_channels, 3, stride=cfg.stem_stride)
+        _init_weight_goog(model.conv_stem)
+
+
 def _rebuild_trunk(model: nn.Module, arch_def: list[list[str]], cfg: BuildConfig, feature_location: str = ""):
     """Replace the trunk that timm's model made with the one our builder makes (same shapes)."""
     builder = _builder(cfg, feature_location)
@@ -211,6 +224,7 @@ def build_model(arch_def: list[list[str]], cfg: BuildConfig, num_classes: int = 
         **head_kwargs,
         **_model_kwargs(cfg),
     )
+    _set_stem_stride(model, cfg)
     _rebuild_trunk(model, arch_def, cfg)
     return model
 
@@ -218,6 +232,7 @@ def build_model(arch_def: list[list[str]], cfg: BuildConfig, num_classes: int = 
 def build_features(arch_def: list[list[str]], cfg: BuildConfig, out_indices=(1, 2, 3, 4)) -> EfficientNetFeatures:
     """Build a timm EfficientNetFeatures backbone (multi-scale outputs) for detection/segmentation."""
     model = EfficientNetFeatures(block_args=_plain_args(arch_def), out_indices=tuple(out_indices), **_model_kwargs(cfg))
+    _set_stem_stride(model, cfg)
     _rebuild_trunk(model, arch_def, cfg, feature_location="bottleneck")
     return model
 
@@ -236,7 +251,7 @@ class Stem(nn.Sequential):
     def __init__(self, cfg: BuildConfig, in_chans: int = 3):
         norm_act = get_norm_act_layer(nn.BatchNorm2d, get_act_layer(cfg.act))
         super().__init__(
-            create_conv2d(in_chans, round_channels(cfg.stem_size), 3, stride=2),
+            create_conv2d(in_chans, round_channels(cfg.stem_size), 3, stride=cfg.stem_stride),
             norm_act(round_channels(cfg.stem_size), inplace=True),
         )
 

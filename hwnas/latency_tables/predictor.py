@@ -19,7 +19,7 @@ import torch
 
 from ..core.arch import Arch
 from ..errors import LutError
-from ..core.spaces import SKIP, LayerwiseSpace, SearchSpace
+from ..core.spaces import LayerwiseSpace, SearchSpace
 from . import published
 from .calibration import calibration_for, op_category
 from ..profilers.table import LatencyTable, Measurement, OpKey
@@ -93,9 +93,12 @@ class LatencyPredictor:
         return key in self.table or str(key) in self._derived
 
     def measurement(self, op) -> Measurement:
-        """The table's measurement of one op (or the derived one, see `derived`)."""
-        key = self.key(op)
-        return self._derived.get(str(key)) or self.table.get(key)
+        """The table's measurement of one op (or the derived one, see `derived`; cached)."""
+        cached = self._cache.get(("measurement", op))
+        if cached is None:
+            key = self.key(op)
+            cached = self._cache[("measurement", op)] = self._derived.get(str(key)) or self.table.get(key)
+        return cached
 
     def op_latency_ms(self, op) -> float:
         """Median latency of one op instance from the table (cached)."""
@@ -243,7 +246,8 @@ class LatencyPredictor:
         if "_layer_tables" not in self._cache:
             fixed, per_layer = self._layer_tables(self.op_cost_ms)
             fixed += self.task_head_offset_ms
-            ops = [torch.tensor([0.0 if c == SKIP else 1.0 for c in layer.candidates]) for layer in self.space.layers]
+            ops = [torch.tensor([0.0 if layer.op(c) is None else 1.0 for c in layer.candidates])
+                   for layer in self.space.layers]
             self._cache["_layer_tables"] = (fixed, per_layer, ops)
         return self._cache["_layer_tables"]
 

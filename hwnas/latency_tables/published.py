@@ -1,4 +1,4 @@
-"""Published latency lookup tables (Once-for-All, ProxylessNAS) as hwnas tables.
+"""Published latency lookup tables (Once-for-All, ProxylessNAS, HW-NAS-Bench) as hwnas tables.
 
 Both projects key a row by the layer type and its input/output shapes (H x W x C), e.g.
 `expanded_conv-input:56x56x32-output:28x28x48-expand:128-kernel:5-stride:2-idskip:0-se:1-hs:0`
@@ -13,7 +13,8 @@ each op has in the source, and sums them the way the source's own predictor does
   cn block (final expand)    Conv_1                           -
   head                       AvgPool2D + Conv_2 + Logits      Conv_1 (feature mix) + Logits
 
-Every row the space does not use is reported with the reason. The table's backend is
+Every row the space does not use is reported with the reason. HW-NAS-Bench's FBNet tables are
+per-layer deltas, not rows of ops: `import_hwnasbench_file` says how they map onto our keys. The table's backend is
 `published` (no profiler here can extend, resume or re-measure it), its device names the phone,
 and p10/p50/p90 all hold the published mean (`backend_options.statistic`): no quantiles were
 published. Memory was not published: each entry's parameter, input, output and peak activation
@@ -68,6 +69,11 @@ FORMATS = {
     "proxylessnas": PublishedFormat(
         "proxylessnas", "proxylessnas", "ProxylessNAS mobile latency lookup table (mit-han-lab/proxylessnas)",
         {"mobile_trim.yaml": "Google Pixel 1"},
+    ),
+    "hwnasbench": PublishedFormat(
+        "hwnasbench", "fbnet_cifar100", "HW-NAS-Bench FBNet CIFAR-100 per-layer latency (RICE-EIC/HW-NAS-Bench)",
+        {"fbnet_lut_raspi4_cifar100_wide.csv": "Raspberry Pi 4", "fbnet_lut_pixel3_cifar100_wide.csv": "Google Pixel 3",
+         "fbnet_lut_eyeriss_cifar100_wide.csv": "Eyeriss"},
     ),
 }
 
@@ -304,6 +310,151 @@ def _why_unmapped(key: str, space: SearchSpace) -> str:
     return f"no op of space {space.name!r} at {space.resolution}px has this key"
 
 
+# --- HW-NAS-Bench's FBNet tables ----------------------------------------------------------------
+HWNASBENCH_BASE = "base_all_k3_e1.csv"
+_HWNASBENCH_FILE = re.compile(r"^fbnet_lut_(?P<device>[a-z0-9]+)_cifar100_wide\.csv$")
+#: layers whose ops share our keys may differ by the files' rounding (7 decimals) and no more
+HWNASBENCH_KEY_TOLERANCE_MS = 1e-6
+
+
+def _csv_number(path: Path, where: str, column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise LutError(f"{path}: {where} has {column} {text!r}, which is not a number; fix the row") from None
+    if not math.isfinite(value):
+        raise LutError(f"{path}: {where} has {column} {text!r}; it must be a finite number: fix the row")
+    return value
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    import csv
+
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return [row for row in csv.reader(handle) if row]
+    except UnicodeDecodeError:
+        raise LutError(f"{path} is not UTF-8 text; an HW-NAS-Bench latency table is a CSV file") from None
+    except (OSError, csv.Error) as exc:
+        raise LutError(f"cannot read {path} as a CSV latency table: {exc}".splitlines()[0]) from None
+
+
+def read_hwnasbench(path: str | Path, ops: tuple[str, ...], layers: int) -> tuple[list[list[float]], float, str]:
+    """(per-layer deltas in `ops` order, the all-k3_e1 base, the file's device token) of an HW-NAS-Bench
+    FBNet table and the `base_all_k3_e1.csv` beside it; every value checked (finite numbers, layers
+    0..layers-1 in order, k3_e1 exactly 0); anything else a LutError naming file and row."""
+    path = Path(path)
+    match = _HWNASBENCH_FILE.match(path.name)
+    if not match:
+        raise LutError(f"{path.name} is not named as HW-NAS-Bench names its FBNet tables "
+                       "(fbnet_lut_<device>_cifar100_wide.csv); the device picks the row of base_all_k3_e1.csv: "
+                       "keep the original file name")
+    device = match["device"]
+    rows = _read_csv(path)
+    header = ["layer", *ops]
+    if not rows or [c.strip() for c in rows[0]] != header:
+        raise LutError(f"{path}: the header is not {','.join(header)}; is it an HW-NAS-Bench FBNet table?")
+    if len(rows) - 1 != layers:
+        raise LutError(f"{path}: {len(rows) - 1} layer rows, HW-NAS-Bench's FBNet has {layers}; the file is "
+                       "incomplete or not an FBNet table")
+    deltas = []
+    for line, row in enumerate(rows[1:], start=2):
+        where = f"line {line}"
+        if len(row) != len(header):
+            raise LutError(f"{path}: {where} has {len(row)} fields, expected {len(header)}; fix the row")
+        if row[0].strip() != str(line - 2):
+            raise LutError(f"{path}: {where} is layer {row[0]!r}, expected {line - 2} (layers in order); fix the row")
+        where = f"line {line} (layer {line - 2})"
+        values = [_csv_number(path, where, op, text) for op, text in zip(ops, row[1:])]
+        if values[0] != 0.0:
+            raise LutError(f"{path}: {where} has {ops[0]} {row[1]!r}; the file holds each op minus the layer's "
+                           f"{ops[0]}, so it must be 0: fix the row")
+        deltas.append(values)
+    base_path = path.parent / HWNASBENCH_BASE
+    if not base_path.is_file():
+        raise LutError(f"{base_path} is missing; HW-NAS-Bench's per-layer tables hold deltas against the all-k3_e1 "
+                       f"network, whose latency that file gives: put it beside {path.name}")
+    base_rows = _read_csv(base_path)
+    if not base_rows or [c.strip() for c in base_rows[0]] != ["device", "base_all_k3_e1_ms"]:
+        raise LutError(f"{base_path}: the header is not device,base_all_k3_e1_ms; is it HW-NAS-Bench's base file?")
+    found = [(line, row) for line, row in enumerate(base_rows[1:], start=2) if row and row[0].strip() == device]
+    if len(found) != 1:
+        raise LutError(f"{base_path}: {len(found)} rows for device {device!r} (the device of {path.name}), expected "
+                       "one; fix the file")
+    line, row = found[0]
+    if len(row) != 2:
+        raise LutError(f"{base_path}: line {line} has {len(row)} fields, expected 2; fix the row")
+    base = _csv_number(base_path, f"line {line} ({device})", "base_all_k3_e1_ms", row[1])
+    if base <= 0:
+        raise LutError(f"{base_path}: line {line} ({device}) has base_all_k3_e1_ms {row[1]!r}; a network's latency "
+                       "is > 0: fix the row")
+    return deltas, base, device
+
+
+def import_hwnasbench_file(path: str | Path) -> tuple[SearchSpace, dict[str, Measurement], dict[str, Classifier],
+                                                       FileImport, dict]:
+    """An HW-NAS-Bench FBNet table -> (space fbnet_cifar100, entries, no classifier rows, what was
+    mapped, {fixed_ms, base_ms, identical_layer_spread_ms}); see docs/profiling.md.
+
+    HW-NAS-Bench predicts base + the sum of the chosen ops' deltas. Each layer's offset is its most
+    negative delta (always skip's in the published files): a layer's op is stored as its delta minus
+    that offset (>= 0; the identity skip is no op and costs 0, a projection skip costs 0 too, being
+    the most negative), and the offsets go into the fixed part, the stem entry: base + the sum of
+    the offsets, i.e. HW-NAS-Bench's all-skip network. The head entry is 0: HW-NAS-Bench publishes no
+    split of that fixed part. Every architecture's sum is then HW-NAS-Bench's, to the files' rounding.
+    Layers whose ops share a key (same op, input and output shape: e.g. layer2-4) get one entry, the
+    mean of theirs; the files' values for them differ by their last digit (1e-7 ms) at most, and an
+    import refuses a difference over HWNASBENCH_KEY_TOLERANCE_MS."""
+    from ..spaces.fbnet_cifar import NUM_LAYERS, OPS
+    from ..spaces.base import SKIP
+
+    path = Path(path)
+    space = get_space(FORMATS["hwnasbench"].space)
+    deltas, base, _ = read_hwnasbench(path, OPS, NUM_LAYERS)
+    build = space.build_config.name
+    values: dict[str, list[tuple[float, int]]] = {}
+    ops: dict[str, OpInstance] = {}
+    offsets = []
+    for layer, row in zip(space.layers, deltas):
+        offset = min(row)
+        if not layer.projection_skip and row[OPS.index(SKIP)] != offset:
+            raise LutError(f"{path}: layer {layer.name[5:]}'s skip ({row[OPS.index(SKIP)]}) is not its fastest op; skip "
+                           "is the identity there (0 ms in our table), so the table cannot be held without a "
+                           "negative op: fix the row")
+        offsets.append(offset)
+        for op_name, delta in zip(OPS, row):
+            op = layer.op(op_name)
+            if op is None:
+                continue
+            key = str(OpKey.for_op(op, build))
+            ops.setdefault(key, op)
+            values.setdefault(key, []).append((delta - offset, int(layer.name[5:])))
+    fixed = base + sum(offsets)
+    if fixed < 0:
+        raise LutError(f"{path}: the all-skip network would take {fixed:.6f} ms (base {base} plus each layer's most "
+                       "negative delta); the file does not fit its base_all_k3_e1.csv row")
+    (final_shape,) = space.final_shapes()
+    for op, value in ((space.stem_op(), fixed), (space.head_op(*final_shape), 0.0)):
+        key = str(OpKey.for_op(op, build))
+        ops[key], values[key] = op, [(value, -1)]
+    entries: dict[str, Measurement] = {}
+    spread = 0.0
+    for key, items in values.items():
+        op = ops[key]
+        vals = [v for v, _ in items]
+        if max(vals) - min(vals) > HWNASBENCH_KEY_TOLERANCE_MS:
+            (lo, a), (hi, b) = min(items), max(items)
+            raise LutError(f"{path}: layers {a} and {b} hold the same op ({op.label}) at {lo:.7f} and {hi:.7f} ms over "
+                           "their fastest op; identical layers must agree to the file's rounding: fix the rows")
+        spread = max(spread, max(vals) - min(vals))
+        mean = sum(vals) / len(vals)
+        entries[key] = Measurement(p10_ms=mean, p50_ms=mean, p90_ms=mean, mean_ms=mean, std_ms=0.0, count=1,
+                                   **op_memory(op, space))
+    report = FileImport(path.name, space.resolution, len(deltas) * len(OPS) + 1, len(deltas) * len(OPS) + 1,
+                        len(entries), ())
+    return space, entries, {}, report, {"fixed_ms": fixed, "base_ms": base, "identical_layer_spread_ms": spread}
+
+
 def import_published(paths: list[str | Path], fmt: str, device: str | None = None) -> list[tuple[LatencyTable, FileImport]]:
     """Published YAML tables of one source and device -> one hwnas table per file (per resolution):
     the sources time an op once per network resolution, and our keys do not carry it."""
@@ -316,14 +467,20 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
         raise LutError("name at least one published table file")
     spec = FORMATS[fmt]
     paths = [Path(p) for p in paths]
+    if fmt == "hwnasbench" and len(paths) > 1:
+        raise LutError(f"{len(paths)} HW-NAS-Bench files given; each is another device (raspi4, pixel3, eyeriss): "
+                       "import them one at a time, each into its own table")
     imported, seen = [], {}
     for path in paths:
         with _one_thread():  # the memory estimates run small forwards; two threads on a busy machine crawl
-            space, entries, classifiers, report = import_file(path, fmt)
+            if fmt == "hwnasbench":
+                space, entries, classifiers, report, extra = import_hwnasbench_file(path)
+            else:
+                (space, entries, classifiers, report), extra = import_file(path, fmt), None
         if space.resolution in seen:
             raise LutError(f"{path} and {seen[space.resolution]} are both tables at {space.resolution}px; import one of them")
         seen[space.resolution] = path
-        imported.append((path, space, entries, classifiers, report))
+        imported.append((path, space, entries, classifiers, report, extra))
     names = {spec.device_for(p) for p in paths}
     if device is None:
         if None in names or len(names) != 1:
@@ -331,7 +488,25 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
                            "name it with --device (e.g. --device 'Samsung Galaxy Note10')")
         device = names.pop()
     results = []
-    for path, space, entries, classifiers, report in imported:
+    for path, space, entries, classifiers, report, extra in imported:
+        files = [{"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                  "rows": report.rows, "rows_mapped": report.mapped}]
+        note = ("p10_ms, p50_ms and p90_ms hold the published mean (no quantiles were published); std_ms is "
+                "the published std (or sqrt of var); an op made of several published rows has their summed "
+                "means and the root-sum-square of their stds; memory was not published: byte counts are "
+                "computed from each op at fp32; a head of another class count is derived from "
+                "`classifiers` (the Logits row of each head, scaled by classes)")
+        if extra is not None:
+            base_file = path.parent / HWNASBENCH_BASE
+            files.append({"file": base_file.name, "sha256": hashlib.sha256(base_file.read_bytes()).hexdigest(),
+                          "rows": 1, "rows_mapped": 1})
+            note = ("HW-NAS-Bench's additive model (base + each layer's op delta) held without negative entries: "
+                    "a layer's op is its delta minus the layer's most negative delta (skip's); the stem entry "
+                    "holds the fixed part, base + those offsets (HW-NAS-Bench's all-skip network); the head "
+                    "entry is 0 (no split of the fixed part was published); ops of identical layers hold the "
+                    "mean of their deltas (they differ by the files' rounding at most, "
+                    f"{extra['identical_layer_spread_ms']:.1e} ms); p10/p50/p90 hold that value, std_ms 0; "
+                    "memory is computed from each op at fp32; only the 100-class head was published")
         table = LatencyTable(
             backend=PUBLISHED_BACKEND,
             backend_options={"source": fmt, "statistic": "mean"},
@@ -344,13 +519,9 @@ def import_published(paths: list[str | Path], fmt: str, device: str | None = Non
             statistics={
                 "published": True,
                 "statistic": "mean",
-                "note": "p10_ms, p50_ms and p90_ms hold the published mean (no quantiles were published); std_ms is "
-                        "the published std (or sqrt of var); an op made of several published rows has their summed "
-                        "means and the root-sum-square of their stds; memory was not published: byte counts are "
-                        "computed from each op at fp32; a head of another class count is derived from "
-                        "`classifiers` (the Logits row of each head, scaled by classes)",
-                "files": [{"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                           "rows": report.rows, "rows_mapped": report.mapped}],
+                "note": note,
+                "files": files,
+                **({"hwnasbench": extra} if extra is not None else {}),
                 "classifiers": {key: c.to_dict() for key, c in classifiers.items()},
             },
         )
@@ -452,6 +623,11 @@ def missing_ops(table: LatencyTable, space: SearchSpace, missing: int, first: Op
             return (f"the table is {of} at {held}px, not {space.resolution}px: import the source's {space.resolution}px "
                     f"table with `hwnas lut import {name} --format {source.name}`, or use --resolution {held}")
         return f"the table is {of} at {held}px only; the source publishes no {space.resolution}px table: use --resolution {held}"
+    if first.kind == "head" and not (table.statistics or {}).get("classifiers"):
+        held = sorted({HeadSpec.parse(OpKey.parse(k).spec).num_classes for k in table.entries if k.startswith("head:")})
+        return (f"the table is {of} with the {'/'.join(map(str, held))}-class head only, and no classifier row to "
+                f"derive a {space.num_classes}-class head from: use it for {held[0] if held else 'N'}-class networks "
+                f"(`predict --num-classes {held[0] if held else 'N'}`, a search on data of that many classes)")
     return (f"the table is {of} and lacks {missing} of the {len(space.all_ops())} ops of space {space.name!r} at "
             f"{space.resolution}px (first: {first}); it holds batch {table.batch}, {table.dtype} only, and no profiler "
             "here can measure that device")

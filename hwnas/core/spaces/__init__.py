@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...errors import SpaceError
 from .base import SKIP, Decision, LayerwiseSpace, OpInstance, SearchableLayer, SearchSpace
 from .fbnet import FBNetSpace
+from .fbnet_cifar import FBNetCIFAR100Space
 from .mnasnet import MnasNetSpace
 from .nb201 import NB201Space
 from .mobilenetv3 import MobileNetV3Space, MobileNetV3W12Space
@@ -12,7 +13,7 @@ from .proxylessnas import ProxylessNASSpace
 from .tiny import TinySpace
 
 SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (FBNetSpace, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, NB201Space, ProxylessNASSpace, TinySpace)
+    cls.name: cls for cls in (FBNetSpace, FBNetCIFAR100Space, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, NB201Space, ProxylessNASSpace, TinySpace)
 }
 
 

@@ -185,7 +185,8 @@ class SearchSpace(ABC):
         return {d.name: rng.choice(d.choices) for d in self.decisions}
 
     def stem_op(self) -> OpInstance:
-        return OpInstance(OpKind.STEM, StemSpec(self.build_config.stem_size).text, 3, self.resolution, self.resolution)
+        stem = StemSpec(self.build_config.stem_size, 3, self.build_config.stem_stride)
+        return OpInstance(OpKind.STEM, stem.text, 3, self.resolution, self.resolution)
 
     def head_op(self, in_chs: int, in_h: int, in_w: int) -> OpInstance:
         return OpInstance(OpKind.HEAD, HeadSpec(self.build_config.num_features, self.num_classes).text, in_chs, in_h, in_w)
@@ -242,11 +243,15 @@ class SearchableLayer:
     stride: int
     in_hw: int
     candidates: tuple[str, ...]
+    #: skip at a layer that changes the shape is a projection (1x1 conv, BN, ReLU at the layer's
+    #: stride and width), as HW-NAS-Bench's FBNet `Skip` is; at other layers skip is the identity
+    projection_skip: bool = False
 
     def block_string(self, candidate: str) -> str | None:
-        """timm block string of a candidate (None for skip)."""
+        """timm block string of a candidate (None for skip, the identity; a `cn_r1_k1` conv for a
+        projection skip)."""
         if candidate == SKIP:
-            return None
+            return f"cn_r1_k1_s{self.stride}_c{self.out_chs}" if self.projection_skip else None
         parts = candidate.split("_")
         kernel, expand = parts[0], parts[1]
         extra = "".join(f"_{p}" for p in parts[2:])
@@ -270,6 +275,9 @@ class LayerwiseSpace(SearchSpace):
     stages: tuple[tuple[int, int, int], ...] = ()
     #: candidate names such as "k3_e6", "k5_e1_g2", "skip"
     candidate_names: tuple[str, ...] = ()
+    #: False: skip is offered only where it preserves the shape (FBNet's rule here); True: at every
+    #: layer, a projection where the shape changes (HW-NAS-Bench's rule, see SearchableLayer)
+    skip_everywhere: bool = False
 
     def __init__(self, resolution: int | None = None, num_classes: int | None = None):
         super().__init__(resolution, num_classes)
@@ -279,16 +287,30 @@ class LayerwiseSpace(SearchSpace):
     def _make_layers(self) -> tuple[SearchableLayer, ...]:
         layers = []
         chs = self.build_config.stem_size
-        hw = conv_out(self.resolution, 2)
+        hw = conv_out(self.resolution, self.build_config.stem_stride)
         for stage_idx, (out_chs, count, first_stride) in enumerate(self.stages):
             for i in range(count):
                 stride = first_stride if i == 0 else 1
                 shape_preserving = stride == 1 and chs == out_chs
-                # skip is offered only where it preserves the shape (documented rule)
-                cands = tuple(c for c in self.candidate_names if c != SKIP or shape_preserving)
-                layers.append(SearchableLayer(f"layer{len(layers)}", stage_idx, chs, out_chs, stride, hw, cands))
+                # skip is offered only where it preserves the shape, or everywhere (skip_everywhere)
+                cands = tuple(c for c in self.candidate_names if c != SKIP or shape_preserving or self.skip_everywhere)
+                projection = self.skip_everywhere and not shape_preserving
+                layers.append(SearchableLayer(f"layer{len(layers)}", stage_idx, chs, out_chs, stride, hw, cands,
+                                              projection))
                 chs, hw = out_chs, conv_out(hw, stride)
         return tuple(layers)
+
+    def arch_ops(self, choices: Mapping[str, str]) -> list[OpInstance]:
+        """As SearchSpace.arch_ops (stem, blocks, head), from each layer's op at its fixed input
+        shape, built once per space: batch prediction sums thousands of architectures a second."""
+        cache = self.__dict__.get("_layer_ops")
+        if cache is None:
+            cache = self.__dict__["_layer_ops"] = [{c: layer.op(c) for c in layer.candidates} for layer in self.layers]
+            (final_shape,) = self.final_shapes()
+            self.__dict__["_fixed_ops"] = (self.stem_op(), self.head_op(*final_shape))
+        stem, head = self.__dict__["_fixed_ops"]
+        blocks = [op for layer, ops in zip(self.layers, cache) if (op := ops[choices[layer.name]]) is not None]
+        return [stem, *blocks, head]
 
     def arch_def(self, choices: Mapping[str, str]) -> list[list[str]]:
         stages: list[list[str]] = [[] for _ in self.stages]
