@@ -405,8 +405,8 @@ def import_hwnasbench_file(path: str | Path) -> tuple[SearchSpace, dict[str, Mea
     Layers whose ops share a key (same op, input and output shape: e.g. layer2-4) get one entry, the
     mean of theirs; the files' values for them differ by their last digit (1e-7 ms) at most, and an
     import refuses a difference over HWNASBENCH_KEY_TOLERANCE_MS."""
-    from ..spaces.fbnet_cifar import NUM_LAYERS, OPS
-    from ..spaces.base import SKIP
+    from ..core.spaces.fbnet_cifar import NUM_LAYERS, OPS
+    from ..core.spaces.base import SKIP
 
     path = Path(path)
     space = get_space(FORMATS["hwnasbench"].space)
