@@ -133,6 +133,13 @@ def test_the_table_predicts_with_its_cross_validated_error(fitted, capsys):
     assert doc["error_pct"] == pytest.approx(stated, abs=1e-3) and doc["latency_ms"] > 0
     assert main(["predict", "--lut", str(fitted["out"]), str(arch)]) == 0
     assert "cross-validated MAPE" in capsys.readouterr().out
+    # this machine is not the device: measuring against the table is refused, saying why
+    before = fitted["out"].read_bytes()
+    assert main(["validate", "--lut", str(fitted["out"]), "--samples", "2", "--lopsided", "0", "--out",
+                 str(fitted["root"] / "validation.json")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted from measurements on phone" in err and err.count("\n") == 1
+    assert fitted["out"].read_bytes() == before and not (fitted["root"] / "validation.json").exists()
 
 
 def test_an_architecture_no_data_holds_is_predicted_from_its_ops(fitted, help_rows):

@@ -39,7 +39,6 @@ import numpy as np
 
 from ..errors import LutError
 from ..spaces import LayerwiseSpace, SearchSpace
-from .calibration import calibration_for
 from .table import LatencyTable, Measurement, OpKey
 
 FEWSHOT_BACKEND = "fewshot"
@@ -372,11 +371,11 @@ def fewshot_table(fit: FewshotFit, models: list[DeviceModel], encoding: Encoding
     )
 
 
-def predict_check(table: LatencyTable, space: SearchSpace) -> None:
-    """The written table predicts with a stated error (what `hwnas predict` does)."""
-    cal = calibration_for(table.calibration, space.resolution)
-    if cal is None or cal.stated_error_pct is None:
-        raise LutError("internal: the few-shot table lacks its calibration record")
+def fewshot_refusal(table: LatencyTable) -> str:
+    """Why end-to-end measurements here cannot use a few-shot table, and what to do instead."""
+    return (f"this table was fitted from measurements on {table.device.get('name', 'another device')} (`hwnas fewshot "
+            "fit`); calibrate, validate and a search's end-to-end check measure networks on this machine, which is not "
+            "that device: measure the architecture on the device, add it to measured.csv and fit again")
 
 
 # --- which architectures to measure --------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import BackendError, LutError
 from ..spaces import SearchSpace, get_space
+from .fewshot import FEWSHOT_BACKEND, fewshot_refusal
 from .published import is_published, refusal
 from .table import LatencyTable, device_identity
 
@@ -29,6 +30,8 @@ def open_profiler(table: LatencyTable):
 
     if is_published(table):
         raise BackendError(refusal(table))
+    if table.backend == FEWSHOT_BACKEND:
+        raise BackendError(fewshot_refusal(table))
     accepted = set(backend_options(table.backend)) if table.backend in PROFILERS else set()
     profiler = get_profiler(table.backend, **{k: v for k, v in table.backend_options.items() if k in accepted})
     try:
