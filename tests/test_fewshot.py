@@ -115,12 +115,14 @@ def test_fit_on_a_held_out_device_ranks_its_other_architectures(fitted):
     rest = fitted["rest"]
     predicted = [predictor.latency_ms(_arch(row["op_idx_list"].split())) for row in rest]
     measured = np.array([float(row[HELD_OUT]) for row in rest])
-    # measured on this data: Spearman 0.97, 80-90% within +-10% (benchmarks/fewshot_latency.py)
+    # measured with this draw: Spearman 0.979, 99% within +-10%, MAPE 3.0% (stated: 5.0%)
     assert fs.spearman(predicted, measured) >= 0.93
-    assert np.mean(np.abs(np.array(predicted) - measured) / measured <= 0.10) >= 0.6
+    assert np.mean(np.abs(np.array(predicted) - measured) / measured <= 0.10) >= 0.85
     stats = table.statistics["fewshot"]
-    assert stats["n_measured"] == N and len(stats["known"]) == 18
-    assert all(k["holdout"]["spearman"] > 0.6 for k in stats["known"])
+    assert stats["n_measured"] == N
+    devices = [k for k in stats["known"] if not k["device"].startswith("proxy:")]
+    assert len(devices) == 18 and all(k["holdout"]["spearman"] > 0.6 for k in devices)
+    assert sorted(k["device"] for k in stats["known"] if k not in devices) == [f"proxy:{p}" for p in sorted(fs.PROXIES)]
 
 
 def test_the_table_predicts_with_its_cross_validated_error(fitted, capsys):
