@@ -142,6 +142,10 @@ def test_the_table_predicts_with_its_cross_validated_error(fitted, capsys):
     err = capsys.readouterr().err
     assert "fitted from measurements on phone" in err and err.count("\n") == 1
     assert fitted["out"].read_bytes() == before and not (fitted["root"] / "validation.json").exists()
+    # the table holds the 100-class head its networks were measured with; another head is refused, saying so
+    assert main(["predict", "--lut", str(fitted["out"]), str(arch), "--num-classes", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "few-shot table of phone" in err and "10 classes" in err and "hwnas fewshot plan" in err
 
 
 def test_an_architecture_no_data_holds_is_predicted_from_its_ops(fitted, help_rows):

@@ -383,6 +383,15 @@ def fewshot_refusal(table: LatencyTable) -> str:
             "that device: measure the architecture on the device, add it to measured.csv and fit again")
 
 
+def missing_ops(table: LatencyTable, space: SearchSpace, first: OpKey) -> str:
+    """Why a few-shot table cannot predict `space` (another space, resolution or head), and what to do."""
+    held = f"{', '.join(table.spaces)} at {'/'.join(map(str, table.resolutions))}px"
+    return (f"the few-shot table of {table.device.get('name', 'a device')} holds {held} with the head its measured "
+            f"networks had, not op {first} of {space.name!r} at {space.resolution}px, {space.num_classes} classes; "
+            "predict its space at that resolution with the default --num-classes, or plan, measure and fit the "
+            "networks you need with `hwnas fewshot plan` and `hwnas fewshot fit`")
+
+
 # --- which architectures to measure --------------------------------------------------------------
 def plan_indices(encoding: Encoding, n: int, seed: int, models: list[DeviceModel] = ()) -> np.ndarray:
     """N architectures (op indices) spread over the latency range and over op mixes: a pool of
