@@ -206,3 +206,25 @@ def test_too_few_measurements_and_a_known_csv_without_op_indices_are_refused(fit
     err = capsys.readouterr().err
     assert "no op_idx_list column" in err and "HELP's layout" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_known_latency_table_is_a_known_device_with_its_own_sums(fitted, tmp_path, capsys):
+    """HW-NAS-Bench's Raspberry Pi 4 table as the known device: its model is the table's own
+    prediction of every architecture, and the fit runs on it alone (plus the device-free ones)."""
+    source = HELP_CSV.parents[1] / "fbnet_hwnasbench" / "fbnet_lut_raspi4_cifar100_wide.csv"
+    raspi4 = tmp_path / "raspi4.json"
+    assert main(["lut", "import", str(source), "--format", "hwnasbench", "--out", str(raspi4)]) == 0
+    space = _space()
+    enc = fs.Encoding.of(space)
+    table = LatencyTable.load(raspi4)
+    model = fs.model_from_table(table, enc, str(raspi4))
+    predictor = LatencyPredictor(table, space)
+    archs = enc.random_indices(20, 5)
+    assert model.predict(enc.features(archs)) == pytest.approx(
+        [predictor.latency_ms(_arch(a)) for a in archs], rel=1e-9)
+    out = tmp_path / "phone.json"
+    assert main(["fewshot", "fit", "--space", "fbnet_cifar100", "--measured", str(fitted["plan"] / "measured.csv"),
+                 "--known", str(raspi4), "--out", str(out), "--device", "Pixel 3"]) == 0
+    stats = LatencyTable.load(out).statistics["fewshot"]
+    assert [k["device"] for k in stats["known"]][0] == "Raspberry Pi 4" and len(stats["known"]) == 1 + len(fs.PROXIES)
+    assert "Pixel 3" in capsys.readouterr().out
