@@ -15,7 +15,8 @@ import sys
 from . import __version__
 from .errors import HwnasError
 
-COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "runs", "train", "export", "transfer")
+COMMAND_MODULES = ("spaces", "arch", "profile", "lut", "predict", "search", "runs", "train", "export", "transfer",
+                   "fewshot")
 
 
 class Parser(argparse.ArgumentParser):

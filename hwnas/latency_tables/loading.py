@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import BackendError, LutError
 from ..core.spaces import SearchSpace, get_space
+from .fitted import fewshot_refusal, is_fitted
 from .published import is_published, refusal
 from ..profilers.table import LatencyTable, device_identity
 
@@ -29,6 +30,8 @@ def open_profiler(table: LatencyTable):
 
     if is_published(table):
         raise BackendError(refusal(table))
+    if is_fitted(table):
+        raise BackendError(fewshot_refusal(table))
     profiler = open_backend(table.backend, table.backend_options)
     try:
         if profiler.options() != table.backend_options:

@@ -20,7 +20,7 @@ import torch
 from ..core.arch import Arch
 from ..errors import LutError
 from ..core.spaces import LayerwiseSpace, SearchSpace
-from . import published
+from . import fitted, published
 from .calibration import calibration_for, op_category
 from ..profilers.table import LatencyTable, Measurement, OpKey
 
@@ -64,6 +64,8 @@ class LatencyPredictor:
             missing = [op for op in space.all_ops() if not self.has(op)]
             if missing and published.is_published(table):
                 raise LutError(published.missing_ops(table, space, len(missing), self.key(missing[0])))
+            if missing and fitted.is_fitted(table):
+                raise LutError(fitted.missing_ops(table, space, self.key(missing[0])))
             if missing:
                 classes = "" if space.num_classes == space.default_num_classes else f" --num-classes {space.num_classes}"
                 raise LutError(
