@@ -31,36 +31,37 @@ from ..core.spaces import SearchSpace
 VALIDATE_ROUNDS = 15
 
 
-def _from_args(cls, args):
-    given = vars(args)
-    return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
-
-
-@dataclass(frozen=True)
-class CalibrateRequest:
-    """`hwnas calibrate`'s flags, by the same names."""
+@dataclass(frozen=True, kw_only=True)
+class TableRequest:
+    """A job on one table: the table, and the space, resolution and head it is used at (by
+    default the table's only space and resolution, the space's head)."""
 
     lut: str
     space: str | None = None
     resolution: int | None = None
     num_classes: int | None = None
+
+    @classmethod
+    def from_args(cls, args):
+        given = vars(args)
+        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrateRequest(TableRequest):
+    """`hwnas calibrate`'s flags, by the same names."""
+
     rounds: int = END_TO_END.rounds
     samples: int = 40
     seed: int = 1000
     resume: bool = False
 
-    from_args = classmethod(_from_args)
 
-
-@dataclass(frozen=True)
-class ValidateRequest:
+@dataclass(frozen=True, kw_only=True)
+class ValidateRequest(TableRequest):
     """`hwnas validate`'s flags, by the same names."""
 
-    lut: str
     out: str
-    space: str | None = None
-    resolution: int | None = None
-    num_classes: int | None = None
     rounds: int = VALIDATE_ROUNDS
     samples: int = 50
     lopsided: int = 20
@@ -68,8 +69,6 @@ class ValidateRequest:
     seed: int = 2000
     force: bool = False
     no_store: bool = False
-
-    from_args = classmethod(_from_args)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..core.build import BuildConfig, Head, Stem, build_block
 from ..core.cells import cell_op_module
-from ..errors import HwnasError, LutError, ProfileError
+from ..errors import HwnasError, ProfileError
 from ..locks import hold
 from .table import LatencyTable, Measurement, OpKey
 from ..core.reference import new_reference, reference_model, set_reference_time
@@ -98,16 +98,6 @@ class ProfileReport:
     drift: float | None = None  # slowest / fastest local reference time during this run
 
 
-def _check_resumable(existing: LatencyTable, fresh: LatencyTable, path: Path) -> None:
-    difference = existing.first_difference(fresh)
-    if difference:
-        name, mine, theirs = difference
-        raise LutError(
-            f"cannot resume {path}: it was profiled with {name} {mine!r}, this run has {theirs!r}; "
-            "rerun with the same backend, options and machine, or choose another --out"
-        )
-
-
 def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> LatencyTable:
     """A new table for this profiler, or with `resume` the existing one at `out` (checked)."""
     fresh = LatencyTable(
@@ -122,7 +112,9 @@ def open_table(profiler: Profiler, out: Path, batch: int, resume: bool) -> Laten
         if not resume:
             raise ProfileError(f"{out} exists; pass --resume to continue it or choose another --out")
         existing = LatencyTable.load(out)
-        _check_resumable(existing, fresh, out)
+        existing.check_compatible(fresh, f"cannot resume {out}: it was profiled with {{name}} {{mine!r}}, this run has "
+                                         "{theirs!r}; rerun with the same backend, options and machine, or choose "
+                                         "another --out")
         return existing
     return fresh
 

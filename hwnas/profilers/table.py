@@ -265,14 +265,15 @@ class LatencyTable:
                 return field_name, mine[field_name], theirs[field_name]
         return None
 
-    def check_compatible(self, other: "LatencyTable") -> None:
+    def check_compatible(self, other: "LatencyTable",
+                         refusal: str = "tables differ in {name} ({mine!r} vs {theirs!r}); only tables from the same "
+                                        "device, backend and options can be merged") -> None:
+        """Refuse `other` where its identity differs: `refusal` is formatted with the first
+        differing field's `name` and both values (`mine`, `theirs`)."""
         difference = self.first_difference(other)
         if difference:
             name, mine, theirs = difference
-            raise LutError(
-                f"tables differ in {name} ({mine!r} vs {theirs!r}); "
-                "only tables from the same device, backend and options can be merged"
-            )
+            raise LutError(refusal.format(name=name, mine=mine, theirs=theirs))
 
     def merge(self, other: "LatencyTable") -> "LatencyTable":
         """A new table with both tables' entries (`other` wins on overlap); refuses mismatches."""

@@ -43,9 +43,7 @@ class FBNetConfig(Options):
             "SGD learning rate of the supernet weights, cosine (0.1 per 256 images)"))
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    arch_lr: float = option(
-        0.01, "--arch-lr", type=float, help=(
-            "Adam learning rate of the architecture parameters"))
+    arch_lr: float = option(0.01, "--arch-lr", type=float, help="Adam learning rate of the architecture parameters")
     arch_weight_decay: float = 5e-4
     temperature: float = option(
         5.0, "--temperature", type=float, help=(
@@ -72,15 +70,9 @@ class FBNetConfig(Options):
         None, "--latency-loss", choices=LATENCY_LOSSES, help=(
             "fbnet: CE*a*log(1+LAT)^b; budget: CE + w*(max(0, LAT/budget-1) + u*max(0, 1-LAT/budget)); "
             "default: budget when --latency-budget is given, fbnet otherwise"))
-    lat_alpha: float = option(
-        0.2, "--lat-alpha", type=float, help=(
-            "alpha of the fbnet latency loss (FBNet: 0.2)"))
-    lat_beta: float = option(
-        0.6, "--lat-beta", type=float, help=(
-            "beta of the fbnet latency loss (FBNet: 0.6)"))
-    penalty_weight: float = option(
-        5.0, "--penalty-weight", type=float, help=(
-            "weight w of the budget hinge"))
+    lat_alpha: float = option(0.2, "--lat-alpha", type=float, help="alpha of the fbnet latency loss (FBNet: 0.2)")
+    lat_beta: float = option(0.6, "--lat-beta", type=float, help="beta of the fbnet latency loss (FBNet: 0.6)")
+    penalty_weight: float = option(5.0, "--penalty-weight", type=float, help="weight w of the budget hinge")
     lat_weights: str = option(
             "sample", "--lat-weights", choices=LAT_WEIGHTS, help=(
             "what the latency term weighs each candidate's latency by: sample (FBNet): the "
@@ -95,9 +87,7 @@ class FBNetConfig(Options):
         0.5, "--under-weight", type=float, help=(
             "fraction of the hinge weight that pulls the expected latency up toward the budget "
             "from below (0: none, 1: TuNAS's absolute reward)"))
-    top_k: int = option(
-        5, "--top-k", type=int, help=(
-            "also report the k most probable architectures"))
+    top_k: int = option(5, "--top-k", type=int, help="also report the k most probable architectures")
     fill_budget: bool = option(
         True, "--no-fill-budget", dest="fill_budget", action="store_false", help=(
             "keep the argmax when it is under the budget (default: fill it toward the budget with "
@@ -111,9 +101,7 @@ class FBNetConfig(Options):
             "--finalist-epochs (on the weight split, scored on the architecture split) and return "
             "the best, as FBNet does; 0 (default) returns the argmax. Resuming a finished search "
             "with a larger N trains only the new finalists"))
-    finalist_epochs: int = option(
-        3, "--finalist-epochs", type=int, help=(
-            "training epochs of each finalist"))
+    finalist_epochs: int = option(3, "--finalist-epochs", type=int, help="training epochs of each finalist")
 
     def __post_init__(self):
         if self.epochs < 1:
