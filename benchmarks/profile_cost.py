@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.latency_tables import LatencyTable  # noqa: E402
 from hwnas.profilers import get_profiler  # noqa: E402
-from hwnas.profilers.session import profile_space  # noqa: E402
+from hwnas.profilers.session import ProfileSettings, profile_space  # noqa: E402
 from hwnas.profilers.interleaved import RoundsConfig  # noqa: E402
 from hwnas.profilers.statistics import StatsConfig  # noqa: E402
 from hwnas.core.spaces import get_space  # noqa: E402
@@ -60,8 +60,8 @@ def run_backend(backend: str, args, folder: Path) -> dict:
         out.unlink(missing_ok=True)
         start = time.perf_counter()
         with get_profiler(backend, stats=stats, **options) as profiler:
-            report = profile_space(space, profiler, out, progress=not args.no_progress,
-                                   rounds=RoundsConfig.quick() if args.quick else RoundsConfig())
+            report = profile_space(space, profiler, out, ProfileSettings(
+                progress=not args.no_progress, rounds=RoundsConfig.quick() if args.quick else RoundsConfig()))
         wall = time.perf_counter() - start
         table = LatencyTable.load(out)
         tables.append(table)

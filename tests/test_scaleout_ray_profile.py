@@ -12,10 +12,12 @@ import pytest
 from hwnas.cli import main
 from hwnas.latency_tables import LatencyTable
 from hwnas.profilers.interleaved import RoundsConfig
-from hwnas.profilers.session import default_table_name, space_keys
+from hwnas.profilers.session import ProfileSettings, default_table_name, space_keys
 from hwnas.profilers.torch_backend import TorchCPUProfiler
 from hwnas.scaleout.ray_profile import ActorDevice, Placement, ProfileWorker, _Group, _table_paths, profile_space_ray
 from hwnas.core.spaces import get_space
+
+QUICK = ProfileSettings(progress=False, rounds=RoundsConfig.quick())
 
 FAST = ["--quick", "--no-progress", "--max-calls", "3"]
 TINY_KEYS = {k.text for k, _ in space_keys(get_space("tiny"))}
@@ -105,8 +107,7 @@ def test_a_dead_actor_is_restarted_and_its_chunk_timed_again(ray_cluster, tmp_pa
         saved.extend(k.text for k in keys)
         assert set(saved) <= set(LatencyTable.load(out).entries)
 
-    report = profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, progress=False,
-                               rounds=RoundsConfig.quick(), actors=1, ops_per_chunk=4,
+    report = profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, QUICK, actors=1, ops_per_chunk=4,
                                worker=crashing_worker(tmp_path / "crashed"), on_chunk=on_chunk)
     assert (tmp_path / "crashed").exists() and report.requeued == 1
     [device] = report.tables
@@ -121,8 +122,8 @@ def test_when_no_actor_comes_back_the_run_stops_with_its_entries_saved(ray_clust
 
     out = tmp_path / "t.json"
     with pytest.raises(ProfileError, match=r"every Ray actor of t.json died .* rerun with --resume$"):
-        profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, progress=False, rounds=RoundsConfig.quick(),
-                          actors=1, max_restarts=0, worker=crashing_worker(tmp_path / "crashed"))
+        profile_space_ray(get_space("tiny"), "torch-cpu", {}, out, QUICK, actors=1, max_restarts=0,
+                          worker=crashing_worker(tmp_path / "crashed"))
     table = LatencyTable.load(out)  # valid, with what was finished (nothing: the first chunk died)
     assert table.entries == {} and table.spaces == ["tiny"]
 
@@ -148,8 +149,7 @@ def test_an_actor_that_cannot_start_is_a_one_line_error(ray_cluster, tmp_path):
     from hwnas.errors import ProfileError
 
     with pytest.raises(ProfileError, match="could not start: .*not available here: test$") as info:
-        profile_space_ray(get_space("tiny"), "torch-cpu", {}, tmp_path / "t.json", progress=False,
-                          rounds=RoundsConfig.quick(), actors=1, worker=failing_worker())
+        profile_space_ray(get_space("tiny"), "torch-cpu", {}, tmp_path / "t.json", QUICK, actors=1, worker=failing_worker())
     assert "\n" not in str(info.value)
 
 
@@ -231,7 +231,7 @@ def test_ray_continues_the_pending_rounds_of_an_interrupted_local_profile(ray_cl
 
     monkeypatch.setattr(session_mod, "time_rounds", stopped_after_one_segment)
     with get_profiler("torch-cpu", stats=StatsConfig.quick()) as profiler, pytest.raises(KeyboardInterrupt):
-        session_mod.profile_space(get_space("tiny"), profiler, out, progress=False, rounds=rounds,
+        session_mod.profile_space(get_space("tiny"), profiler, out, ProfileSettings(progress=False, rounds=rounds),
                                   checkpoint_every_s=0.0)
     monkeypatch.setattr(session_mod, "time_rounds", original)
     interrupted = LatencyTable.load(out)

@@ -11,14 +11,13 @@ from hwnas.latency_tables import LatencyTable
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.latency_tables.sampling import calibration_samples, choice_costs, draw_samples, families
 from hwnas.latency_tables.validation import (
-    END_TO_END,
     calibrate_table,
     calibration_hashes,
     fidelity_report,
     measure_archs,
 )
 from hwnas.profilers.interleaved import RoundsConfig
-from hwnas.profilers.session import profile_space
+from hwnas.profilers.session import ProfileSettings, profile_space
 from hwnas.core.spaces import get_space
 from stand_in import SyntheticMachine, macs_table
 from test_predictor import hand_table
@@ -60,7 +59,7 @@ def test_a_drifting_machine_keeps_the_error_of_a_steady_one(space):
     the calibrated error stays what it is on a steady machine."""
     def run(speed, tmp):
         machine = SyntheticMachine(speed=speed)
-        profile_space(space, machine, tmp / "t.json", rounds=QUICK, progress=False)
+        profile_space(space, machine, tmp / "t.json", ProfileSettings(rounds=QUICK, progress=False))
         table = LatencyTable.load(tmp / "t.json")
         samples = samples_of(space, table, 16, seed=1)
         calibrate_table(table, space, measure_archs(machine, space, [s.arch for s in samples], table, QUICK), samples)

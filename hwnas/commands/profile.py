@@ -7,7 +7,7 @@ import sys
 
 from ..errors import ProfileError
 from ..profilers import PROFILERS, available_backends, backend_options
-from ..profilers.session import profile_to
+from ..profilers.session import ProfileSettings, profile_to
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
 from ..scaleout.ray_runtime import LOCAL
@@ -121,16 +121,16 @@ def cmd_profile(args) -> int:
     if args.batch < 1:
         raise ProfileError(f"--batch must be >= 1, got {args.batch}")
     space = get_space(args.space, resolution=args.resolution, num_classes=args.num_classes)
-    rounds = rounds_config(args)
+    settings = ProfileSettings(batch=args.batch, resume=args.resume, rounds=rounds_config(args), seed=args.seed,
+                               progress=not args.no_progress)
     stats = StatsConfig.quick() if args.quick else StatsConfig()  # the backend's per-call overhead
     options = _options(args)
     if args.ray is not None:
-        return _profile_on_ray(args, space, rounds, stats, options)
+        return _profile_on_ray(args, space, settings, stats, options)
     if args.ray_actors is not None or args.ray_resource is not None:
         flag = "--ray-actors" if args.ray_actors is not None else "--ray-resource"
         raise ProfileError(f"{flag} places Ray actors; add --ray (or --ray ADDRESS) to profile on Ray, or drop {flag}")
-    report = profile_to(space, args.backend, options, args.out, stats=stats, batch=args.batch, resume=args.resume,
-                        progress=not args.no_progress, rounds=rounds, seed=args.seed)
+    report = profile_to(space, args.backend, options, args.out, settings, stats=stats)
     print(f"wrote {report.path}: {report.measured} ops measured, {report.skipped} already there, "
           f"{report.total} in {space.name}@{space.resolution} ({report.elapsed_s:.1f} s{_remeasured(report)})")
     _print_drift(report, "the machine's speed moved")
@@ -147,7 +147,7 @@ def _print_drift(report, what: str) -> None:
               f"{(report.drift - 1) * 100:.0f}% (slowest/fastest) during this run, cancelled round by round")
 
 
-def _profile_on_ray(args, space, rounds, stats, options) -> int:
+def _profile_on_ray(args, space, settings, stats, options) -> int:
     """`profile --ray`: Ray is imported here only."""
     from ..scaleout.ray_profile import profile_space_ray
     from ..scaleout.ray_runtime import connected
@@ -155,8 +155,7 @@ def _profile_on_ray(args, space, rounds, stats, options) -> int:
     if args.ray_actors is not None and args.ray_actors < 1:
         raise ProfileError(f"--ray-actors must be >= 1, got {args.ray_actors}")
     with connected(args.ray):
-        report = profile_space_ray(space, args.backend, options, args.out, batch=args.batch, resume=args.resume,
-                                   progress=not args.no_progress, rounds=rounds, seed=args.seed, stats=stats,
+        report = profile_space_ray(space, args.backend, options, args.out, settings, stats=stats,
                                    actors=args.ray_actors, resource=args.ray_resource)
     measured = sum(t.measured for t in report.tables)
     requeued = f", {report.requeued} chunks re-queued after an actor died" if report.requeued else ""

@@ -155,9 +155,26 @@ def _progress(total: int, initial: int, desc: str, enabled: bool, unit: str = "o
                 dynamic_ncols=True, smoothing=0.1)
 
 
-def profile_to(space: SearchSpace, backend: str, options: dict, out: str, *, stats=None, batch: int = 1,
-               resume: bool = False, progress: bool = True, rounds: RoundsConfig | None = None,
-               seed: int = 0) -> ProfileReport:
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How a space is profiled into a table, by one profiler here or by Ray actors: the batch,
+    whether to continue the table at `out`, the interleaved rounds and their seed, a progress bar."""
+
+    batch: int = 1
+    resume: bool = False
+    rounds: RoundsConfig | None = None  # None: RoundsConfig()
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
+            raise ProfileError(f"batch must be a positive integer, got {self.batch!r}; use e.g. --batch 1")
+        if self.rounds is None:
+            object.__setattr__(self, "rounds", RoundsConfig())
+
+
+def profile_to(space: SearchSpace, backend: str, options: dict, out: str, settings: ProfileSettings = ProfileSettings(),
+               stats=None) -> ProfileReport:
     """Profile `space` on `backend` (with `options`) into the table `out`; a folder (or a path
     ending in a separator) gets the table's default name. Under a lock on the table: a second
     profile onto it is refused, not interleaved."""
@@ -168,27 +185,21 @@ def profile_to(space: SearchSpace, backend: str, options: dict, out: str, *, sta
         if path.is_dir() or str(out).endswith(("/", "\\")):
             path = path / default_table_name(profiler, profiler.fingerprint())
         with hold(path, "latency table"):
-            return profile_space(space, profiler, path, batch=batch, resume=resume, progress=progress, rounds=rounds,
-                                 seed=seed)
+            return profile_space(space, profiler, path, settings)
 
 
 def profile_space(
     space: SearchSpace,
     profiler: Profiler,
     out: str | os.PathLike,
+    settings: ProfileSettings = ProfileSettings(),
     *,
-    batch: int = 1,
-    resume: bool = False,
-    progress: bool = True,
-    rounds: RoundsConfig | None = None,
-    seed: int = 0,
     checkpoint_every_s: float = 1.0,
     on_entry: Callable[[OpKey, Measurement], None] | None = None,
 ) -> ProfileReport:
     """Measure every unique op of `space` missing from the table at `out`; see the module doc."""
-    if not isinstance(batch, int) or batch < 1:
-        raise ProfileError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
-    rounds = rounds or RoundsConfig()
+    batch, resume, rounds, seed, progress = (settings.batch, settings.resume, settings.rounds, settings.seed,
+                                             settings.progress)
     out = Path(out)
     check_writable(out)
     table, keys, todo = table_and_todo(profiler, out, space, batch, resume, rounds, seed)

@@ -42,8 +42,8 @@ from ..errors import HwnasError, ProfileError
 from ..profilers.table import LatencyTable, OpKey, device_identity
 from ..locks import hold_all
 from ..profilers.interleaved import RoundsConfig
-from ..profilers.session import (ChunkTiming, Checkpoint, check_writable, default_table_name, pending_rounds,
-                                 record_chunk, table_and_todo, time_chunk)
+from ..profilers.session import (ChunkTiming, Checkpoint, ProfileSettings, check_writable, default_table_name,
+                                 pending_rounds, record_chunk, table_and_todo, time_chunk)
 from ..profilers.statistics import StatsConfig
 from ..core.spaces import OpInstance, SearchSpace
 from .ray_runtime import cluster_slots, fits, import_ray, raise_hwnas_cause
@@ -231,12 +231,8 @@ def profile_space_ray(
     backend: str,
     options: dict,
     out: str | os.PathLike,
+    settings: ProfileSettings = ProfileSettings(),
     *,
-    batch: int = 1,
-    resume: bool = False,
-    progress: bool = True,
-    rounds: RoundsConfig | None = None,
-    seed: int = 0,
     stats: StatsConfig | None = None,
     actors: int | None = None,
     resource: str | None = None,
@@ -251,8 +247,8 @@ def profile_space_ray(
     connected Ray cluster; see the module doc. `out` is a table file, or a folder (an existing one,
     or a path ending in '/') that gets one table per device. `on_chunk(actor, keys)` is called as
     each chunk's entries are saved."""
-    if not isinstance(batch, int) or batch < 1:
-        raise ProfileError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
+    batch, resume, rounds, seed, progress = (settings.batch, settings.resume, settings.rounds, settings.seed,
+                                             settings.progress)
     if is_gpu_backend(backend) and options.get("device") not in (None, 0):
         raise ProfileError("--device picks a GPU of this machine; with --ray each actor gets its own GPU from Ray "
                            "(device 0 inside it): drop --device, and tag hosts with --ray-resource to choose them")
@@ -262,7 +258,6 @@ def profile_space_ray(
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # Ray is imported by now
 
-    rounds = rounds or RoundsConfig()
     placement = Placement.for_backend(backend, options, resource)
     count = actor_count(ray, placement, actors)
     started = time.perf_counter()
