@@ -190,18 +190,46 @@ class _Chunk:
     failures: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class _Actor:
+    """One profiling actor: its position among all actors (what hosts and counts are keyed by) and
+    its Ray handle."""
+
+    index: int
+    handle: object
+
+
+@dataclass(frozen=True, eq=False)
+class _Call:
+    """A call in flight on an actor of a group: a chunk to time, or (chunk None) a probe of an actor
+    whose last call failed, failing since `since`."""
+
+    group: "_Group"
+    actor: _Actor
+    chunk: _Chunk | None = None
+    since: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class _Retry:
+    """A probe to send again at `at` (monotonic seconds): the actor is still restarting."""
+
+    at: float
+    call: _Call
+
+
 @dataclass
 class _Group:
     """The actors of one device kind and the table they fill."""
 
     device: ActorDevice
-    actors: list
+    actors: list[_Actor]
     hosts: dict = field(default_factory=dict)  # actor index -> host
     path: Path | None = None
     table: LatencyTable | None = None
     saver: Checkpoint | None = None
     queue: deque = field(default_factory=deque)
-    idle: list = field(default_factory=list)
+    idle: list[_Actor] = field(default_factory=list)
     total: int = 0
     skipped: int = 0
     measured: int = 0
@@ -309,7 +337,7 @@ def _groups(handles, described: list[dict]) -> list[_Group]:
     for index, (handle, info) in enumerate(zip(handles, described)):
         device = ActorDevice(info["name"], info["options"], info["dtype"], info["device"])
         group = groups.setdefault(device.identity(), _Group(device, []))
-        group.actors.append((index, handle))
+        group.actors.append(_Actor(index, handle))
         group.hosts[index] = info["host"]
     return list(groups.values())
 
@@ -360,7 +388,7 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
     for group in groups:
         if group.queue and group.table.overhead_ms is None:
             try:
-                group.table.overhead_ms = ray.get(group.actors[0][1].overhead_ms.remote())
+                group.table.overhead_ms = ray.get(group.actors[0].handle.overhead_ms.remote())
             except (RayActorError, RayTaskError) as exc:
                 raise ProfileError(f"timing the backend's call overhead on a Ray actor failed: {_cause(exc)}") from None
     total = sum(g.total for g in groups) * rounds.rounds
@@ -368,63 +396,65 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
     bar = tqdm(total=total, initial=done, unit="op-round", file=sys.stderr, dynamic_ncols=True,
                desc=f"{groups[0].device.name} {space.name}@{space.resolution} on Ray",
                disable=not progress or done == total)
-    inflight: dict = {}  # chunk call -> (group, actor index, handle, chunk)
-    probes: dict = {}  # probe call -> (group, actor index, handle, failing since)
-    waiting: list = []  # (probe again at, group, actor index, handle, failing since)
+    calls: dict = {}  # Ray object ref -> _Call: chunks being timed and probes of failed actors
+    retries: list[_Retry] = []
     requeued = 0
 
-    def drop(group: _Group, index: int, handle) -> None:
-        group.dead.add(index)
-        ray.kill(handle)
+    def drop(group: _Group, actor: _Actor) -> None:
+        group.dead.add(actor.index)
+        ray.kill(actor.handle)
         if group.queue and len(group.dead) == len(group.actors):
             raise ProfileError(f"every Ray actor of {group.path.name} died (Ray restarts each at most "
                                f"{max_restarts} times); {len(group.table)} finished entries are saved in "
                                f"{group.path}; check the nodes (`ray status`), then rerun with --resume")
 
+    def probe(group: _Group, actor: _Actor, since: float) -> None:
+        calls[actor.handle.describe.remote()] = _Call(group, actor, None, since)
+
     try:
         while True:
             for group in groups:
                 while group.idle and group.queue:
-                    index, handle = group.idle.pop(0)
-                    chunk = group.queue.popleft()
+                    actor, chunk = group.idle.pop(0), group.queue.popleft()
                     job = ChunkJob(space.build_config, tuple(chunk.ops), group.table.reference, batch, rounds,
                                    chunk.seed, pending_rounds(group.table, chunk.ops), len(group.table), str(group.path))
-                    inflight[handle.profile_chunk.remote(job)] = (group, index, handle, chunk)
+                    calls[actor.handle.profile_chunk.remote(job)] = _Call(group, actor, chunk)
             now = time.monotonic()
-            for entry in [w for w in waiting if w[0] <= now]:
-                waiting.remove(entry)
-                probes[entry[3].describe.remote()] = entry[1:]
-            if not inflight and not probes and not waiting:
+            for retry in [r for r in retries if r.at <= now]:
+                retries.remove(retry)
+                probe(retry.call.group, retry.call.actor, retry.call.since)
+            if not calls and not retries:
                 break
-            timeout = max(0.0, min(w[0] for w in waiting) - now) if waiting else None
-            if inflight or probes:
-                ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=timeout)
+            timeout = max(0.0, min(r.at for r in retries) - now) if retries else None
+            if calls:
+                ready, _ = ray.wait(list(calls), num_returns=1, timeout=timeout)
             else:  # only actors that are restarting: probe them again shortly
                 time.sleep(timeout)
                 ready = []
             if not ready:
                 continue
             [ref] = ready
-            if ref in probes:
-                group, index, handle, since = probes.pop(ref)
+            call = calls.pop(ref)
+            group, actor = call.group, call.actor
+            if call.chunk is None:  # a probe
                 try:
                     info = ray.get(ref)
                 except ActorDiedError:  # restarts used up, or its node is gone for good
-                    drop(group, index, handle)
+                    drop(group, actor)
                     continue
                 except RayActorError:  # still restarting
-                    if time.monotonic() - since > recover_timeout_s:
-                        drop(group, index, handle)
+                    if time.monotonic() - call.since > recover_timeout_s:
+                        drop(group, actor)
                     else:
-                        waiting.append((time.monotonic() + 0.5, group, index, handle, since))
+                        retries.append(_Retry(time.monotonic() + 0.5, call))
                     continue
                 same = ActorDevice(info["name"], info["options"], info["dtype"], info["device"]).identity()
                 if same == group.device.identity():
-                    group.idle.append((index, handle))
+                    group.idle.append(actor)
                 else:  # restarted on another kind of node: its numbers belong to another table
-                    drop(group, index, handle)
+                    drop(group, actor)
                 continue
-            group, index, handle, chunk = inflight.pop(ref)
+            chunk = call.chunk
             try:
                 timing = ray.get(ref)
             except RayActorError:
@@ -436,7 +466,7 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
                                        "check the nodes' logs (`ray logs`), then rerun with --resume") from None
                 group.queue.appendleft(chunk)  # for any live actor of the group
                 requeued += 1
-                probes[handle.describe.remote()] = (group, index, handle, time.monotonic())
+                probe(group, actor, time.monotonic())
                 continue
             except RayTaskError as exc:
                 raise_hwnas_cause(exc)
@@ -447,12 +477,12 @@ def _run(ray, groups: list[_Group], space: SearchSpace, batch: int, rounds: Roun
                 group.measured += 1
                 group.remeasured += bool(entry.remeasured)
             group.saver.save()
-            group.contributed.add(index)
-            group.reference_times.setdefault(index, []).extend(timing.reference_times())
-            group.idle.append((index, handle))
+            group.contributed.add(actor.index)
+            group.reference_times.setdefault(actor.index, []).extend(timing.reference_times())
+            group.idle.append(actor)
             bar.update(len(keys) * rounds.rounds)
             if on_chunk:
-                on_chunk(handle, keys)
+                on_chunk(actor.handle, keys)
     finally:
         bar.close()
     return requeued
