@@ -440,3 +440,18 @@ def test_export_with_a_published_table_predicts_and_does_not_measure(note10_160,
     report = json.loads((tmp_path / "m.export_report.json").read_text())
     assert report["latency"]["measured_ms"] is None and report["latency"]["device"] == "Samsung Galaxy Note10"
     assert report["latency"]["predicted_ms"] > 0 and report["latency"]["stated_error_pct"] is None
+
+
+def test_a_budget_below_the_smallest_mobilenetv3_network_is_refused_at_once(note10_160, tmp_path, capsys):
+    space = get_space("mobilenetv3_w12", resolution=160, num_classes=10)
+    predictor = LatencyPredictor(LatencyTable.load(note10_160), space)
+    fewest, lowest = predictor.smallest_memory()
+    rng = random.Random(0)
+    sampled = [predictor.predict(Arch.create(space, space.sample(rng))) for _ in range(200)]
+    assert fewest <= min(p.params for p in sampled) and lowest <= min(p.peak_activation_bytes for p in sampled)
+    smallest = Arch.create(space, space.minimal_choices(lambda op: predictor.measurement(op).param_bytes))
+    assert predictor.predict(smallest).params == fewest  # a real network has it: the minimum is exact
+    assert main(["search", "--strategy", "random", "--space", "mobilenetv3_w12", "--resolution", "160", "--lut",
+                 str(note10_160), "--params-budget", str(fewest - 1), "--data", "digits",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert f"at least {fewest:,}" in capsys.readouterr().err and not (tmp_path / "run").exists()

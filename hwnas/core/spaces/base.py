@@ -9,7 +9,7 @@ import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from torch import nn
 
@@ -223,6 +223,13 @@ class SearchSpace(ABC):
     @abstractmethod
     def final_shapes(self) -> set[tuple[int, int, int]]:
         """(channels, height, width) that the trunk of some architecture ends with."""
+
+    def minimal_choices(self, cost: Callable[[OpInstance], float]) -> dict[str, str] | None:
+        """The choices of a network whose every op is, position by position, the one of least
+        `cost` (for a cost every op has, e.g. parameters or peak activations: the smallest network
+        in the sum and in the max); None where the space cannot name it exactly (a choice that
+        changes the shapes of other positions)."""
+        return None
 
 
 def _unique(ops: Iterable[OpInstance]) -> list[OpInstance]:

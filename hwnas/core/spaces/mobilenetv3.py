@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..build import BuildConfig, round_channels
-from .base import Decision
+from ..ops import OpKind
+from .base import Decision, OpInstance
 from .stagewise import StagewiseSpace
 
 # (channels, first stride, activation, squeeze-excite) of MobileNetV3-Large's searchable stages
@@ -85,6 +86,21 @@ class MobileNetV3Space(StagewiseSpace):
         first = {self._block(c, stage, self.strides[stage]) for c in LAYER_CHOICES}
         rest = {self._block(c, stage, 1) for c in LAYER_CHOICES}
         return first, rest
+
+    def minimal_choices(self, cost: Callable[[OpInstance], float]) -> dict[str, str]:
+        """The fewest layers per stage, and at each position the block of least `cost`: exact, as a
+        stage's widths and strides are fixed, so a position's block changes no other's shape."""
+        depth = min(DEPTHS, key=int)
+        choices = {d.name: d.choices[0] for d in self.decisions}
+        choices.update({f"s{i}.depth": depth for i in range(1, len(STAGES) + 1)})
+        ops = self.arch_ops(choices)
+        for i in range(1, len(STAGES) + 1):
+            for j in range(int(depth)):
+                at = ops[2 + (i - 1) * int(depth) + j]  # after the stem and the fixed first block
+                stride = self.strides[i] if j == 0 else 1
+                choices[f"s{i}.l{j}"] = min(LAYER_CHOICES, key=lambda c: cost(
+                    OpInstance(OpKind.BLOCK, self._block(c, i, stride), at.in_chs, at.in_h, at.in_w)))
+        return choices
 
     def log10_size(self) -> float:
         per_stage = sum(len(LAYER_CHOICES) ** int(d) for d in DEPTHS)
