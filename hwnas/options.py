@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 _ARGPARSE_KEYS = ("type", "choices", "metavar", "action", "nargs", "const")
 
@@ -91,6 +91,12 @@ class Options:
     def from_args(cls, args: argparse.Namespace):
         """The record of the parsed `args` (its defaults for flags not given), checked by the record."""
         return cls(**cls.values(args))
+
+
+def record_from(cls: type, values: Mapping[str, Any]):
+    """The dataclass `cls` of those `values` named like its fields (its defaults for the others;
+    other keys ignored), e.g. a request built from `vars(args)`."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 def add_flags(parser: argparse.ArgumentParser, records: Iterable[type[Options]], groups: dict | None = None,

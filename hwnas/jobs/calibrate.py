@@ -5,13 +5,14 @@ and resumes from it after a kill."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..core.arch import arch_from_dict
 from ..errors import HwnasError
+from ..options import record_from
 from ..jsonio import atomic_write_json, read_json
 from ..latency_tables.calibration import Calibration, Validation
 from ..latency_tables.loading import open_profiler, space_for_table
@@ -43,8 +44,7 @@ class TableRequest:
 
     @classmethod
     def from_args(cls, args):
-        given = vars(args)
-        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+        return record_from(cls, vars(args))
 
 
 @dataclass(frozen=True, kw_only=True)

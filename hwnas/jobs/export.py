@@ -8,10 +8,11 @@ written, atomically, only once all of them pass. Bad input writes nothing.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExportError
+from ..options import record_from
 from ..export.onnx_export import DEFAULT_OPSET, OnnxSpec, export_model
 from ..export.parity import FP32_TOLERANCE, OnnxRuntimeRunner, compare, random_inputs, torch_reference
 from ..export.report import build_report, report_name, write_report
@@ -54,8 +55,7 @@ class ExportRequest:
 
     @classmethod
     def from_args(cls, args) -> "ExportRequest":
-        given = vars(args)
-        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+        return record_from(cls, vars(args))
 
     @property
     def report_path(self) -> Path:

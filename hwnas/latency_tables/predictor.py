@@ -214,22 +214,14 @@ class LatencyPredictor:
 
     def smallest_memory(self) -> tuple[int, int] | None:
         """The fewest parameters and the lowest peak activation bytes of any architecture (each
-        minimised on its own), exact for a layer-wise space and for a space that names its
-        smallest network (`SearchSpace.minimal_choices`); None for other spaces (a sampled minimum
-        could refuse a budget that some architecture meets)."""
-        if not isinstance(self.space, LayerwiseSpace):
-            fewest = self.space.minimal_choices(lambda op: self._memory([op])[0])
-            lowest = self.space.minimal_choices(lambda op: self._memory([op])[1])
-            if fewest is None or lowest is None:
-                return None
-            return self._memory(self.space.arch_ops(fewest))[0], self._memory(self.space.arch_ops(lowest))[1]
-        (final_shape,) = self.space.final_shapes()
-        params, peak = self._memory([self.space.stem_op(), self.space.head_op(*final_shape)])
-        for layer in self.space.layers:
-            options = [(0, 0) if (op := layer.op(c)) is None else self._memory([op]) for c in layer.candidates]
-            params += min(p for p, _ in options)
-            peak = max(peak, min(b for _, b in options))
-        return params, peak
+        minimised on its own), exact where the space names its smallest network
+        (`SearchSpace.minimal_choices`: layer-wise spaces, MobileNetV3/OFA); None for other spaces
+        (a sampled minimum could refuse a budget that some architecture meets)."""
+        fewest = self.space.minimal_choices(lambda op: self._memory([op])[0])
+        lowest = self.space.minimal_choices(lambda op: self._memory([op])[1])
+        if fewest is None or lowest is None:
+            return None
+        return self._memory(self.space.arch_ops(fewest))[0], self._memory(self.space.arch_ops(lowest))[1]
 
     # --- differentiable form for supernet search ------------------------------------------
     def _layer_tables(self, cost) -> tuple[float, list[torch.Tensor]]:

@@ -8,11 +8,10 @@ classmethod and listing it, with its options record, in EVALUATORS.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..errors import HwnasError
-from ..options import Options
+from ..options import Options, record_from
 from .bananas import BananasStrategy
 from .base import Strategy
 from .enas import ENASStrategy
@@ -75,5 +74,4 @@ def make_evaluator(name: str, problem, epochs: int, batch_size: int, max_batches
     `epochs` (file `supernet`, default RUN_DIR/spos_supernet.pt) and scores on its held-out part."""
     kind = evaluator_kind(name)
     given = {"epochs": epochs, "batch_size": batch_size, "max_batches": max_batches, **options}
-    record = kind.options(**{f.name: given[f.name] for f in dataclasses.fields(kind.options) if f.name in given})
-    return kind.build(record, problem)
+    return kind.build(record_from(kind.options, given), problem)

@@ -107,10 +107,10 @@ def measure_task_latency(model: nn.Module, image: torch.Tensor, task: str, backb
     return total, body
 
 
-def lut_backbone_ms(arch: Arch, lut: str, resolution: int) -> float:
-    """The LUT's calibrated prediction of the architecture minus its classifier head's cost: stem and
-    blocks, the part a task model keeps."""
-    table = LatencyTable.load(lut)
+def lut_backbone_ms(arch: Arch, lut: str | LatencyTable, resolution: int) -> float:
+    """The LUT's (a file, or a table read already) calibrated prediction of the architecture minus
+    its classifier head's cost: stem and blocks, the part a task model keeps."""
+    table = lut if isinstance(lut, LatencyTable) else LatencyTable.load(lut)
     space = space_for_table(table, arch.space, resolution)
     predictor = LatencyPredictor(table, space)
     head_op = arch.ops(space)[-1]
@@ -133,22 +133,27 @@ def head_on_device(head_ms: float, backbone_ms: float, predicted_backbone_ms: fl
 
 def task_latency(model: nn.Module, backbone: nn.Module, task: str, resolution: int, arch: Arch | None = None,
                  lut: str | None = None, image: torch.Tensor | None = None, threads: int = 1,
-                 stats: StatsConfig | None = None, clock: str = "wall", backend: str = "ort-cpu",
-                 table: LatencyTable | None = None) -> TaskLatency:
-    """Measure the task model and its backbone (on `table`'s backend where one is given, else on
-    `backend`); add the LUT's backbone prediction when `lut` is given."""
+                 stats: StatsConfig | None = None, clock: str = "wall", table: LatencyTable | None = None
+                 ) -> TaskLatency:
+    """Measure the task model and its backbone: on `table`'s backend and options, at its speed,
+    where a table is given; else, and for a published table (its device is not here: see
+    head_on_device), on ONNX Runtime CPU with `threads` and `clock`. Add the `lut` file's backbone
+    prediction when one is given."""
     if image is None:
         image = torch.rand(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
-    total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock, backend=backend, table=table)
+    timing = None if table is None or is_published(table) else table
+    total, body = measure_task_latency(model, image, task, backbone, threads, stats, clock, table=timing)
     head = total - body
-    if table is not None:
-        backend = table.backend
-        threads = int(table.backend_options.get("threads", threads))
-        clock = str(table.backend_options.get("clock", "wall"))
+    backend = "ort-cpu"
+    if timing is not None:
+        backend = timing.backend
+        threads = int(timing.backend_options.get("threads", threads))
+        clock = str(timing.backend_options.get("clock", "wall"))
     if not (lut and arch is not None):
         return TaskLatency(backend, threads, clock, resolution, total, body, head)
-    predicted = lut_backbone_ms(arch, lut, resolution)
-    device_head, derived = head_on_device(head, body, predicted, LatencyTable.load(lut))
+    lut_table = LatencyTable.load(lut)
+    predicted = lut_backbone_ms(arch, lut_table, resolution)
+    device_head, derived = head_on_device(head, body, predicted, lut_table)
     return TaskLatency(backend, threads, clock, resolution, total, body, head, predicted, predicted + device_head, lut,
                        device_head, derived)
 
@@ -168,9 +173,8 @@ def task_head_latency(arch: Arch, head: str, resolution: int, num_classes: int =
     torch.manual_seed(0)
     source = source or arch_source(arch, resolution=resolution)
     model = build_task_model(source, head, num_classes, resolution)
-    timed_on = None if table is None or is_published(table) else table
     return task_latency(model, backbone_of(model), task, resolution, threads=threads, stats=stats, clock=clock,
-                        table=timed_on)
+                        table=table)
 
 
 def task_head_cost_ms(arch: Arch, head: str, resolution: int, num_classes: int = 2, threads: int = 1,

@@ -11,7 +11,6 @@ from torch import nn
 from ..core.arch import Arch
 from ..errors import HwnasError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
-from ..latency_tables.published import is_published
 from ..profilers.table import LatencyTable
 from .data import TaskData
 from .export import TaskParity, export_task_onnx, task_parity
@@ -40,11 +39,10 @@ def run_latency(model: nn.Module, cfg: TransferConfig, arch: Arch | None, data: 
     backbone prediction; else, and for a published table (see head_on_device), on ONNX Runtime
     CPU with `threads` and `clock`."""
     image = data.val[0][0][None] if len(data.val) else None
-    table = LatencyTable.load(lut) if lut else None
     with torch.no_grad():
         return task_latency(model, backbone_of(model), cfg.task, cfg.resolution, arch=arch, lut=lut, image=image,
                             threads=threads, stats=stats, clock=clock,
-                            table=None if table is None or is_published(table) else table)
+                            table=LatencyTable.load(lut) if lut else None)
 
 
 def add_to_metrics(run_dir: str | Path, **fields) -> None:

@@ -327,6 +327,12 @@ class LayerwiseSpace(SearchSpace):
                 stages[layer.stage].append(block)
         return [s for s in stages if s]
 
+    def minimal_choices(self, cost: Callable[[OpInstance], float]) -> dict[str, str]:
+        """At each layer the candidate of least `cost` (an identity skip, no op, costs 0): exact, as
+        a layer's candidates all keep the layer's input and output shapes."""
+        return {layer.name: min(layer.candidates, key=lambda c: 0.0 if (op := layer.op(c)) is None else cost(op))
+                for layer in self.layers}
+
     def candidate_blocks(self) -> list[OpInstance]:
         return _unique(op for layer in self.layers for c in layer.candidates if (op := layer.op(c)) is not None)
 
