@@ -276,8 +276,9 @@ def test_infeasible_budget_fails_before_any_training(lut_file, predictor, tmp_pa
     (["--lut", "missing.json"], "not found"),
 ])
 def test_bad_inputs_exit_2(lut_file, tmp_path, capsys, argv_tail, message):
-    argv = ["search", "--space", "tiny", "--lut", str(lut_file), "--data", "digits", "--out", str(tmp_path / "r"),
-            "--no-progress", *argv_tail]
+    lut = [] if "--lut" in argv_tail else ["--lut", str(lut_file)]
+    argv = ["search", "--space", "tiny", *lut, "--data", "digits", "--out", str(tmp_path / "r"), "--no-progress",
+            *argv_tail]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -60,6 +60,10 @@ def cmd_show(args) -> int:
         print(f"result: {result['strategy']} {result['arch_hash']}, predicted {result['predicted_latency_ms']:.4g} ms"
               + (f" (budget {budget:.4g} ms, {'met' if result['meets_budget'] else 'NOT met'})" if budget else "")
               + ("" if result.get("finished", True) else ", interrupted"))
+        for d in result.get("devices", []):  # a search over several devices
+            within = "" if d["budget_ms"] is None else (f" (budget {d['budget_ms']:.4g} ms, "
+                                                         f"{'met' if d['meets_budget'] else 'NOT met'})")
+            print(f"  {d['device']}: predicted {d['predicted_ms']:.4g} ms{within}")
     return 0
 
 

@@ -31,15 +31,18 @@ def register(subparsers) -> None:
                         "evolution (aging), tpe, nsga2 (Optuna), mnas (RL controller): samplers over candidates "
                         "scored by --evaluator")
     p.add_argument("--space", required=True)
-    p.add_argument("--lut", default=None, metavar="FILE",
-                   help="latency table of the target device (hwnas profile); required unless --device gives one")
-    p.add_argument("--device", default=None, choices=sorted(DEVICES),
+    p.add_argument("--lut", action="append", default=None, metavar="[NAME=]FILE",
+                   help="latency table of the target device (hwnas profile, hwnas lut import); required unless "
+                        "--device gives one. Repeat it as --lut NAME=FILE for a search under several devices' budgets")
+    p.add_argument("--device", action="append", default=None, choices=sorted(DEVICES),
                    help="space nb201 only: the latency is HW-NAS-Bench's measured (raspi4, pixel3) or simulated "
-                        "(eyeriss, fpga) latency of the whole network on that device, in place of --lut")
+                        "(eyeriss, fpga) latency of the whole network on that device, in place of --lut; repeat it "
+                        "for several devices (then --latency-budget DEVICE=BUDGET)")
     p.add_argument("--resolution", type=int, default=None,
                    help="input resolution the latency is predicted at (default: the space's, e.g. 224 for fbnet)")
-    p.add_argument("--latency-budget", default=None, metavar="BUDGET",
-                   help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT)")
+    p.add_argument("--latency-budget", action="append", default=None, metavar="[NAME=]BUDGET",
+                   help="8ms, 8 (ms), 1.5s, 900us, or P%% of the space's range (0%% fastest, 100%% slowest by the LUT); "
+                        "with several devices, NAME=BUDGET per device (a device without one is only reported)")
     p.add_argument("--task-head", default=None, choices=("fasterrcnn", "ssdlite", "lraspp", "deeplabv3"),
                    help="budget the whole task model: every prediction has the classifier head replaced by this "
                         "detection or segmentation head's measured cost (ONNX Runtime CPU, on the space's reference "
@@ -76,11 +79,12 @@ def cmd_search(args) -> int:
 
 
 def print_verification(verification: Verification, budget: float | None) -> None:
+    device = f" ({verification.device})" if verification.device else ""
     if verification.skipped:
-        print(f"on-device check skipped: {verification.skipped}")
+        print(f"on-device check{device} skipped: {verification.skipped}")
         return
     first, final = verification.attempts[0], verification.final
-    text = (f"measured end to end: {first['measured_ms']:.4g} ms at the table's speed "
+    text = (f"measured end to end{device}: {first['measured_ms']:.4g} ms at the table's speed "
             f"({first['absolute_ms']:.4g} ms as timed now, the machine at {first['speed']:.3f}x its time at profiling)")
     if budget is not None:
         text += f", {first['measured_ms'] / budget:.3f}x the budget"
@@ -96,8 +100,16 @@ def print_verification(verification: Verification, budget: float | None) -> None
 def print_result(result, config: SearchConfig, budget) -> None:
     status = "" if result.finished else " (interrupted: rerun with --resume)"
     latency = f"{config.device} latency (HW-NAS-Bench)" if config.device else "predicted"
-    print(f"architecture {result.arch.hash}: {latency} {result.predicted_ms:.4g} ms"
-          + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
+    if result.devices:
+        print(f"architecture {result.arch.hash}{status}, "
+              f"{'HW-NAS-Bench latency' if config.devices else 'predicted'} on each device:")
+        for d in result.devices:
+            within = "" if d["budget_ms"] is None else (f" (budget {d['budget_ms']:.4g} ms: "
+                                                         f"{'met' if d['meets_budget'] else 'OVER'})")
+            print(f"  {d['device']}: {d['predicted_ms']:.4g} ms{within}")
+    else:
+        print(f"architecture {result.arch.hash}: {latency} {result.predicted_ms:.4g} ms"
+              + (f" (budget {budget:.4g} ms)" if budget is not None else "") + status)
     details = result.details
     if "trial_states" in details:
         states, best = details["trial_states"], details["best_trial"]

@@ -80,6 +80,16 @@ class SearchResult:
     wall_s: float = 0.0
     finished: bool = True
     details: dict = field(default_factory=dict)
+    #: a search over several devices: per device its table, predicted latency, budget, whether met
+    #: (`predicted_ms` and `budget_ms` are then the first budgeted device's)
+    devices: tuple[dict, ...] = ()
+
+    @property
+    def meets_budget(self) -> bool:
+        """Every budget is met by prediction."""
+        if self.devices:
+            return all(d["meets_budget"] is not False for d in self.devices)
+        return self.budget_ms is None or self.predicted_ms <= self.budget_ms * (1 + 1e-9)
 
     @property
     def repaired(self) -> bool:
@@ -94,7 +104,7 @@ class SearchResult:
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "arch": self.arch.to_dict(), "arch_hash": self.arch.hash,
                 "predicted_latency_ms": self.predicted_ms, "budget_ms": self.budget_ms,
-                "meets_budget": self.budget_ms is None or self.predicted_ms <= self.budget_ms * (1 + 1e-9),
+                "meets_budget": self.meets_budget, **({"devices": list(self.devices)} if self.devices else {}),
                 "repaired": self.repaired, "filled": self.filled, "budget_steps": [r.to_dict() for r in self.budget_steps],
                 "candidates": [c.to_dict() for c in self.candidates], "wall_s": round(self.wall_s, 3),
                 "finished": self.finished, **self.details}

@@ -101,27 +101,35 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     meets the budget and costs no more than the best-ratio swap, the cheapest such swap is taken
     instead, so the last step does not overshoot. Terminates because the budget was checked
     feasible and every step is strictly faster.
+
+    Several devices (hwnas.latency_tables.multi_device, costs in units of the budget): the
+    latency saved is summed over the devices still over the budget, and a swap may not put a
+    device that meets the budget over it; a swap finishes when every device meets it. One device
+    is the rule above.
     """
-    _, per_layer = predictor.layer_costs()
+    costs = predictor.device_layer_costs()
     current = dict(choices)
     steps: list[BudgetStep] = []
-    latency = predictor.latency_ms(Arch.create(space, current))
-    for _ in range(_max_steps(space, per_layer, latency)):
-        if latency <= budget_ms:
+    latencies = predictor.device_costs_latencies(Arch.create(space, current))
+    for _ in range(_max_steps(space, costs, latencies)):
+        if max(latencies) <= budget_ms:
             break
+        over = [lat > budget_ms for lat in latencies]
         best_ratio = best_finish = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                saved = float(per_layer[li][ci] - per_layer[li][cj])
-                if saved <= 0:
+                deltas = [float(per_layer[li][ci] - per_layer[li][cj]) for _, per_layer in costs]
+                after = [lat - d for lat, d in zip(latencies, deltas)]
+                saved = sum(d for d, o in zip(deltas, over) if o)
+                if saved <= 0 or any(not o and a > budget_ms for o, a in zip(over, after)):
                     continue
                 cost = float(log_probs[li][ci] - log_probs[li][cj])
                 ratio = math.inf if cost <= 0 else saved / cost
                 move = (li, cand, saved, cost, ratio)
                 if best_ratio is None or (ratio, saved) > (best_ratio[4], best_ratio[2]):
                     best_ratio = move
-                if latency - saved <= budget_ms and (best_finish is None or (cost, -saved) < (best_finish[3], -best_finish[2])):
+                if max(after) <= budget_ms and (best_finish is None or (cost, -saved) < (best_finish[3], -best_finish[2])):
                     best_finish = move
         if best_ratio is None:
             raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms: every layer is at its fastest candidate")
@@ -130,9 +138,10 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
         layer = space.layers[li]
         before = current[layer.name]
         current[layer.name] = cand
-        latency = predictor.latency_ms(Arch.create(space, current))
-        steps.append(BudgetStep("downgrade", layer.name, before, cand, saved, cost, latency))
-    if latency > budget_ms:
+        arch = Arch.create(space, current)
+        latencies = predictor.device_costs_latencies(arch)
+        steps.append(BudgetStep("downgrade", layer.name, before, cand, saved, cost, predictor.latency_ms(arch)))
+    if max(latencies) > budget_ms:
         raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms in {len(steps)} steps")
     return Arch.create(space, current), steps
 
@@ -149,19 +158,22 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     gained (the next candidate to win the layer's argmax if the latency penalty were eased, i.e.
     the argmax of log p + delta * latency for a growing delta), among the swaps that keep the
     prediction within the budget and lose at most log(10) each; stop when none is left.
+    Several devices: the ms gained are summed over them, and every device must stay within.
     """
-    _, per_layer = predictor.layer_costs()
+    costs = predictor.device_layer_costs()
     current = dict(choices)
     steps: list[BudgetStep] = []
-    latency = predictor.latency_ms(Arch.create(space, current))
-    for _ in range(_max_steps(space, per_layer, latency)):
+    latencies = predictor.device_costs_latencies(Arch.create(space, current))
+    for _ in range(_max_steps(space, costs, latencies)):
         best = None
         for li, layer in enumerate(space.layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                gained = float(per_layer[li][cj] - per_layer[li][ci])
+                deltas = [float(per_layer[li][cj] - per_layer[li][ci]) for _, per_layer in costs]
+                gained = sum(deltas)
                 cost = float(log_probs[li][ci] - log_probs[li][cj])
-                if gained <= 0 or latency + gained > budget_ms or cost > FILL_MAX_LOG_RATIO:
+                if (gained <= 0 or any(lat + d > budget_ms for lat, d in zip(latencies, deltas))
+                        or cost > FILL_MAX_LOG_RATIO):
                     continue
                 key = (cost / gained, -gained)
                 if best is None or key < best[0]:
@@ -172,18 +184,22 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
         layer = space.layers[li]
         before = current[layer.name]
         current[layer.name] = cand
-        latency = predictor.latency_ms(Arch.create(space, current))
-        steps.append(BudgetStep("upgrade", layer.name, before, cand, -gained, cost, latency))
+        arch = Arch.create(space, current)
+        latencies = predictor.device_costs_latencies(arch)
+        steps.append(BudgetStep("upgrade", layer.name, before, cand, -gained, cost, predictor.latency_ms(arch)))
     return Arch.create(space, current), steps  # every layer reached its slowest candidate
 
 
-def _max_steps(space: LayerwiseSpace, per_layer, latency: float) -> int:
+def _max_steps(space: LayerwiseSpace, costs, latencies: Sequence[float]) -> int:
     """Upper bound of repair/fill steps: each step moves one layer strictly toward its fastest
-    (slowest) candidate, so a layer moves at most len(candidates) - 1 times. Non-finite costs
-    would break that argument (NaN compares false), so they are refused here."""
-    if not math.isfinite(latency) or not all(math.isfinite(float(v)) for row in per_layer for v in row):
+    (slowest) candidate, so a layer moves at most len(candidates) - 1 times (per device that a
+    step may trade against another, with several). Non-finite costs would break that argument
+    (NaN compares false), so they are refused here."""
+    finite = all(math.isfinite(lat) for lat in latencies) and all(
+        math.isfinite(float(v)) for _, per_layer in costs for row in per_layer for v in row)
+    if not finite:
         raise BudgetError("the latency table gives non-finite latencies for this space; check it with `hwnas lut show`")
-    return sum(len(layer.candidates) - 1 for layer in space.layers) + 1
+    return (sum(len(layer.candidates) - 1 for layer in space.layers) + 1) * len(costs)
 
 
 def fit_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],

@@ -18,7 +18,7 @@ from ..errors import HwnasError
 from ..options import Flag, Options, add_flags, option
 from ..train import ddp
 from .ray_evaluator import RayOptions
-from .budget import parse_budget
+from .devices import parse_devices, split_named
 from .loop import LoopConfig
 from .objectives import BUDGET_MODES, parse_memory_budget, parse_objectives, parse_params_budget
 from .registry import EVALUATORS, STRATEGIES, evaluator_kind, get_strategy
@@ -167,10 +167,10 @@ class SearchConfig:
     strategy: str
     space: str
     out: str
-    lut: str | None = None
-    device: str | None = None
+    luts: tuple[str, ...] = ()  # --lut [NAME=]TABLE, in order (several: one per device)
+    devices: tuple[str, ...] = ()  # --device NAME (HW-NAS-Bench), in order
     resolution: int | None = None
-    latency_budget: str | None = None
+    latency_budgets: tuple[str, ...] = ()  # --latency-budget [NAME=]BUDGET
     task_head: str | None = None
     task_classes: int = 2
     verify: bool = True
@@ -187,6 +187,21 @@ class SearchConfig:
     trial: TrialOptions | None = None
     evaluator: Options | None = None
     ray: RayOptions | None = None
+
+    @property
+    def device(self) -> str | None:
+        """The one HW-NAS-Bench device of a single-device search by --device (else None)."""
+        return self.devices[0] if len(self.devices) == 1 else None
+
+    @property
+    def latency_sources(self) -> tuple[str, ...]:
+        """The devices as `[NAME=]SOURCE` flags: --lut's, or --device's named after themselves."""
+        return self.luts or tuple(f"{d}={d}" for d in self.devices)
+
+    @property
+    def lut(self) -> str | None:
+        """The one table of a single-device search (None with --device or several devices)."""
+        return split_named(self.luts[0]).value if len(self.luts) == 1 else None
 
     @property
     def strategy_cls(self):
@@ -215,15 +230,17 @@ class SearchConfig:
         if args.task_head and args.device:
             raise HwnasError("--task-head measures a head on this machine with the LUT's backend; --device's latency is "
                              "HW-NAS-Bench's whole classification network: drop one")
-        if args.latency_budget is not None:
-            parse_budget(args.latency_budget)  # says what is wrong with it before any work
+        luts, budgets, devices = tuple(args.lut or ()), tuple(args.latency_budget or ()), tuple(args.device or ())
+        parse_devices(luts or tuple(f"{d}={d}" for d in devices), budgets)  # says what is wrong before any work
+        if args.task_head and len(luts) > 1:
+            raise HwnasError("--task-head is measured on one table's backend; search one device (one --lut) with it")
         trial = TrialOptions.from_args(args) if strategy.uses_evaluator else None
         ray = ray_options(args) if trial is not None else None
         evaluator = None
         if trial is not None:
             evaluator = evaluator_kind(trial.evaluator).options.from_args(args)
-        return cls(strategy=strategy.name, space=args.space, out=args.out, lut=args.lut, device=args.device,
-                   resolution=args.resolution, latency_budget=args.latency_budget, task_head=args.task_head,
+        return cls(strategy=strategy.name, space=args.space, out=args.out, luts=luts, devices=devices,
+                   resolution=args.resolution, latency_budgets=budgets, task_head=args.task_head,
                    task_classes=2 if args.task_classes is None else args.task_classes, verify=not args.no_verify,
                    data=args.data, data_root=args.data_root, train_resolution=args.train_resolution,
                    batch_size=args.batch_size, epochs=args.epochs, max_batches=args.max_batches, seed=args.seed,

@@ -12,12 +12,13 @@ supernet strategy (fbnet) runs its own search. Either way the result is written 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
 from ..errors import HwnasError
 from ..jsonio import atomic_write_json, read_json
+from ..latency_tables.multi_device import MultiDevicePredictor
 from ..runs import RunError, open_run
 from ..train import ddp
 from .base import Candidate, SearchProblem, SearchResult, Strategy, SupernetStrategy, TrialStrategy, \
@@ -65,8 +66,19 @@ def run_search(problem: SearchProblem, strategy: Strategy, evaluator: Evaluator 
         result = TrialLoop(problem, strategy, evaluator, loop).run(stop_after)
     else:
         raise HwnasError(f"{type(strategy).__name__} is neither a trial nor a supernet strategy")
+    result = with_devices(result, problem.predictor)
     write_result(problem.run_dir, result)
     return result
+
+
+def with_devices(result: SearchResult, predictor) -> SearchResult:
+    """A search over several devices reports each one's predicted latency and budget; its
+    `predicted_ms` is the first budgeted device's own (hwnas.latency_tables.multi_device)."""
+    if not isinstance(predictor, MultiDevicePredictor):
+        return result
+    devices = tuple(predictor.report(result.arch))
+    primary = next(d for d in devices if d["device"] == predictor.primary.name)
+    return replace(result, predicted_ms=primary["predicted_ms"], devices=devices)
 
 
 def _data_config(data) -> dict:

@@ -10,14 +10,16 @@ from pathlib import Path
 from ..train.data import load_data, peek_num_classes
 from ..errors import HwnasError
 from ..jsonio import read_json
+from ..latency_tables.multi_device import MultiDevicePredictor
 from ..latency_tables.predictor import LatencyPredictor
 from ..profilers.table import LatencyTable
 from ..locks import hold
 from ..runs import refuse_nonempty
+from ..tabular.nb201 import DEVICE_NAMES
 from ..train import ddp
 from ..core.spaces import get_space
 from .base import SearchProblem, SearchResult
-from .budget import parse_budget, resolve_budget
+from .devices import build_model, parse_devices
 from .config import SearchConfig, TrialOptions
 from .loop import RUN_FILE, LoopConfig, run_search
 from .objectives import refuse_infeasible_budgets
@@ -43,10 +45,10 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
     """The search of `config`, written to `config.out`; under torchrun every process joins the
     supernet training and process 0 does the rest (call it inside `ddp.session()`)."""
     report = report or Report()
-    space, predictor, evaluator = space_and_latency(config)
+    space, predictors, evaluator = space_and_latency(config)
     if config.task_head:
-        use_task_head(predictor, config, report)
-    budget = resolve_budget(parse_budget(config.latency_budget), predictor) if config.latency_budget else None
+        use_task_head(predictors[0], config, report)
+    predictor, budget = build_model(*parse_devices(config.latency_sources, config.latency_budgets), predictors)
     trial = config.trial
     refuse_infeasible_budgets(predictor, trial_or_default(config).memory_bytes, trial_or_default(config).params_count)
     strategy = config.make_strategy()
@@ -57,7 +59,7 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
     if trial is not None and not config.tabular:
         evaluator = evaluator_kind(config.evaluator_name).build(config.evaluator, problem)
     if progress:
-        budget_text = f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
+        budget_text = describe_budgets(predictor, budget)
         what = data.describe() if data is not None else f"looked up in NAS-Bench-201 ({evaluator.signal.dataset})"
         report.say(f"search {config.strategy} on {space.name}@{space.resolution} ({budget_text}), {what}")
     if hasattr(evaluator, "check_supernet") and ddp.is_main():
@@ -80,10 +82,12 @@ def run(config: SearchConfig, report: Report | None = None) -> SearchResult:
                            f"CPU(s) and {config.ray.gpus:g} GPU(s) per trial")
             result = run_search(problem, strategy, evaluator, loop)
         report.result(result, budget)
-        if result.finished and config.device:
-            report.say(f"on-device check skipped: the latency is {predictor.device_name}; no such device here")
+        if result.finished and config.devices:
+            names = ", ".join(DEVICE_NAMES[d] for d in config.devices)
+            report.say(f"on-device check skipped: the latency is HW-NAS-Bench's ({names}); no such device here")
         elif result.finished and config.verify:
-            report.verification(verify_result(config.out, result, predictor, budget, progress=progress), budget)
+            for verification in verify_result(config.out, result, predictor, budget, progress=progress):
+                report.verification(verification, verification.budget_ms)
     return result
 
 
@@ -95,7 +99,7 @@ def trial_or_default(config: SearchConfig) -> TrialOptions:
 def search_problem(config: SearchConfig, space, predictor, budget: float | None, data, progress: bool) -> SearchProblem:
     trial = trial_or_default(config)
     return SearchProblem(space, predictor, budget, data, Path(config.out), config.seed, config.resume, progress,
-                         lut_source=str(config.lut) if config.lut else predictor.source,
+                         lut_source=config.lut or predictor.source,
                          memory_budget=trial.memory_bytes, params_budget=trial.params_count,
                          budget_mode=trial.budget_mode, penalty=1.0 if trial.penalty is None else trial.penalty,
                          objectives=trial.objective_names,
@@ -103,11 +107,12 @@ def search_problem(config: SearchConfig, space, predictor, budget: float | None,
 
 
 def space_and_latency(config: SearchConfig):
-    """The space (its classes those of --data, or of the benchmark's dataset), the latency model
-    (--lut's table, or --device's published latencies) and, for a tabular evaluator, the evaluator."""
-    if config.lut and config.device:
+    """The space (its classes those of --data, or of the benchmark's dataset), the latency model of
+    each device (--lut's tables in order, or --device's published latencies) and, for a tabular
+    evaluator, the evaluator."""
+    if config.luts and config.devices:
         raise HwnasError("give --lut (a table profiled here) or --device (HW-NAS-Bench's latency), not both")
-    if not config.lut and not config.device:
+    if not config.luts and not config.devices:
         raise HwnasError("--lut TABLE is required (hwnas profile makes one)" + (
             "; or --device raspi4|pixel3|eyeriss|fpga for HW-NAS-Bench's published latency"
             if config.space == "nb201" else ""))
@@ -134,13 +139,22 @@ def space_and_latency(config: SearchConfig):
             load_data(config.data, config.train_resolution, config.seed, config.data_root)  # says what is wrong
         # latency is predicted for the network that will be deployed: its head has the data's classes
         space = get_space(config.space, resolution=config.resolution, num_classes=num_classes)
-    if config.device:
+    if config.devices:
         from ..tabular.latency import DeviceLatency
         from ..tabular.nb201 import NB201Table
 
-        root = evaluator.root if evaluator is not None else None
-        return space, DeviceLatency(NB201Table.load(root), config.device, space), evaluator
-    return space, LatencyPredictor(LatencyTable.load(config.lut), space), evaluator
+        table = NB201Table.load(evaluator.root if evaluator is not None else None)
+        return space, [DeviceLatency(table, device, space) for device in config.devices], evaluator
+    tables, _ = parse_devices(config.luts, ())
+    return space, [LatencyPredictor(LatencyTable.load(t.value), space) for t in tables], evaluator
+
+
+def describe_budgets(predictor, budget: float | None) -> str:
+    """'budget 8 ms', or each device's budget in a search over several."""
+    if isinstance(predictor, MultiDevicePredictor):
+        return "devices " + ", ".join(f"{d.name} ({'budget ' + format(d.budget_ms, '.4g') + ' ms' if d.budget_ms else 'reported only'})"
+                                      for d in predictor.devices)
+    return f"budget {budget:.4g} ms" if budget is not None else "no latency budget"
 
 
 def ray_connection(config: SearchConfig):

@@ -35,6 +35,7 @@ class Verification:
     attempts: tuple[dict, ...] = ()
     skipped: str | None = None  # why nothing was measured
     note: str = ""
+    device: str | None = None  # in a search over several devices, the one measured
 
     @property
     def final(self) -> dict | None:
@@ -59,7 +60,7 @@ class Verification:
                 "measured_over_budget": (final["measured_ms"] / self.budget_ms
                                          if final and self.budget_ms else None),
                 "repaired": self.repaired, "arch_hash": self.arch.hash, "attempts": list(self.attempts),
-                "note": self.note}
+                "note": self.note, **({"device": self.device} if self.device else {})}
 
 
 def _attempt(arch: Arch, predictor: LatencyPredictor, measured: EndToEnd, lut_budget: float | None,
@@ -69,20 +70,26 @@ def _attempt(arch: Arch, predictor: LatencyPredictor, measured: EndToEnd, lut_bu
             "lut_budget_ms": lut_budget, "repair_steps": [s.to_dict() for s in steps or ()]}
 
 
-def _smallest_change_log_probs(space: LayerwiseSpace, predictor: LatencyPredictor, choices: dict) -> list[list[float]]:
-    """Log-probabilities that make `repair_to_budget` prefer the swaps that change latency least."""
-    _, costs = predictor.layer_costs()
-    out = []
-    for layer, cost in zip(space.layers, costs):
-        current = float(cost[layer.candidates.index(choices[layer.name])])
-        out.append([-abs(float(c) - current) for c in cost])
+def _smallest_change_log_probs(space: LayerwiseSpace, model, choices: dict) -> list[list[float]]:
+    """Log-probabilities that make `repair_to_budget` prefer the swaps that change latency least
+    (summed over the devices of a search over several)."""
+    out = [[0.0] * len(layer.candidates) for layer in space.layers]
+    for _, costs in model.device_layer_costs():
+        for li, (layer, cost) in enumerate(zip(space.layers, costs)):
+            current = float(cost[layer.candidates.index(choices[layer.name])])
+            out[li] = [o - abs(float(c) - current) for o, c in zip(out[li], cost)]
     return out
 
 
 def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float | None,
-                     measure: Callable[[Arch], EndToEnd], max_repairs: int = 3) -> Verification:
+                     measure: Callable[[Arch], EndToEnd], max_repairs: int = 3,
+                     repair_model: Callable[[float], tuple] | None = None) -> Verification:
     """Measure `arch` with `measure` (end to end, at the table's speed); while it is over
-    `budget_ms`, tighten the LUT budget by the measured/predicted ratio, repair and measure again."""
+    `budget_ms`, tighten the LUT budget by the measured/predicted ratio, repair and measure again.
+    `repair_model(lut_budget) -> (model, budget in its units)` is what the repair must meet: by
+    default `predictor` and the tightened budget; in a search over several devices, every device's
+    model with this device's budget tightened, so that the repair keeps the others within theirs."""
+    repair_model = repair_model or (lambda lut_budget: (predictor, lut_budget))
     measured = measure(arch)
     attempts = [_attempt(arch, predictor, measured, budget_ms)]
     if budget_ms is None or measured.measured_ms <= budget_ms:
@@ -98,9 +105,10 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
         last = attempts[-1]
         lut_budget = min(lut_budget, last["predicted_ms"] * budget_ms / last["measured_ms"] * (1 - REPAIR_MARGIN))
         choices = current.choice_map
+        model, model_budget = repair_model(lut_budget)
         try:
-            current, steps = repair_to_budget(space, predictor, choices,
-                                              _smallest_change_log_probs(space, predictor, choices), lut_budget)
+            current, steps = repair_to_budget(space, model, choices,
+                                              _smallest_change_log_probs(space, model, choices), model_budget)
         except BudgetError as exc:
             return Verification(current, budget_ms, tuple(attempts), note=f"cannot repair further: {exc}")
         measured = measure(current)
@@ -135,29 +143,58 @@ def device_measure(predictor: LatencyPredictor, rounds: int = 5, seed: int = 0):
     return measure, None
 
 
-def verify_result(run_dir, result, predictor: LatencyPredictor, budget_ms: float | None,
-                  rounds: int = 5, progress: bool = True) -> Verification:
+def _tightened(model, name: str):
+    """`repair_model` for device `name` of a multi-device model: every device, this one's budget tightened."""
+    def repair_model(lut_budget: float):
+        tightened = model.with_budget(name, lut_budget)
+        return tightened, tightened.budget_ms
+    return repair_model
+
+
+def verify_result(run_dir, result, predictor, budget_ms: float | None,
+                  rounds: int = 5, progress: bool = True) -> list[Verification]:
     """The on-device check of a finished search in `run_dir`: measures its result (repairing it if
     over the budget), records the check under "verify" in result.json and, if repaired, writes the
-    repaired architecture to arch.json (the search's own pick stays in result.json)."""
+    repaired architecture to arch.json (the search's own pick stays in result.json). In a search
+    over several devices each device whose table's backend runs here is checked in turn (the
+    repair keeps the others within their budgets by prediction): one Verification per device."""
     from pathlib import Path
 
     from ..jsonio import atomic_write_json, read_json
+    from ..latency_tables.multi_device import MultiDevicePredictor
 
     run_dir = Path(run_dir)
-    measure, why = device_measure(predictor, rounds=rounds)
-    if measure is None:
-        verification = Verification(result.arch, budget_ms, skipped=f"not measured here: {why}")
-    else:
-        if progress:
-            print(f"verifying {result.arch.hash} end to end on {predictor.table.backend} against the budget ...")
-        verification = verify_on_device(result.arch, predictor, budget_ms, measure)
+    devices = predictor.devices if isinstance(predictor, MultiDevicePredictor) else (None,)
+    arch, verifications = result.arch, []
+    for device in devices:
+        own = device.predictor if device else predictor
+        budget = device.budget_ms if device else budget_ms
+        name = device.name if device else None
+        repair = _tightened(predictor, name) if device else None
+        measure, why = device_measure(own, rounds=rounds)
+        if measure is None:
+            verification = Verification(arch, budget, skipped=f"not measured here: {why}", device=name)
+        else:
+            if progress:
+                print(f"verifying {arch.hash} end to end on {own.table.backend}{f' ({name})' if name else ''} "
+                      "against the budget ...")
+            verification = replace(verify_on_device(arch, own, budget, measure, repair_model=repair), device=name)
+        verifications.append(verification)
+        arch = verification.arch
     doc = read_json(run_dir / "result.json", "search result")
-    doc["verify"] = verification.to_dict()
-    if verification.arch != result.arch:
+    if isinstance(predictor, MultiDevicePredictor):
+        doc["verify"] = {"devices": {v.device: v.to_dict() for v in verifications}}
+    else:
+        doc["verify"] = verifications[0].to_dict()
+    if arch != result.arch:
         doc["searched_arch_hash"] = result.arch.hash
-        doc["arch"], doc["arch_hash"] = verification.arch.to_dict(), verification.arch.hash
-        doc["predicted_latency_ms"] = predictor.latency_ms(verification.arch)
-        atomic_write_json(run_dir / "arch.json", verification.arch.to_dict())
+        doc["arch"], doc["arch_hash"] = arch.to_dict(), arch.hash
+        if isinstance(predictor, MultiDevicePredictor):
+            doc["devices"] = predictor.report(arch)
+            doc["predicted_latency_ms"] = next(d["predicted_ms"] for d in doc["devices"]
+                                               if d["device"] == predictor.primary.name)
+        else:
+            doc["predicted_latency_ms"] = predictor.latency_ms(arch)
+        atomic_write_json(run_dir / "arch.json", arch.to_dict())
     atomic_write_json(run_dir / "result.json", doc)
-    return verification
+    return verifications
