@@ -6,7 +6,8 @@ recorded (`OpenVinoSettings.config`): `INFERENCE_NUM_THREADS` (1 by default), on
 LATENCY hint, and `INFERENCE_PRECISION_HINT` f32 by default: on CPUs with AMX the plugin's
 default is bf16, which would silently change what is measured (and the outputs), so the
 precision is an option of the table. `PERF_COUNT` is on, so every inference request keeps
-per-layer times (`OpenVinoRunner.layer_times`, from `get_profiling_info()`).
+per-layer times (`OpenVinoRunner.layer_times`, from `get_profiling_info()`: the mean over the
+request's inferences).
 
 With one inference thread the CPU plugin runs a request in the calling thread (measured here:
 thread CPU time within 1% of wall time on an idle core), so the `thread` clock serves as for
@@ -51,6 +52,11 @@ def check_precision(precision: str) -> str:
     return PRECISIONS[precision]
 
 
+def converter_name(exporter: str | None) -> str:
+    """How modules are converted, as a table records it."""
+    return "openvino.convert_model" + (f"(onnx:{exporter})" if exporter else "(pytorch)")
+
+
 @dataclass(frozen=True)
 class OpenVinoSettings:
     """How a model is compiled: device, inference threads, precision hint, per-layer counters."""
@@ -66,19 +72,26 @@ class OpenVinoSettings:
                 "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": self.perf_count}
 
 
-def convert(module, example, what: str = "the model"):
+def convert(module, example, what: str = "the model", exporter: str | None = None, error=BackendError):
     """`openvino.convert_model` of an eval-mode torch module traced at `example` (a tensor), its
-    input shape fixed to the example's; failures raise BackendError in one line."""
+    input shape fixed to the example's: by OpenVINO's PyTorch frontend (`exporter` None), or of
+    the module's ONNX graph by `exporter` (torchscript, dynamo: hwnas.runtimes.onnx_model; 2-4x
+    faster for whole networks, measured here). Failures raise `error` in one line."""
     ov = import_openvino()
     import torch
 
+    source, kwargs = module.eval(), {"example_input": example, "input": [tuple(example.shape)]}
+    if exporter is not None:
+        from .onnx_model import export_onnx
+
+        source, kwargs = io.BytesIO(export_onnx(module, example, exporter, what=what).SerializeToString()), {}
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # torch.jit.trace deprecation, tracer warnings
-            return ov.convert_model(module.eval(), example_input=example, input=[tuple(example.shape)])
+            return ov.convert_model(source, **kwargs)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"openvino.convert_model could not convert {what}: {first}") from None
+        raise error(f"openvino.convert_model could not convert {what}: {first}") from None
 
 
 def read_model(path):
@@ -112,7 +125,7 @@ class LayerTime:
 
 class OpenVinoRunner(Runner):
     """A compiled OpenVINO model: `infer(x) -> first output`; `time_call()` runs a seeded input of
-    `timing_shape` on one inference request; `layer_times()` its last per-layer breakdown."""
+    `timing_shape` on one inference request; `layer_times()` the per-layer breakdown of that input."""
 
     def __init__(self, model, settings: OpenVinoSettings = OpenVinoSettings(), *, timing_shape=None, clock=None,
                  memory: MemoryInfo | None = None, error=BackendError, what: str = "the model"):
@@ -148,11 +161,19 @@ class OpenVinoRunner(Runner):
         request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.array(request.get_output_tensor(0).data, copy=True)
 
-    def layer_times(self) -> list[LayerTime]:
-        """Per-layer times of the timing request's last inference (executed layers only)."""
-        infos = self.request.get_profiling_info() if self.request is not None else []
+    def layer_times(self, calls: int = 20) -> list[LayerTime]:
+        """Per-layer times (executed layers) of `calls` inferences of the timing input on a fresh
+        request, after one warm-up call: the CPU plugin's counters are the mean over a request's
+        inferences since it was created (the first one includes weight repacking, measured here
+        at 100x a later call), hence the fresh request."""
+        ov = import_openvino()
+        self.time_call()
+        request = self.compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(self.timing_input))
+        for _ in range(calls):
+            request.infer()
         return [LayerTime(p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3)
-                for p in infos if str(p.status).endswith("EXECUTED")]
+                for p in request.get_profiling_info() if str(p.status).endswith("EXECUTED")]
 
     def memory(self) -> MemoryInfo:
         """What the runner was given (a module's hook estimate), else the model's constants and I/O."""
@@ -174,9 +195,10 @@ def openvino_version() -> str:
 
 
 def openvino_runner(model, input_shape, *, threads: int = 1, precision: str = "f32", perf_count: bool = True,
-                    clock: str | None = "wall", verify_tolerance: float | None = 1e-3, what: str = "the op") -> OpenVinoRunner:
+                    clock: str | None = "wall", exporter: str | None = None, verify_tolerance: float | None = 1e-3,
+                    what: str = "the op") -> OpenVinoRunner:
     """The `openvino` runtime's runner (active): `model` is an openvino.Model or an IR/ONNX file,
-    compiled as it is, or a torch module, converted (under `threads` torch threads), its memory
+    compiled as it is, or a torch module, converted (`convert`, under `threads` torch threads), its memory
     estimated and, with `verify_tolerance` (relative to the output's scale), its output checked
     against the module's before it is timed. bf16 and f16 precisions skip the check."""
     settings = OpenVinoSettings(threads=threads, precision=check_precision(precision), perf_count=perf_count)
@@ -195,7 +217,7 @@ def openvino_runner(model, input_shape, *, threads: int = 1, precision: str = "f
         module = model.eval()
         x = torch.randn(input_shape)
         _, memory = estimate_on_cpu(module, x)
-        ov_model = convert(module, x, what)
+        ov_model = convert(module, x, what, exporter)
         runner = OpenVinoRunner(ov_model, settings, timing_shape=input_shape, clock=clock, memory=memory,
                                 what=what).activate()
         if verify_tolerance and settings.precision == "f32":
