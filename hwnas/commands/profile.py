@@ -10,6 +10,7 @@ from ..profilers import PROFILERS, available_backends, backend_options
 from ..profilers.session import ProfileSettings, profile_to
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
+from ..runtimes.remote import MODEL_FORMATS
 from ..scaleout.ray_runtime import LOCAL
 from ..core.spaces import get_space
 from .common import SEED
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
                              "{batch} {resolution}, e.g. 'adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/{name}'")
     remote.add_argument("--remote-setup", default=None, metavar="TEMPLATE",
                         help="run once per model before timing, e.g. 'adb push {model} /data/local/tmp/'")
-    remote.add_argument("--remote-format", choices=("onnx", "openvino"), default=None,
+    remote.add_argument("--remote-format", choices=tuple(MODEL_FORMATS), default=None,
                         help="the model file the command takes (default onnx)")
     remote.add_argument("--time-pattern", default=None, metavar="REGEX",
                         help="regular expression of the printed time, the number in its first group; the last match "
