@@ -7,9 +7,9 @@ DEMO_DIR ?= demo_out
 
 .PHONY: venv test demo clean
 
-$(STAMP): requirements.txt requirements-ray.txt pyproject.toml
+$(STAMP): requirements.txt requirements-ray.txt requirements-mobile.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt -r requirements-mobile.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -12,6 +12,9 @@ around it), and as measured now; the machine's drift is printed beside them.
     python benchmarks/lut_fidelity.py --out benchmarks/results/lut_fidelity/S1   # one session
     python benchmarks/lut_fidelity.py --summarize benchmarks/results/lut_fidelity/S*  # worst of them
     python benchmarks/lut_fidelity.py --timing --out DIR   # profile + calibrate wall time per space
+    python benchmarks/lut_fidelity.py --backend openvino --out DIR   # one backend (ort-cpu, torch-cpu, openvino)
+    python benchmarks/lut_fidelity.py --backend openvino --space tiny --quick --calib 4 --uniform 2 --lopsided 2 \
+        --validate-rounds 2 --out /tmp/smoke                      # a smoke run: does it work, no figures
 
 Targets (issue 11), in the worst session: ort-cpu >= 90% within ±10% on the uniform and on the
 lopsided set, Kendall tau >= 0.9, stated error >= measured MAPE; torch-cpu: better than the raw
@@ -41,7 +44,8 @@ from hwnas.latency_tables.validation import prediction_errors
 from hwnas.core.summary import count_macs
 
 BACKENDS = {"ort-cpu": ["--backend", "ort-cpu", "--threads", "1"],
-            "torch-cpu": ["--backend", "torch-cpu", "--threads", "1", "--channels-last"]}
+            "torch-cpu": ["--backend", "torch-cpu", "--threads", "1", "--channels-last"],
+            "openvino": ["--backend", "openvino", "--threads", "1"]}
 
 
 def cli(argv: list[str]) -> float:
@@ -76,6 +80,8 @@ def side_by_side(table: LatencyTable, report: dict) -> dict:
     slope, intercept = np.polyfit(macs, measured, 1)
     columns["flops_proxy"] = slope * macs + intercept
     for model in MODELS[1:]:
+        if len(calib) < data.min_samples(model):  # a smoke run's few samples do not fit every model
+            continue
         cal = fit_model(data, model, space.resolution)
         doc = {**record, **cal.to_dict()}
         copy = LatencyTable.from_dict(table.to_dict())
@@ -113,14 +119,15 @@ def session(backend: str, args, out: Path) -> dict:
     for path in (lut, Path(str(lut) + ".calibrate-progress.json")):
         path.unlink(missing_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    profile_s = cli(["profile", "--space", "fbnet", *BACKENDS[backend], "--out", str(lut), "--no-progress"])
+    profile_s = cli(["profile", "--space", args.space, *BACKENDS[backend], "--out", str(lut), "--no-progress",
+                     *(["--quick"] if args.quick else [])])
     calibrate_s = cli(["calibrate", "--lut", str(lut), "--samples", str(args.calib), "--seed", str(args.seed)])
     validate_s = cli(["validate", "--lut", str(lut), "--samples", str(args.uniform), "--lopsided", str(args.lopsided),
                       "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--force",
                       *(["--rounds", str(args.validate_rounds)] if args.validate_rounds else [])])
     report = json.loads((work / "validation" / "report.json").read_text())
     table = LatencyTable.load(lut)
-    record = table.calibration["224"]
+    record = next(iter(table.calibration.values()))  # the one resolution profiled
     s = report["summary"]
     result = {
         "backend": backend, "started": started, "profile_s": profile_s, "calibrate_s": calibrate_s,
@@ -214,7 +221,10 @@ def timing(args, out: Path) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/lut_fidelity/session")
-    parser.add_argument("--backends", default="ort-cpu,torch-cpu")
+    parser.add_argument("--backends", "--backend", default="ort-cpu,torch-cpu",
+                        help=f"comma-separated, of: {', '.join(BACKENDS)}")
+    parser.add_argument("--space", default="fbnet", help="space of the sessions (default fbnet; tiny for a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="profile with --quick (a smoke run, not figures)")
     parser.add_argument("--calib", type=int, default=40)
     parser.add_argument("--uniform", type=int, default=50)
     parser.add_argument("--lopsided", type=int, default=20)

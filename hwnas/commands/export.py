@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..export.onnx_export import DEFAULT_OPSET, OUTPUT_NAME
-from ..jobs.export import DEFAULT_CALIB_COUNT, DEFAULT_MAX_BATCH, Exported, ExportRequest, export
+from ..jobs.export import DEFAULT_CALIB_COUNT, DEFAULT_MAX_BATCH, FORMATS, Exported, ExportRequest, export
 from ..runtimes.onnx_model import EXPORTERS
 
 
@@ -20,7 +20,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     p.add_argument("--weights", metavar="CKPT", help="model.pt from `hwnas train`/`hwnas search` (default: untrained)")
-    p.add_argument("--onnx", metavar="FILE", required=True, help="ONNX file to write")
+    p.add_argument("--onnx", metavar="FILE", default=None, help="ONNX file to write (--format onnx; or --out)")
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help="onnx (default; optionally a TensorRT engine beside it) or openvino (an IR: --out MODEL.xml, "
+                        "MODEL.bin beside it; --int8 quantizes it with NNCF)")
+    p.add_argument("--out", metavar="FILE", default=None, help="the model file to write (MODEL.onnx, MODEL.xml)")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: the weights', else the space's)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=None, help="fixed batch size (default 1)")
@@ -39,11 +43,14 @@ def register(subparsers) -> None:
     trt.add_argument("--tensorrt", metavar="FILE", default=None, help="also build a serialized TensorRT engine")
     trt.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
     trt.add_argument("--int8", action="store_true",
-                     help="int8 by explicit quantization: Q/DQ nodes calibrated on real images (needs --calib-data)")
+                     help="int8 by explicit quantization: Q/DQ nodes calibrated on real images (needs --calib-data); "
+                          "with --format openvino: NNCF post-training quantization (nncf.quantize)")
     trt.add_argument("--int8-mode", choices=("qdq", "legacy"), default=None,
                      help="qdq (default; TensorRT 10 and 11) or legacy: the implicit IInt8EntropyCalibrator2, "
                           "deprecated since TensorRT 10.1, only where the installed TensorRT still has it")
-    trt.add_argument("--calib-data", metavar="DIR", default=None, help="images for int8 calibration (ImageFolder-style)")
+    trt.add_argument("--calib-data", metavar="DIR", default=None,
+                     help="images for int8 calibration (ImageFolder-style); --format openvino also takes digits, "
+                          "cifar10 or a folder with train/ and val/ (calibrates on train, reports accuracy on val)")
     trt.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT, help=f"calibration images (default {DEFAULT_CALIB_COUNT})")
     trt.add_argument("--max-batch", type=int, default=None,
                      help=f"largest batch of a --dynamic-batch engine (default {DEFAULT_MAX_BATCH})")
@@ -61,6 +68,9 @@ def cmd_export(args) -> int:
 
 
 def _print(done: Exported) -> None:
+    if done.report["openvino"] is not None:
+        _print_openvino(done)
+        return
     r, report, onnx = done.request, done.report, done.report["onnx"]
     trained = f"weights {Path(r.weights).name}" if done.weights else "untrained"
     print(f"exported {r.arch} ({report['arch']['space']}, arch {report['arch']['hash']}, {trained}): "
@@ -69,8 +79,45 @@ def _print(done: Exported) -> None:
     print("  onnx.checker: ok")
     for record in done.parity.values():
         print(f"  parity: {record.summary()}")
-    print(f"  wrote {r.onnx} ({_mb(done.onnx_bytes)})")
-    latency = report["latency"]
+    print(f"  wrote {r.model_path} ({_mb(done.onnx_bytes)})")
+    _print_latency(report["latency"])
+    if done.engine_bytes is not None:
+        print(f"  wrote {r.tensorrt} ({_mb(done.engine_bytes)}, {done.engine_precision})")
+    _print_written(done)
+
+
+def _print_openvino(done: Exported) -> None:
+    r, report, ir = done.request, done.report, done.report["openvino"]
+    trained = f"weights {Path(r.weights).name}" if done.weights else "untrained"
+    print(f"exported {r.arch} ({report['arch']['space']}, arch {report['arch']['hash']}, {trained}) to OpenVINO IR: "
+          f"input {ir['input']['shape']} -> logits {ir['output']['shape']}, {ir['converter']}, {ir['precision']}")
+    for record in done.parity.values():
+        print(f"  parity: {record.summary()}")
+    int8 = ir["int8"]
+    if int8 and "accuracy_f32" in int8:
+        print(f"  int8 (calibrated on {int8['calibration_images']} images of {int8['calibration']}): top-1 on "
+              f"{int8['val_images']} val images {int8['accuracy_f32']:.1%} f32 -> {int8['accuracy_int8']:.1%} int8 "
+              f"({int8['accuracy_drop_points']:+.1f} points drop)")
+    if int8:
+        print(f"  int8 speed-up {int8['speedup']:.2f}x: {int8['f32_ms']:.3f} ms f32 vs {int8['int8_ms']:.3f} ms int8 "
+              f"({int8['timing']})")
+    layers = ir["layer_breakdown"]
+    top = ", ".join(f"{k} {v:.3f}" for k, v in list(layers["by_type_ms"].items())[:4])
+    print(f"  per-layer times (get_profiling_info, mean of {layers['calls']} calls): {layers['layers']} layers, "
+          f"{layers['sum_ms']:.3f} ms in all; by type (ms): {top}")
+    _print_latency(report["latency"])
+    print(f"  wrote {ir['path']} and {ir['bin']} ({_mb(done.onnx_bytes)})")
+    _print_written(done)
+
+
+def _print_written(done: Exported) -> None:
+    r, report = done.request, done.report
+    print(f"  wrote {r.report_path}")
+    for old in (report["replaced"] or {}).values():
+        print(f"  replaced {old['path']} (was sha256 {old['sha256'][:12]}...; recorded in the report)")
+
+
+def _print_latency(latency: dict | None) -> None:
     if latency and latency["measured_ms"] is None:
         derived = f"; {latency['derived']}" if latency["derived"] else ""
         print(f"  latency on {latency['device']} (published table): predicted {latency['predicted_ms']:.2f} ms, error "
@@ -81,11 +128,6 @@ def _print(done: Exported) -> None:
               f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}, at the table's speed), error "
               f"{latency['error_pct']:+.1f}%; as timed now {latency['absolute_ms']:.2f} ms (the machine runs "
               f"{latency['speed_vs_table']:.3f}x its time at profiling)")
-    if done.engine_bytes is not None:
-        print(f"  wrote {r.tensorrt} ({_mb(done.engine_bytes)}, {done.engine_precision})")
-    print(f"  wrote {r.report_path}")
-    for old in (report["replaced"] or {}).values():
-        print(f"  replaced {old['path']} (was sha256 {old['sha256'][:12]}...; recorded in the report)")
 
 
 def _mb(n: int) -> str:

@@ -97,6 +97,8 @@ def cmd_show(args) -> int:
     print(f"{args.table}")
     if table.device.get("published"):
         print(f"  device      {dev['name']} (published: {dev['source']})")
+    elif (table.device.get("runtime") or {}).get("name") == "remote":  # a device reached from this host
+        print(f"  device      {table.device['name']} (remote, reached from {dev['cpu']})")
     else:
         print(f"  device      {dev['cpu']} ({dev['cpus']} cpus available, {dev['threads_used']} threads used)"
               + (f"; GPU {dev['gpu']} driver {dev['driver']}" if dev["gpu"] else ""))

@@ -10,6 +10,7 @@ from ..profilers import PROFILERS, available_backends, backend_options
 from ..profilers.session import ProfileSettings, profile_to
 from ..profilers.interleaved import RoundsConfig
 from ..profilers.statistics import StatsConfig
+from ..runtimes.remote import MODEL_FORMATS
 from ..scaleout.ray_runtime import LOCAL
 from ..core.spaces import get_space
 from .common import SEED
@@ -24,6 +25,8 @@ _BACKEND_FLAGS = {
     "device": "--device",
     "flush_denormal": "--keep-denormals",
     "clock": "--clock",
+    "remote_command": "--remote-command", "remote_setup": "--remote-setup", "remote_format": "--remote-format",
+    "time_pattern": "--time-pattern", "time_unit": "--time-unit", "device_name": "--device-name",
 }
 
 
@@ -61,6 +64,19 @@ def register(subparsers) -> None:
     backend.add_argument("--keep-denormals", dest="flush_denormal", action="store_false", default=None,
                          help="torch-cpu: do not flush denormal floats to zero while measuring (they make eager "
                               "timings depend on the random weights, up to 4x)")
+    remote = p.add_argument_group("remote backend: time on another device by a command (see docs/profiling.md)")
+    remote.add_argument("--remote-command", default=None, metavar="TEMPLATE",
+                        help="run for every timed call, printing the time: placeholders {model} {name} {dir} {shape} "
+                             "{batch} {resolution}, e.g. 'adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/{name}'")
+    remote.add_argument("--remote-setup", default=None, metavar="TEMPLATE",
+                        help="run once per model before timing, e.g. 'adb push {model} /data/local/tmp/'")
+    remote.add_argument("--remote-format", choices=tuple(MODEL_FORMATS), default=None,
+                        help="the model file the command takes (default onnx)")
+    remote.add_argument("--time-pattern", default=None, metavar="REGEX",
+                        help="regular expression of the printed time, the number in its first group; the last match "
+                             "counts (default: the last number followed by 'ms')")
+    remote.add_argument("--time-unit", choices=("ms", "us", "s"), default=None, help="unit of the printed time (default ms)")
+    remote.add_argument("--device-name", default=None, help="the remote device's name, recorded in the table")
     timing = p.add_argument_group("timing (interleaved rounds; see hwnas/profilers/interleaved.py)")
     timing.add_argument("--quick", action="store_true",
                         help="2 short rounds: smoke runs and tests, not a table to ship")

@@ -1,6 +1,8 @@
 """`MODEL.export_report.json`: what was exported, how it was checked, and where.
 
-Sections: `arch`, `weights`, `onnx` (exporter, opset, input/output shapes), `tensorrt` (or null),
+Sections: `arch`, `weights`, `onnx` (exporter, opset, input/output shapes; null for an OpenVINO
+export, which has `openvino` instead: IR files, precision, int8 accuracy and speed-up, per-layer
+times), `tensorrt` (or null),
 `parity` (one record per checked backend), `sizes` (bytes), `versions`, `device`, and
 `latency`: null until `--lut` fills it with predicted vs measured latency (measured end to end on
 the table's backend: hwnas.latency_tables.validation.exported_latency).
@@ -27,7 +29,7 @@ def report_name(onnx_path) -> str:
     """The report's file name, after its model (`model.onnx` -> `model.export_report.json`), so two
     models exported into one folder each keep their own."""
     return Path(onnx_path).stem + REPORT_SUFFIX
-_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "timm", "numpy")
+_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "timm", "numpy", "openvino", "nncf")
 
 
 def versions() -> dict:
@@ -62,11 +64,13 @@ def device_fingerprint() -> dict:
     return full_fingerprint(None, _PACKAGES, gpu_index=gpu_index)
 
 
-def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict, output_shape: list,
+def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int | None, parity: dict, output_shape: list,
                  engine_spec=None, engine_path=None, engine_bytes: int | None = None,
-                 latency: dict | None = None, replaced: dict | None = None) -> dict:
+                 latency: dict | None = None, replaced: dict | None = None, openvino: dict | None = None,
+                 sizes: dict | None = None) -> dict:
     """Assemble the report document (plain JSON types only). `replaced`: the files --force replaced
-    ({kind: {path, sha256}}), so an overwrite can be traced."""
+    ({kind: {path, sha256}}), so an overwrite can be traced. An OpenVINO export has `onnx` null and
+    its `openvino` section (IR paths, precision, int8 accuracy and speed-up, per-layer times)."""
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -81,10 +85,11 @@ def build_report(*, source, onnx_spec, onnx_path, onnx_bytes: int, parity: dict,
             "opset": onnx_spec.opset,
             "input": {"name": "input", "shape": onnx_spec.input_shape(source.resolution), "dynamic_batch": onnx_spec.dynamic_batch},
             "output": {"name": "logits", "shape": output_shape},
-        },
+        } if onnx_spec is not None else None,
+        "openvino": openvino,
         "tensorrt": {"path": str(engine_path), **engine_spec.to_dict()} if engine_spec else None,
         "parity": parity,
-        "sizes": {"onnx_bytes": onnx_bytes, "engine_bytes": engine_bytes},
+        "sizes": sizes or {"onnx_bytes": onnx_bytes, "engine_bytes": engine_bytes},
         "latency": latency,
         "replaced": replaced,
         "versions": versions(),

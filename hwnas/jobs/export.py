@@ -24,6 +24,8 @@ from ..runs import check_writable
 from ..runtimes.onnx_model import EXPORTERS
 from ..runtimes.tensorrt import TensorRTRunner
 
+#: what `hwnas export --format` writes: an ONNX model (optionally a TensorRT engine beside it), an OpenVINO IR
+FORMATS = ("onnx", "openvino")
 DYNAMIC_PARITY_BATCHES = (1, 3)
 DEFAULT_MAX_BATCH = 16
 DEFAULT_CALIB_COUNT = 512
@@ -34,7 +36,9 @@ class ExportRequest:
     """What to export and where (the flags of `hwnas export`, by the same names)."""
 
     arch: str
-    onnx: str
+    onnx: str | None = None
+    format: str = "onnx"
+    out: str | None = None
     weights: str | None = None
     resolution: int | None = None
     batch: int | None = None
@@ -58,11 +62,17 @@ class ExportRequest:
         return record_from(cls, vars(args))
 
     @property
+    def model_path(self) -> str:
+        """The model file: --onnx, else --out."""
+        return self.onnx or self.out or ""
+
+    @property
     def report_path(self) -> Path:
-        return Path(self.report) if self.report else Path(self.onnx).parent / report_name(self.onnx)
+        return Path(self.report) if self.report else Path(self.model_path).parent / report_name(self.model_path)
 
     def outputs(self) -> list[str]:
-        return [str(p) for p in (self.onnx, self.tensorrt, self.report_path) if p]
+        weights = str(Path(self.out).with_suffix(".bin")) if self.format == "openvino" and self.out else None
+        return [str(p) for p in (self.model_path, weights, self.tensorrt, self.report_path) if p]
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,13 @@ class Exported:
 def check_request(request: ExportRequest) -> None:
     """Cross-option rules argparse cannot express, and the outputs; one-line errors before any work."""
     r = request
-    if not r.tensorrt:
+    if r.format not in FORMATS:
+        raise ExportError(f"unknown export format {r.format!r}; choose one of: {', '.join(FORMATS)}")
+    if r.format == "onnx" and bool(r.onnx) == bool(r.out):
+        raise ExportError("give the ONNX file to write: --onnx FILE (or --out FILE), one of them")
+    if r.format == "openvino":
+        check_openvino_request(r)
+    elif not r.tensorrt:
         given = [flag for flag, on in (("--fp16", r.fp16), ("--int8", r.int8), ("--calib-data", r.calib_data),
                                        ("--max-batch", r.max_batch), ("--workspace-mb", r.workspace_mb),
                                        ("--int8-mode", r.int8_mode)) if on]
@@ -106,6 +122,25 @@ def check_request(request: ExportRequest) -> None:
     check_outputs(r)
 
 
+def check_openvino_request(r: ExportRequest) -> None:
+    """`--format openvino`: --out MODEL.xml, a fixed batch, no ONNX or TensorRT flags; --int8 with --calib-data."""
+    if not r.out or Path(r.out).suffix != ".xml":
+        raise ExportError("--format openvino writes an IR: give --out MODEL.xml (MODEL.bin is written beside it)")
+    given = [flag for flag, on in (("--onnx", r.onnx), ("--tensorrt", r.tensorrt), ("--fp16", r.fp16),
+                                   ("--dynamic-batch", r.dynamic_batch), ("--opset", r.opset is not None),
+                                   ("--int8-mode", r.int8_mode), ("--max-batch", r.max_batch),
+                                   ("--workspace-mb", r.workspace_mb)) if on]
+    if given:
+        raise ExportError(f"{given[0]} does not apply to --format openvino; drop it (or export with --format onnx)")
+    if r.int8 and not r.calib_data:
+        raise ExportError("--int8 needs calibration images: add --calib-data digits|DIR (the training data: a "
+                          "built-in name or an ImageFolder with train/ and val/, or a folder of images)")
+    if r.calib_data and not r.int8:
+        raise ExportError("--calib-data is used by --int8 only; add --int8 or drop --calib-data")
+    if r.calib_count < 1:
+        raise ExportError(f"--calib-count must be >= 1, got {r.calib_count}")
+
+
 def check_outputs(request: ExportRequest) -> None:
     """No output is a directory, none exists without --force, every folder is writable."""
     for path in request.outputs():
@@ -114,7 +149,8 @@ def check_outputs(request: ExportRequest) -> None:
         if Path(path).exists() and not request.force:
             raise ExportError(f"{path} exists; pass --force to replace it (atomically, its sha256 recorded in the report) "
                               "or choose another path")
-    for flag, path in (("--onnx", request.onnx), ("--tensorrt", request.tensorrt), ("--report", request.report_path)):
+    for flag, path in (("--onnx", request.onnx), ("--out", request.out), ("--tensorrt", request.tensorrt),
+                       ("--report", request.report_path)):
         if path:
             check_writable(path, flag)
 
@@ -125,12 +161,18 @@ def export(request: ExportRequest) -> Exported:
     check_request(request)
     with hold_all(request.outputs(), "export output"):
         check_outputs(request)
+        if request.format == "openvino":
+            from .export_openvino import export_openvino
+
+            return export_openvino(request)
         return _export(request)
 
 
 def _replaced(request: ExportRequest) -> dict | None:
     """{output kind: {path, sha256}} of the files --force is about to replace (None when none)."""
-    kinds = {"onnx": request.onnx, "tensorrt": request.tensorrt, "report": str(request.report_path)}
+    kinds = {request.format: request.model_path, "tensorrt": request.tensorrt, "report": str(request.report_path)}
+    if request.format == "openvino":
+        kinds["openvino_bin"] = request.outputs()[1]
     found = {kind: {"path": str(path), "sha256": sha256_file(path)} for kind, path in kinds.items()
              if path and Path(path).is_file()}
     return found or None
@@ -212,11 +254,11 @@ def _export(r: ExportRequest) -> Exported:
                                    onnx_spec.batch, onnx_bytes)
 
     replaced = _replaced(r) if r.force else None
-    atomic_write_bytes(r.onnx, onnx_bytes)
+    atomic_write_bytes(r.model_path, onnx_bytes)
     if engine is not None:
         atomic_write_bytes(r.tensorrt, engine)
     report = build_report(
-        source=source, onnx_spec=onnx_spec, onnx_path=r.onnx, onnx_bytes=len(onnx_bytes),
+        source=source, onnx_spec=onnx_spec, onnx_path=r.model_path, onnx_bytes=len(onnx_bytes),
         parity={k: v.to_dict() for k, v in parity.items()},
         output_shape=[onnx_spec.input_shape(source.resolution)[0], source.num_classes],
         engine_spec=engine_spec, engine_path=r.tensorrt, engine_bytes=len(engine) if engine is not None else None,

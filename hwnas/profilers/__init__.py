@@ -12,7 +12,9 @@ import inspect
 
 from ..errors import BackendError
 from .base import Profiler, Runner
+from .openvino_backend import OpenVinoProfiler
 from .ort_backend import OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler
+from .remote_backend import RemoteProfiler
 from .statistics import StatsConfig
 from .tensorrt_backend import TensorRTProfiler
 from .torch_backend import TorchCPUProfiler, TorchCUDAProfiler
@@ -22,6 +24,8 @@ PROFILERS: dict[str, type[Profiler]] = {
     for cls in (TorchCPUProfiler, TorchCUDAProfiler, OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler,
                 TensorRTProfiler)
 }
+PROFILERS[OpenVinoProfiler.name] = OpenVinoProfiler
+PROFILERS[RemoteProfiler.name] = RemoteProfiler
 
 
 def available_backends() -> dict[str, str | None]:

@@ -78,9 +78,23 @@ def _tensorrt(model, input_shape, **options):
     return tensorrt_runner(model, input_shape, **options)
 
 
+def _openvino(model, input_shape, **options):
+    from .openvino import openvino_runner
+
+    return openvino_runner(model, input_shape, **options)
+
+
+def _remote(model, input_shape, **options):
+    from .remote import remote_runner
+
+    return remote_runner(model, input_shape, **options)
+
+
 for _runtime in (Runtime("torch-cpu", _torch_cpu), Runtime("torch-cuda", _torch_cuda),
                  Runtime("ort-cpu", _ort, runs_onnx=True), Runtime("ort-cuda", _ort, runs_onnx=True),
                  Runtime("ort-trt", _ort, runs_onnx=True), Runtime("tensorrt", _tensorrt)):
     register(_runtime)
+register(Runtime("openvino", _openvino))
+register(Runtime("remote", _remote))
 
 __all__ = ["RUNTIMES", "Runner", "Runtime", "get_runtime", "load_runner", "register"]

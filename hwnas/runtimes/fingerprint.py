@@ -167,6 +167,9 @@ class DeviceFingerprint:
     load: tuple[float, ...] | None = None
     clocks: Mapping | None = None
     temperature: float | None = None
+    #: the runtime's own build and settings where a backend reports them (OpenVINO: its build
+    #: string, the plugin's device name and the compile properties; remote: the command template)
+    runtime: Mapping | None = None
     # a published table's device (hwnas lut import): its name and where its numbers come from
     name: str | None = None
     source: str | None = None
@@ -211,9 +214,12 @@ def _plain(value):
     return value
 
 
-def device_fingerprint(threads_used: int | None, libraries: tuple[str, ...], gpu_index: int | None = None) -> dict:
+def device_fingerprint(threads_used: int | None, libraries: tuple[str, ...], gpu_index: int | None = None,
+                       runtime: Mapping | None = None, name: str | None = None) -> dict:
     """The full fingerprint (the JSON form of a `DeviceFingerprint`): CPU, optional GPU, OS,
-    versions of the libraries the backend uses, and the moment (host, time, load, clocks)."""
+    versions of the libraries the backend uses, the runtime's own facts (`runtime`), a device
+    `name` where the device is not this machine's CPU (a remote one), and the moment (host, time,
+    load, clocks)."""
     gpu, volatile = gpu_info(gpu_index) if gpu_index is not None else (None, {})
     return DeviceFingerprint(
         cpu=cpu_info(threads_used),
@@ -225,7 +231,20 @@ def device_fingerprint(threads_used: int | None, libraries: tuple[str, ...], gpu
         load=tuple(round(v, 2) for v in os.getloadavg()) if hasattr(os, "getloadavg") else None,
         clocks=volatile.get("clocks"),
         temperature=volatile.get("temperature"),
+        runtime=runtime,
+        name=name,
     ).to_dict()
+
+
+def openvino_runtime(config: Mapping, device: str = "CPU") -> dict:
+    """OpenVINO's part of a fingerprint: its build string, the plugin's name of the device, the
+    optimisation capabilities that decide its kernels (BF16, INT8, ...), and the compile properties."""
+    import openvino as ov
+
+    core = ov.Core()
+    return {"name": "openvino", "version": ov.get_version(), "device": str(core.get_property(device, "FULL_DEVICE_NAME")),
+            "capabilities": sorted(str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")),
+            "config": {k: v for k, v in config.items() if k != "PERF_COUNT"}}
 
 
 def device_slug(device: dict) -> str:
