@@ -71,7 +71,7 @@ def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], table: La
 
 
 def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, model, resolution: int, batch: int,
-                     onnx_bytes: bytes) -> dict:
+                     onnx_bytes: bytes | None, program: bytes | None = None) -> dict:
     """The export report's `latency` section: predicted vs measured latency of the exported model
     on the LUT's backend (hwnas.profilers.end_to_end.measure_end_to_end, on the machine the table
     was made on). Backends whose runtime runs ONNX time the exported ONNX bytes themselves,
@@ -79,7 +79,8 @@ def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, mode
     network, `measured_ms` is at the speed the table was profiled at, as the prediction is;
     `absolute_ms` is as timed now. The prediction is the calibrated one searches use. A published
     table's device is not this machine: its section holds the prediction only (see
-    `unmeasured_latency`)."""
+    `unmeasured_latency`). `program`: the exported file in the table backend's own format (a `.pte`
+    for executorch), timed as it is."""
     from ..runtimes import get_runtime
     from .loading import open_profiler
 
@@ -91,6 +92,8 @@ def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, mode
     with open_profiler(table) as profiler:  # refuses tables of other machines and published ones first
         runs_onnx = get_runtime(table.backend).runs_onnx
         network, what = (onnx_bytes, "exported ONNX model") if runs_onnx else (model, "PyTorch model")
+        if program is not None:
+            network, what = program, f"exported {table.backend} program"
         rounds = measure_end_to_end(network, shape, profiler, reference=reference_model(table.reference, table.batch))
     measured = EndToEnd.from_rounds(arch, rounds, r0)
     error = (prediction.latency_ms - measured.measured_ms) / measured.measured_ms * 100.0

@@ -12,6 +12,7 @@ import inspect
 
 from ..errors import BackendError
 from .base import Profiler, Runner
+from .executorch_backend import ExecuTorchProfiler
 from .ort_backend import OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler
 from .statistics import StatsConfig
 from .tensorrt_backend import TensorRTProfiler
@@ -22,6 +23,7 @@ PROFILERS: dict[str, type[Profiler]] = {
     for cls in (TorchCPUProfiler, TorchCUDAProfiler, OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler,
                 TensorRTProfiler)
 }
+PROFILERS[ExecuTorchProfiler.name] = ExecuTorchProfiler
 
 
 def available_backends() -> dict[str, str | None]:

@@ -78,9 +78,16 @@ def _tensorrt(model, input_shape, **options):
     return tensorrt_runner(model, input_shape, **options)
 
 
+def _executorch(model, input_shape, **options):
+    from .executorch import executorch_runner
+
+    return executorch_runner(model, input_shape, **options)
+
+
 for _runtime in (Runtime("torch-cpu", _torch_cpu), Runtime("torch-cuda", _torch_cuda),
                  Runtime("ort-cpu", _ort, runs_onnx=True), Runtime("ort-cuda", _ort, runs_onnx=True),
                  Runtime("ort-trt", _ort, runs_onnx=True), Runtime("tensorrt", _tensorrt)):
     register(_runtime)
+register(Runtime("executorch", _executorch))
 
 __all__ = ["RUNTIMES", "Runner", "Runtime", "get_runtime", "load_runner", "register"]
