@@ -26,7 +26,7 @@ from ..profilers.table import LatencyTable
 from ..runs import check_writable
 
 #: format -> the backend that runs it (a --lut table must be of that backend)
-FORMATS = {"pte": "executorch"}
+FORMATS = {"pte": "executorch", "tflite": "litert"}
 DEFAULT_CALIB_COUNT = 512
 MOBILE_REPORT_FORMAT = "hwnas.mobile_export_report"
 
@@ -132,12 +132,19 @@ def _export(r: MobileExportRequest) -> MobileExported:
         prediction = exported_prediction(table, source.arch, source.resolution, batch, source.num_classes)
     calibration = calibration_data(r.calib_data, source, r.calib_count) if r.int8 else None
 
-    fp32 = export_pte(source, batch)
+    if r.format == "tflite":
+        from ..export.tflite_export import TFLITE_FP32_TOLERANCE, export_tflite
+        from ..runtimes.litert import LiteRTRunner
+
+        fp32 = export_tflite(source, batch)
+        runner, key, name, tolerance = LiteRTRunner(fp32, threads=1), "litert_fp32", "litert fp32", TFLITE_FP32_TOLERANCE
+    else:
+        fp32 = export_pte(source, batch)
+        runner, key, name, tolerance = _runner(fp32), "executorch_fp32", "executorch xnnpack fp32", PTE_FP32_TOLERANCE
     parity = {}
-    with _runner(fp32) as runner:
-        parity["executorch_fp32"] = compare(torch_reference(source.model), runner.infer,
-                                            random_inputs((batch,), source.resolution), PTE_FP32_TOLERANCE,
-                                            "pytorch", "executorch xnnpack fp32").check().to_dict()
+    with runner:
+        parity[key] = compare(torch_reference(source.model), runner.infer, random_inputs((batch,), source.resolution),
+                              tolerance, "pytorch", name).check().to_dict()
     program, int8 = fp32, None
     if calibration is not None:
         program = export_pte(source, batch, calibration)
@@ -161,7 +168,7 @@ def _export(r: MobileExportRequest) -> MobileExported:
         "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params,
                   "preprocessing": source.preprocessing.to_dict()},
         "export": {"format": r.format, "path": str(r.out), "bytes": len(program), "backend": FORMATS[r.format],
-                   "delegate": "xnnpack", "precision": "int8" if r.int8 else "fp32",
+                   "delegate": "xnnpack" if r.format == "pte" else "the interpreter's default (xnnpack)", "precision": "int8" if r.int8 else "fp32",
                    "input": {"shape": [batch, 3, source.resolution, source.resolution], "dtype": "float32"},
                    "output": {"shape": [batch, source.num_classes]}, "sidecar": str(r.sidecar_path)},
         "metadata": metadata,

@@ -13,6 +13,7 @@ import inspect
 from ..errors import BackendError
 from .base import Profiler, Runner
 from .executorch_backend import ExecuTorchProfiler
+from .litert_backend import LiteRTProfiler
 from .ort_backend import OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler
 from .statistics import StatsConfig
 from .tensorrt_backend import TensorRTProfiler
@@ -24,6 +25,7 @@ PROFILERS: dict[str, type[Profiler]] = {
                 TensorRTProfiler)
 }
 PROFILERS[ExecuTorchProfiler.name] = ExecuTorchProfiler
+PROFILERS[LiteRTProfiler.name] = LiteRTProfiler
 
 
 def available_backends() -> dict[str, str | None]:

@@ -84,10 +84,17 @@ def _executorch(model, input_shape, **options):
     return executorch_runner(model, input_shape, **options)
 
 
+def _litert(model, input_shape, **options):
+    from .litert import litert_runner
+
+    return litert_runner(model, input_shape, **options)
+
+
 for _runtime in (Runtime("torch-cpu", _torch_cpu), Runtime("torch-cuda", _torch_cuda),
                  Runtime("ort-cpu", _ort, runs_onnx=True), Runtime("ort-cuda", _ort, runs_onnx=True),
                  Runtime("ort-trt", _ort, runs_onnx=True), Runtime("tensorrt", _tensorrt)):
     register(_runtime)
 register(Runtime("executorch", _executorch))
+register(Runtime("litert", _litert))
 
 __all__ = ["RUNTIMES", "Runner", "Runtime", "get_runtime", "load_runner", "register"]
