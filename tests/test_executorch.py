@@ -167,6 +167,7 @@ def test_pte_needs_out_and_refuses_a_table_of_another_backend(tiny_arch, tmp_pat
     assert not (tmp_path / "m.pte").exists()
 
 
+@pytest.mark.slow
 def test_int8_pte_calibrates_on_images_and_reports_speedup(tiny_arch, tmp_path, capsys):
     images = tmp_path / "calib"
     images.mkdir()
