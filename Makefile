@@ -10,6 +10,7 @@ DEMO_DIR ?= demo_out
 $(STAMP): requirements.txt requirements-ray.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt
+	test ! -f requirements-mobile.txt || $(PY) -m pip install -q -r requirements-mobile.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
