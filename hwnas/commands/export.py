@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     trt.add_argument("--int8-mode", choices=("qdq", "legacy"), default=None,
                      help="qdq (default; TensorRT 10 and 11) or legacy: the implicit IInt8EntropyCalibrator2, "
                           "deprecated since TensorRT 10.1, only where the installed TensorRT still has it")
-    trt.add_argument("--calib-data", metavar="DIR", default=None, help="images for int8 calibration (ImageFolder-style); --format pte also takes "
+    trt.add_argument("--calib-data", metavar="DIR", default=None,
+                     help="images for int8 calibration (ImageFolder-style); --format pte also takes "
                           "digits|cifar10 or a train/+val/ folder and reports top-1 on its val split")
     trt.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT, help=f"calibration images (default {DEFAULT_CALIB_COUNT})")
     trt.add_argument("--max-batch", type=int, default=None,
@@ -132,7 +133,8 @@ def _mobile(done: MobileExported, as_json: bool) -> int:
         lat = q["latency"]
         if q["top1_fp32_pct"] is not None:
             print(f"  int8 top-1 {q['top1_int8_pct']:.2f}% vs fp32 {q['top1_fp32_pct']:.2f}% on "
-                  f"{q['calibration']['accuracy_images']} held-out images: drop {q['accuracy_drop_pct_points']:+.2f} points")
+                  f"{q['calibration']['accuracy_images']} held-out images: drop "
+                  f"{q['accuracy_drop_pct_points']:+.2f} points")
         print(f"  int8 {lat['int8_ms']:.3f} ms vs fp32 {lat['fp32_ms']:.3f} ms ({lat['threads']} thread, "
               f"{lat['rounds']} interleaved rounds): speed-up {lat['speedup']:.2f}x "
               f"(rounds {lat['speedup_min']:.2f}-{lat['speedup_max']:.2f}x)")
@@ -147,7 +149,8 @@ def _mobile(done: MobileExported, as_json: bool) -> int:
 
 def _parity_line(record: dict) -> str:
     return (f"{record['candidate']} vs {record['reference']} ({record['inputs']} inputs): max abs diff "
-            f"{record['max_abs_diff']:.3g}, {record['rel_diff']:.3g} of output scale (tolerance {record['tolerance']:g}), "
+            f"{record['max_abs_diff']:.3g}, {record['rel_diff']:.3g} of output scale "
+            f"(tolerance {record['tolerance']:g}), "
             f"top-1 agreement {record['top1_agreement']:.0%}: {'ok' if record['passed'] else 'FAILED'}")
 
 

@@ -59,7 +59,8 @@ def calibration_data(source: str, model: ExportModel, count: int, batch: int = 3
             raise ExportError(f"--calib-data {source} has {data.num_classes} classes, the model {model.num_classes}; "
                               "give the data the model was trained on")
         if data.preprocessing != model.preprocessing:
-            raise ExportError(f"--calib-data {source} is normalised as {data.preprocessing.to_dict()}, the model expects "
+            raise ExportError(f"--calib-data {source} is normalised as {data.preprocessing.to_dict()}, the model "
+                              "expects "
                               f"{model.preprocessing.to_dict()}; give the data the model was trained on")
         from ..train.data import without_augmentation
 

@@ -107,7 +107,8 @@ def _check_table(r: MobileExportRequest, table: LatencyTable | None) -> None:
                           f"{FORMATS[r.format]}: give an {FORMATS[r.format]} table (hwnas profile --backend "
                           f"{FORMATS[r.format]}) or drop --lut")
     if table is not None and r.int8:
-        raise ExportError("--lut tables are fp32; the int8 report already times fp32 against int8: drop --lut or --int8")
+        raise ExportError("--lut tables are fp32; the int8 report already times fp32 against int8: "
+                          "drop --lut or --int8")
 
 
 def export_mobile(request: MobileExportRequest) -> MobileExported:
@@ -137,7 +138,8 @@ def _export(r: MobileExportRequest) -> MobileExported:
         from ..runtimes.litert import LiteRTRunner
 
         fp32 = export_tflite(source, batch)
-        runner, key, name, tolerance = LiteRTRunner(fp32, threads=1), "litert_fp32", "litert fp32", TFLITE_FP32_TOLERANCE
+        runner, key, name = LiteRTRunner(fp32, threads=1), "litert_fp32", "litert fp32"
+        tolerance = TFLITE_FP32_TOLERANCE
     else:
         fp32 = export_pte(source, batch)
         runner, key, name, tolerance = _runner(fp32), "executorch_fp32", "executorch xnnpack fp32", PTE_FP32_TOLERANCE
@@ -168,7 +170,8 @@ def _export(r: MobileExportRequest) -> MobileExported:
         "model": {"num_classes": source.num_classes, "resolution": source.resolution, "params": source.params,
                   "preprocessing": source.preprocessing.to_dict()},
         "export": {"format": r.format, "path": str(r.out), "bytes": len(program), "backend": FORMATS[r.format],
-                   "delegate": "xnnpack" if r.format == "pte" else "the interpreter's default (xnnpack)", "precision": "int8" if r.int8 else "fp32",
+                   "delegate": "xnnpack" if r.format == "pte" else "the interpreter's default (xnnpack)",
+                   "precision": "int8" if r.int8 else "fp32",
                    "input": {"shape": [batch, 3, source.resolution, source.resolution], "dtype": "float32"},
                    "output": {"shape": [batch, source.num_classes]}, "sidecar": str(r.sidecar_path)},
         "metadata": metadata,

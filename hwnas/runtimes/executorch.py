@@ -179,7 +179,8 @@ class ExecuTorchRunner(Runner):
                 self.method = self.program.load_method("forward")
             except Exception as exc:
                 self.deactivate()
-                raise BackendError(f"ExecuTorch could not load the program: {type(exc).__name__}: {str(exc)[:300]}") from None
+                raise BackendError(f"ExecuTorch could not load the program: {type(exc).__name__}: "
+                                   f"{str(exc)[:300]}") from None
             if self.timing_shape is not None:
                 self.timing_input = np.random.default_rng(0).standard_normal(self.timing_shape, dtype=np.float32)
                 self._timing_tensor = torch.from_numpy(self.timing_input)
