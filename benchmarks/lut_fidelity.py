@@ -1,7 +1,7 @@
 """Can a latency prediction be trusted on a fresh profile, at the corners a search ends on?
 
-One session, per backend, from scratch and through the CLI a user runs: `hwnas profile` (fbnet
-at 224, 1 thread) -> `hwnas calibrate` (40 architectures, half lopsided) -> `hwnas validate`
+One session, per backend (ort-cpu, torch-cpu, executorch, litert), from scratch and through the
+CLI a user runs: `hwnas profile` (fbnet at 224, 1 thread) -> `hwnas calibrate` (40 architectures, half lopsided) -> `hwnas validate`
 (50 uniform + 20 lopsided architectures from seeds the calibration did not use). Then, side by
 side on the same held-out measurements: the raw LUT sum, a FLOPs proxy (a linear fit of
 measured latency on MACs made on the held-out measurements themselves: favourable to it),
@@ -12,9 +12,10 @@ around it), and as measured now; the machine's drift is printed beside them.
     python benchmarks/lut_fidelity.py --out benchmarks/results/lut_fidelity/S1   # one session
     python benchmarks/lut_fidelity.py --summarize benchmarks/results/lut_fidelity/S*  # worst of them
     python benchmarks/lut_fidelity.py --timing --out DIR   # profile + calibrate wall time per space
-    python benchmarks/lut_fidelity.py --backend openvino --out DIR   # one backend (ort-cpu, torch-cpu, openvino)
-    python benchmarks/lut_fidelity.py --backend openvino --space tiny --quick --calib 4 --uniform 2 --lopsided 2 \
-        --validate-rounds 2 --out /tmp/smoke                      # a smoke run: does it work, no figures
+    python benchmarks/lut_fidelity.py --backend openvino --out DIR   # one backend (ort-cpu, torch-cpu, openvino,
+                                                                    # executorch, litert)
+    python benchmarks/lut_fidelity.py --backends executorch --space tiny --quick --calib 6 --uniform 4 \
+        --lopsided 2 --out /tmp/fidelity-smoke   # a smoke run of a mobile backend: does it work, no figures
 
 Targets (issue 11), in the worst session: ort-cpu >= 90% within ±10% on the uniform and on the
 lopsided set, Kendall tau >= 0.9, stated error >= measured MAPE; torch-cpu: better than the raw
@@ -45,7 +46,9 @@ from hwnas.core.summary import count_macs
 
 BACKENDS = {"ort-cpu": ["--backend", "ort-cpu", "--threads", "1"],
             "torch-cpu": ["--backend", "torch-cpu", "--threads", "1", "--channels-last"],
-            "openvino": ["--backend", "openvino", "--threads", "1"]}
+            "openvino": ["--backend", "openvino", "--threads", "1"],
+            "executorch": ["--backend", "executorch", "--threads", "1"],  # per-op table, XNNPACK
+            "litert": ["--backend", "litert", "--threads", "1"]}
 
 
 def cli(argv: list[str]) -> float:
@@ -119,18 +122,19 @@ def session(backend: str, args, out: Path) -> dict:
     for path in (lut, Path(str(lut) + ".calibrate-progress.json")):
         path.unlink(missing_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    profile_s = cli(["profile", "--space", args.space, *BACKENDS[backend], "--out", str(lut), "--no-progress",
-                     *(["--quick"] if args.quick else [])])
-    calibrate_s = cli(["calibrate", "--lut", str(lut), "--samples", str(args.calib), "--seed", str(args.seed)])
+    quick = ["--quick"] if args.quick else []
+    profile_s = cli(["profile", "--space", args.space, *BACKENDS[backend], "--out", str(lut), "--no-progress", *quick])
+    calibrate_s = cli(["calibrate", "--lut", str(lut), "--samples", str(args.calib), "--seed", str(args.seed),
+                       *(["--rounds", "2"] if args.quick else [])])
     validate_s = cli(["validate", "--lut", str(lut), "--samples", str(args.uniform), "--lopsided", str(args.lopsided),
                       "--seed", str(args.seed + 1), "--out", str(work / "validation"), "--force",
-                      *(["--rounds", str(args.validate_rounds)] if args.validate_rounds else [])])
+                      *(["--rounds", str(args.validate_rounds or 2)] if args.validate_rounds or args.quick else [])])
     report = json.loads((work / "validation" / "report.json").read_text())
     table = LatencyTable.load(lut)
-    record = next(iter(table.calibration.values()))  # the one resolution profiled
+    record = table.calibration[str(report["summary"]["resolution"])]
     s = report["summary"]
     result = {
-        "backend": backend, "started": started, "profile_s": profile_s, "calibrate_s": calibrate_s,
+        "backend": backend, "space": args.space, "started": started, "profile_s": profile_s, "calibrate_s": calibrate_s,
         "validate_s": validate_s, "chosen_model": record["model"], "stated_error_pct": s.get("stated_error_pct"),
         "calibration_speed_vs_table": record["speed_vs_table"], "validation_speed_vs_table": s["speed_vs_table"],
         "validation_speed_range": s["speed_range"], "noise_cv_median": s["noise_cv_median"],

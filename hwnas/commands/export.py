@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from ..export.onnx_export import DEFAULT_OPSET, OUTPUT_NAME
+from ..errors import ExportError
 from ..jobs.export import DEFAULT_CALIB_COUNT, DEFAULT_MAX_BATCH, FORMATS, Exported, ExportRequest, export
+from ..jobs.export_mobile import FORMATS as MOBILE_FORMATS, MobileExported, MobileExportRequest, export_mobile
 from ..runtimes.onnx_model import EXPORTERS
 
 
@@ -21,10 +23,12 @@ def register(subparsers) -> None:
     p.add_argument("arch", metavar="ARCH", help="architecture JSON file or preset:NAME")
     p.add_argument("--weights", metavar="CKPT", help="model.pt from `hwnas train`/`hwnas search` (default: untrained)")
     p.add_argument("--onnx", metavar="FILE", default=None, help="ONNX file to write (--format onnx; or --out)")
-    p.add_argument("--format", choices=FORMATS, default="onnx",
-                   help="onnx (default; optionally a TensorRT engine beside it) or openvino (an IR: --out MODEL.xml, "
-                        "MODEL.bin beside it; --int8 quantizes it with NNCF)")
-    p.add_argument("--out", metavar="FILE", default=None, help="the model file to write (MODEL.onnx, MODEL.xml)")
+    p.add_argument("--format", choices=(*FORMATS, *MOBILE_FORMATS), default="onnx",
+                   help="onnx (default; optionally a TensorRT engine beside it), openvino (an IR: --out MODEL.xml, "
+                        "MODEL.bin beside it; --int8 quantizes it with NNCF), pte (ExecuTorch, XNNPACK; --int8 "
+                        "quantises with PT2E) or tflite (LiteRT), written to --out FILE")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="the model file to write (MODEL.onnx, MODEL.xml, MODEL.pte, MODEL.tflite)")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: the weights', else the space's)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=None, help="fixed batch size (default 1)")
@@ -44,13 +48,14 @@ def register(subparsers) -> None:
     trt.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
     trt.add_argument("--int8", action="store_true",
                      help="int8 by explicit quantization: Q/DQ nodes calibrated on real images (needs --calib-data); "
-                          "with --format openvino: NNCF post-training quantization (nncf.quantize)")
+                          "with --format openvino: NNCF post-training quantization (nncf.quantize); with --format pte: "
+                          "PT2E XNNPACK quantisation calibrated on the training data")
     trt.add_argument("--int8-mode", choices=("qdq", "legacy"), default=None,
                      help="qdq (default; TensorRT 10 and 11) or legacy: the implicit IInt8EntropyCalibrator2, "
                           "deprecated since TensorRT 10.1, only where the installed TensorRT still has it")
     trt.add_argument("--calib-data", metavar="DIR", default=None,
-                     help="images for int8 calibration (ImageFolder-style); --format openvino also takes digits, "
-                          "cifar10 or a folder with train/ and val/ (calibrates on train, reports accuracy on val)")
+                     help="images for int8 calibration (ImageFolder-style); --format openvino and pte also take "
+                          "digits, cifar10 or a folder with train/ and val/ (calibrate on train, report top-1 on val)")
     trt.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT, help=f"calibration images (default {DEFAULT_CALIB_COUNT})")
     trt.add_argument("--max-batch", type=int, default=None,
                      help=f"largest batch of a --dynamic-batch engine (default {DEFAULT_MAX_BATCH})")
@@ -58,7 +63,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
 
+#: flags of the ONNX/TensorRT export that a mobile format does not take
+_ONNX_ONLY = {"onnx": "--onnx", "dynamic_batch": "--dynamic-batch", "opset": "--opset", "exporter": "--exporter",
+              "tensorrt": "--tensorrt", "fp16": "--fp16", "int8_mode": "--int8-mode", "max_batch": "--max-batch",
+              "workspace_mb": "--workspace-mb"}
+
+
 def cmd_export(args) -> int:
+    if args.format in MOBILE_FORMATS:
+        given = vars(args)
+        wrong = [flag for key, flag in _ONNX_ONLY.items() if given[key]]
+        if wrong:
+            raise ExportError(f"{wrong[0]} applies to --format onnx; --format {args.format} writes --out FILE")
+        if not args.out:
+            raise ExportError(f"--format {args.format} needs --out FILE (e.g. model.{args.format})")
+        return _mobile(export_mobile(MobileExportRequest.from_args(args)), args.json)
     done = export(ExportRequest.from_args(args))
     if args.json:
         print(json.dumps(done.report, indent=2, sort_keys=True))
@@ -128,6 +147,44 @@ def _print_latency(latency: dict | None) -> None:
               f"{latency['measured_ms']:.2f} ms ({latency['measured_what']}, at the table's speed), error "
               f"{latency['error_pct']:+.1f}%; as timed now {latency['absolute_ms']:.2f} ms (the machine runs "
               f"{latency['speed_vs_table']:.3f}x its time at profiling)")
+
+
+def _mobile(done: MobileExported, as_json: bool) -> int:
+    r, report = done.request, done.report
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    exported = report["export"]
+    trained = f"weights {Path(r.weights).name}" if r.weights else "untrained"
+    print(f"exported {r.arch} ({report['arch']['space']}, arch {report['arch']['hash']}, {trained}): "
+          f"{exported['format']} for {exported['backend']} ({exported['delegate']}, {exported['precision']}), "
+          f"input {exported['input']['shape']} -> [{', '.join(map(str, exported['output']['shape']))}]")
+    for record in report["parity"].values():
+        print(f"  parity: {_parity_line(record)}")
+    q = report["int8"]
+    if q:
+        lat = q["latency"]
+        if q["top1_fp32_pct"] is not None:
+            print(f"  int8 top-1 {q['top1_int8_pct']:.2f}% vs fp32 {q['top1_fp32_pct']:.2f}% on "
+                  f"{q['calibration']['accuracy_images']} held-out images: drop "
+                  f"{q['accuracy_drop_pct_points']:+.2f} points")
+        print(f"  int8 {lat['int8_ms']:.3f} ms vs fp32 {lat['fp32_ms']:.3f} ms ({lat['threads']} thread, "
+              f"{lat['rounds']} interleaved rounds): speed-up {lat['speedup']:.2f}x "
+              f"(rounds {lat['speedup_min']:.2f}-{lat['speedup_max']:.2f}x)")
+    latency = report["latency"]
+    if latency:
+        print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.3f} ms, measured "
+              f"{latency['measured_ms']:.3f} ms ({latency['measured_what']}, at the table's speed), error "
+              f"{latency['error_pct']:+.1f}%")
+    print(f"  wrote {r.out} ({_mb(done.model_bytes)}), {exported['sidecar']} (preprocessing) and {r.report_path}")
+    return 0
+
+
+def _parity_line(record: dict) -> str:
+    return (f"{record['candidate']} vs {record['reference']} ({record['inputs']} inputs): max abs diff "
+            f"{record['max_abs_diff']:.3g}, {record['rel_diff']:.3g} of output scale "
+            f"(tolerance {record['tolerance']:g}), "
+            f"top-1 agreement {record['top1_agreement']:.0%}: {'ok' if record['passed'] else 'FAILED'}")
 
 
 def _mb(n: int) -> str:

@@ -71,7 +71,7 @@ def measure_archs(profiler, space: SearchSpace, archs: Sequence[Arch], table: La
 
 
 def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, model, resolution: int, batch: int,
-                     onnx_bytes: bytes, exported: tuple | None = None) -> dict:
+                     onnx_bytes: bytes | None, exported: tuple | None = None) -> dict:
     """The export report's `latency` section: predicted vs measured latency of the exported model
     on the LUT's backend (hwnas.profilers.end_to_end.measure_end_to_end, on the machine the table
     was made on). Backends whose runtime runs ONNX time the exported ONNX bytes themselves,
@@ -80,7 +80,7 @@ def exported_latency(lut_path, table: LatencyTable, prediction, arch: Arch, mode
     `absolute_ms` is as timed now. The prediction is the calibrated one searches use. A published
     table's device is not this machine: its section holds the prediction only (see
     `unmeasured_latency`). `exported`: (the model or a loader of it, what it is) to time instead,
-    such as an OpenVINO IR on the openvino backend."""
+    such as an OpenVINO IR on the openvino backend or a `.pte` program on executorch."""
     from ..runtimes import get_runtime
     from .loading import open_profiler
 

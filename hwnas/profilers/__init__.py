@@ -12,6 +12,8 @@ import inspect
 
 from ..errors import BackendError
 from .base import Profiler, Runner
+from .executorch_backend import ExecuTorchProfiler
+from .litert_backend import LiteRTProfiler
 from .openvino_backend import OpenVinoProfiler
 from .ort_backend import OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler
 from .remote_backend import RemoteProfiler
@@ -22,10 +24,8 @@ from .torch_backend import TorchCPUProfiler, TorchCUDAProfiler
 PROFILERS: dict[str, type[Profiler]] = {
     cls.name: cls
     for cls in (TorchCPUProfiler, TorchCUDAProfiler, OrtCPUProfiler, OrtCUDAProfiler, OrtTensorRTProfiler,
-                TensorRTProfiler)
+                TensorRTProfiler, OpenVinoProfiler, ExecuTorchProfiler, LiteRTProfiler, RemoteProfiler)
 }
-PROFILERS[OpenVinoProfiler.name] = OpenVinoProfiler
-PROFILERS[RemoteProfiler.name] = RemoteProfiler
 
 
 def available_backends() -> dict[str, str | None]:

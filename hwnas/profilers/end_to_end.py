@@ -37,13 +37,15 @@ def _unit_reference() -> float:
 
 
 def _prepare(profiler, item, input_shape) -> Runner:
-    """A runner of one network: a module, ONNX bytes (run as they are) or a zero-argument loader of either."""
+    """A runner of one network: a module, ONNX bytes or a program in the backend's own format (a `.pte`
+    for executorch), run as they are, or a zero-argument loader of either."""
     if not isinstance(item, (nn.Module, bytes, bytearray)) and callable(item):
         item = item()
-    if isinstance(item, (bytes, bytearray)):
-        if not hasattr(profiler, "prepare_onnx"):
+    if isinstance(item, (bytes, bytearray)):  # ONNX, or the backend's own program format (prepare_program)
+        load = getattr(profiler, "prepare_program", None) or getattr(profiler, "prepare_onnx", None)
+        if load is None:
             raise BackendError(f"backend {profiler.name} runs torch modules, not ONNX graphs; give the module")
-        return profiler.prepare_onnx(bytes(item), input_shape)
+        return load(bytes(item), input_shape)
     return profiler.prepare(item, input_shape)
 
 

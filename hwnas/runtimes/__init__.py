@@ -90,11 +90,22 @@ def _remote(model, input_shape, **options):
     return remote_runner(model, input_shape, **options)
 
 
+def _executorch(model, input_shape, **options):
+    from .executorch import executorch_runner
+
+    return executorch_runner(model, input_shape, **options)
+
+
+def _litert(model, input_shape, **options):
+    from .litert import litert_runner
+
+    return litert_runner(model, input_shape, **options)
+
+
 for _runtime in (Runtime("torch-cpu", _torch_cpu), Runtime("torch-cuda", _torch_cuda),
                  Runtime("ort-cpu", _ort, runs_onnx=True), Runtime("ort-cuda", _ort, runs_onnx=True),
-                 Runtime("ort-trt", _ort, runs_onnx=True), Runtime("tensorrt", _tensorrt)):
+                 Runtime("ort-trt", _ort, runs_onnx=True), Runtime("tensorrt", _tensorrt), Runtime("openvino", _openvino),
+                 Runtime("executorch", _executorch), Runtime("litert", _litert), Runtime("remote", _remote)):
     register(_runtime)
-register(Runtime("openvino", _openvino))
-register(Runtime("remote", _remote))
 
 __all__ = ["RUNTIMES", "Runner", "Runtime", "get_runtime", "load_runner", "register"]
