@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 from ..core.arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
-from ..core.spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace, SearchSpace
+from .decision_costs import DecisionCosts, decision_costs
 
 _BUDGET = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*(?P<unit>ms|s|us|µs|%)?\s*$", re.I)
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -91,7 +92,7 @@ class BudgetStep:
         return asdict(self)
 
 
-def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def repair_to_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                      log_probs: Sequence[Sequence[float]], budget_ms: float) -> tuple[Arch, list[BudgetStep]]:
     """Downgrade layers of `choices` until the predicted latency meets `budget_ms`.
 
@@ -100,17 +101,19 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     independent layers is additive, and the argmax maximises it). When some single swap already
     meets the budget and costs no more than the best-ratio swap, the cheapest such swap is taken
     instead, so the last step does not overshoot. Terminates because the budget was checked
-    feasible and every step is strictly faster.
+    feasible and every step is strictly faster. The layers are a layer-wise space's, or the edges
+    of a cell space whose latency adds up over them (hwnas.search.decision_costs).
     """
-    _, per_layer = predictor.layer_costs()
+    table = decision_costs(predictor)
+    per_layer, layers = table.costs, _decisions(table)
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    for _ in range(_max_steps(space, per_layer, latency)):
+    for _ in range(_max_steps(layers, per_layer, latency)):
         if latency <= budget_ms:
             break
         best_ratio = best_finish = None
-        for li, layer in enumerate(space.layers):
+        for li, layer in enumerate(layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
                 saved = float(per_layer[li][ci] - per_layer[li][cj])
@@ -127,7 +130,7 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
             raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms: every layer is at its fastest candidate")
         move = best_finish if best_finish is not None and best_finish[3] <= max(best_ratio[3], 0.0) else best_ratio
         li, cand, saved, cost, _ = move
-        layer = space.layers[li]
+        layer = layers[li]
         before = current[layer.name]
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
@@ -137,7 +140,7 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     return Arch.create(space, current), steps
 
 
-def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def fill_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                 log_probs: Sequence[Sequence[float]], budget_ms: float) -> tuple[Arch, list[BudgetStep]]:
     """The mirror image of `repair_to_budget` for an architecture well under its budget.
 
@@ -150,13 +153,14 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     the argmax of log p + delta * latency for a growing delta), among the swaps that keep the
     prediction within the budget and lose at most log(10) each; stop when none is left.
     """
-    _, per_layer = predictor.layer_costs()
+    table = decision_costs(predictor)
+    per_layer, layers = table.costs, _decisions(table)
     current = dict(choices)
     steps: list[BudgetStep] = []
     latency = predictor.latency_ms(Arch.create(space, current))
-    for _ in range(_max_steps(space, per_layer, latency)):
+    for _ in range(_max_steps(layers, per_layer, latency)):
         best = None
-        for li, layer in enumerate(space.layers):
+        for li, layer in enumerate(layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
                 gained = float(per_layer[li][cj] - per_layer[li][ci])
@@ -169,7 +173,7 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
         if best is None:
             return Arch.create(space, current), steps
         _, li, cand, gained, cost = best
-        layer = space.layers[li]
+        layer = layers[li]
         before = current[layer.name]
         current[layer.name] = cand
         latency = predictor.latency_ms(Arch.create(space, current))
@@ -177,16 +181,28 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     return Arch.create(space, current), steps  # every layer reached its slowest candidate
 
 
-def _max_steps(space: LayerwiseSpace, per_layer, latency: float) -> int:
+@dataclass(frozen=True)
+class _Layer:
+    """A decision the repair swaps: a layer-wise space's layer or a cell space's edge."""
+
+    name: str
+    candidates: tuple[str, ...]
+
+
+def _decisions(table: DecisionCosts) -> list[_Layer]:
+    return [_Layer(name, cands) for name, cands in zip(table.names, table.candidates)]
+
+
+def _max_steps(layers: Sequence[_Layer], per_layer, latency: float) -> int:
     """Upper bound of repair/fill steps: each step moves one layer strictly toward its fastest
     (slowest) candidate, so a layer moves at most len(candidates) - 1 times. Non-finite costs
     would break that argument (NaN compares false), so they are refused here."""
     if not math.isfinite(latency) or not all(math.isfinite(float(v)) for row in per_layer for v in row):
         raise BudgetError("the latency table gives non-finite latencies for this space; check it with `hwnas lut show`")
-    return sum(len(layer.candidates) - 1 for layer in space.layers) + 1
+    return sum(len(layer.candidates) - 1 for layer in layers) + 1
 
 
-def fit_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def fit_to_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                   log_probs: Sequence[Sequence[float]], budget_ms: float, fill: bool = True
                   ) -> tuple[Arch, list[BudgetStep]]:
     """Repair `choices` if over the budget; otherwise fill it toward the budget when `fill`."""

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..core.arch import Arch
-from ..errors import HwnasError
+from ..errors import HwnasError, LutError
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.validation import EndToEnd
-from ..core.spaces import LayerwiseSpace
 from .budget import BudgetError, repair_to_budget
+from .decision_costs import decision_costs
 
 #: the tightened LUT budget leaves this much room below the measured ratio
 REPAIR_MARGIN = 0.02
@@ -69,12 +69,12 @@ def _attempt(arch: Arch, predictor: LatencyPredictor, measured: EndToEnd, lut_bu
             "lut_budget_ms": lut_budget, "repair_steps": [s.to_dict() for s in steps or ()]}
 
 
-def _smallest_change_log_probs(space: LayerwiseSpace, predictor: LatencyPredictor, choices: dict) -> list[list[float]]:
+def _smallest_change_log_probs(predictor: LatencyPredictor, choices: dict) -> list[list[float]]:
     """Log-probabilities that make `repair_to_budget` prefer the swaps that change latency least."""
-    _, costs = predictor.layer_costs()
+    table = decision_costs(predictor)
     out = []
-    for layer, cost in zip(space.layers, costs):
-        current = float(cost[layer.candidates.index(choices[layer.name])])
+    for name, cands, cost in zip(table.names, table.candidates, table.costs):
+        current = float(cost[cands.index(choices[name])])
         out.append([-abs(float(c) - current) for c in cost])
     return out
 
@@ -88,10 +88,12 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
     if budget_ms is None or measured.measured_ms <= budget_ms:
         return Verification(arch, budget_ms, tuple(attempts))
     space = predictor.space
-    if not isinstance(space, LayerwiseSpace):
+    try:
+        decision_costs(predictor)
+    except LutError:
         return Verification(arch, budget_ms, tuple(attempts),
-                            note=f"measured over the budget; space {space.name!r} is not layer-wise, so it is not "
-                                 "repaired: search again with a tighter --latency-budget")
+                            note=f"measured over the budget; the latency of space {space.name!r} is not a sum over "
+                                 "its decisions, so it is not repaired: search again with a tighter --latency-budget")
     lut_budget = budget_ms
     current = arch
     for _ in range(max_repairs):
@@ -100,7 +102,7 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
         choices = current.choice_map
         try:
             current, steps = repair_to_budget(space, predictor, choices,
-                                              _smallest_change_log_probs(space, predictor, choices), lut_budget)
+                                              _smallest_change_log_probs(predictor, choices), lut_budget)
         except BudgetError as exc:
             return Verification(current, budget_ms, tuple(attempts), note=f"cannot repair further: {exc}")
         measured = measure(current)
