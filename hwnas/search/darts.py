@@ -50,7 +50,7 @@ class DARTSConfig(Options):
     variant: str = option("darts", "--darts-variant", choices=VARIANTS, help=(
         "darts (default); darts-minus: DARTS- (Chu et al., ICLR 2021), an auxiliary skip connection on "
         "every edge whose weight decays linearly from --aux-skip to 0, against the collapse to skip cells"))
-    order: int = option(1, "--darts-order", type=int, choices=(1, 2), help=(
+    order: int = option(1, "--darts-order", type=int, metavar="{1,2}", help=(
         "1 (default): architecture gradient at the current weights; 2: DARTS's second-order "
         "(unrolled) gradient, ~3x the cost of an architecture step"))
     channels: int = option(16, "--darts-channels", type=int, help=(
