@@ -206,3 +206,21 @@ def test_cli_search_and_flags_of_other_strategies(lut_file, tmp_path, capsys):
     assert "parameter-free" in text and (out / "arch.json").is_file()
     assert main(base[:-3] + ["--trials", "3", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "--trials is not used by --strategy darts" in capsys.readouterr().err
+
+
+def test_a_cell_measured_over_the_budget_on_the_device_is_repaired(space, predictor):
+    """The on-device check repairs a cell space's result too (edges swapped by the additive costs);
+    the measurement here stands in for the device: 1.25x the prediction."""
+    from hwnas.latency_tables.validation import EndToEnd
+    from hwnas.search.verify import verify_on_device
+
+    arch = Arch.create(space, {n: "nor_conv_3x3" for n in space.decision_names})
+    budget = predictor.latency_ms(arch)
+
+    def measure(a):
+        ms = predictor.latency_ms(a) * 1.25
+        return EndToEnd(a, ms, ms, 0.01, 1.0)
+
+    check = verify_on_device(arch, predictor, budget, measure)
+    assert check.repaired and check.meets_budget and check.arch != arch
+    assert check.attempts[-1]["repair_steps"] and check.attempts[-1]["measured_ms"] <= budget

@@ -132,11 +132,9 @@ class CellSupernet(nn.Module):
         return {name: cands[int(a.detach().argmax())] for name, cands, a in zip(self.edge_names, self.candidates,
                                                                                 self.alphas)}
 
-    def forward(self, x: torch.Tensor, aux_skip: float = 0.0, perturb: Sequence[torch.Tensor] | None = None
-                ) -> torch.Tensor:
-        """Logits with every edge mixed by softmax(alpha (+ `perturb`)); `aux_skip`: DARTS-'s beta."""
-        alphas = self.alphas if perturb is None else [a + d for a, d in zip(self.alphas, perturb)]
-        weights = [F.softmax(a, dim=0) for a in alphas]
+    def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
+        """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
+        weights = self.probabilities()
         x = self.stem(x)
         for block in self.cells:
             x = block(x, weights, aux_skip) if isinstance(block, MixedCell) else block(x)
