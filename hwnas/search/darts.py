@@ -8,8 +8,9 @@ alternately, step by step, on two halves of the training set (darts_train.py): w
 betas (0.5, 0.999), wd 1e-3), first order by default or second order (`--darts-order 2`). With a
 `--latency-budget`, the expected latency (sum over edges of softmax(alpha) . op latency, from the
 LUT: decision_costs.py) enters the architecture loss as the budget hinge of latency_loss.py. The
-derived cell is the argmax of every edge (NB201 keeps one op per edge), repaired by LUT-guided
-downgrades if over the budget; on nb201 its NAS-Bench-201 figures are looked up and reported.
+derived cell is the argmax of every edge (NB201 keeps one op per edge), fitted to the budget as
+fbnet's argmax is (repaired by LUT-guided downgrades if over it, filled by upgrades if well under
+it); on nb201 its NAS-Bench-201 figures are looked up and reported.
 
 `--darts-variant darts-minus` is DARTS- (Chu et al., "DARTS-: Robustly Stepping out of Performance
 Collapse Without Indicators", ICLR 2021): every mixed edge gets an auxiliary skip connection,
@@ -27,7 +28,8 @@ from ..core.arch import Arch
 from ..errors import HwnasError, LutError
 from ..options import Options, option, reads
 from .base import Candidate, SearchProblem, SearchResult, SupernetStrategy
-from .budget import repair_to_budget
+from .budget import fit_to_budget
+from .fbnet_finish import report_fit
 from .cell_supernet import cell_edges
 from .darts_train import PARAMETER_FREE, DartsTraining
 from .decision_costs import decision_costs
@@ -68,9 +70,13 @@ class DARTSConfig(Options):
     aux_skip: float = option(1.0, "--aux-skip", type=float, help=(
         "darts-minus: initial weight of the auxiliary skip connection (DARTS-: 1.0), decaying linearly to 0"))
     penalty_weight: float = option(5.0, "--penalty-weight", type=float, help="weight w of the budget hinge")
-    under_weight: float = option(0.0, "--under-weight", type=float, help=(
+    under_weight: float = option(0.5, "--under-weight", type=float, help=(
         "fraction of the hinge weight that pulls the expected latency up toward the budget "
         "from below (0: none, 1: TuNAS's absolute reward)"))
+    fill_budget: bool = option(
+        True, "--no-fill-budget", dest="fill_budget", action="store_false", help=(
+            "keep the argmax when it is under the budget (default: fill it toward the budget with "
+            "the LUT-guided upgrades the distribution finds cheapest, see budget.fill_budget)"))
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -150,11 +156,11 @@ def derive(training: DartsTraining, problem: SearchProblem, strategy: str) -> Se
     argmax = Arch.create(space, argmax_choices)
     log_probs = net.log_probabilities()
     arch, steps = argmax, []
-    if budget is not None and predictor.latency_ms(argmax) > budget:
-        arch, steps = repair_to_budget(space, predictor, argmax_choices, log_probs, budget)
-        if problem.progress:
-            print(f"the argmax cell, predicted at {predictor.latency_ms(argmax):.4g} ms, exceeds the budget "
-                  f"{budget:.4g} ms: repaired with {len(steps)} LUT-guided downgrade(s)")
+    if budget is not None:
+        # over the budget: repaired; well under it (a latency hinge pushes every edge of a diffuse
+        # distribution toward its cheapest op, so the argmax can fall far below): filled, as fbnet's
+        arch, steps = fit_to_budget(space, predictor, argmax_choices, log_probs, budget, fill=cfg.fill_budget)
+        report_fit(problem, argmax, steps)
     joint = sum(lp[cands.index(arch.choice_map[name])]
                 for lp, name, cands in zip(log_probs, net.edge_names, net.candidates))
     probs = {name: dict(zip(cands, [round(float(v), 5) for v in p]))
@@ -172,6 +178,8 @@ def derive(training: DartsTraining, problem: SearchProblem, strategy: str) -> Se
         "cpu_s": round(training.cpu, 3),
         **benchmark_details(arch, space, problem.data.num_classes),
     }
+    if arch != argmax and "benchmark" in details:
+        details["argmax_benchmark"] = benchmark_details(argmax, space, problem.data.num_classes)["benchmark"]
     candidates = (Candidate(arch, predictor.latency_ms(arch), None, joint, tuple(steps), note="argmax"),)
     return SearchResult(strategy, arch, predictor.latency_ms(arch), budget, tuple(steps), candidates,
                         training.wall, training.finished, details)
