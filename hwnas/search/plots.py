@@ -100,13 +100,14 @@ def plot_edge_probabilities(log: Sequence[dict], edge_names: Sequence[str], cand
     epochs = [r["epoch"] for r in log]
     cols = min(3, len(edge_names))
     rows = -(-len(edge_names) // cols)
+    top = min(1.0, max(max(max(p) for p in r["probs"]) for r in log) + 0.05)  # a short search stays near uniform
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True, sharey=True)
     for k, (name, cands) in enumerate(zip(edge_names, candidates)):
         ax = axes[k // cols][k % cols]
         for c, op in enumerate(cands):
             ax.plot(epochs, [r["probs"][k][c] for r in log], marker="o", markersize=3, label=op)
         ax.set_title(name, fontsize=9)
-        ax.set_ylim(0.0, 1.0)
+        ax.set_ylim(0.0, top)
         ax.grid(alpha=0.3)
     for k in range(len(edge_names), rows * cols):
         axes[k // cols][k % cols].axis("off")
