@@ -22,7 +22,7 @@ when absent).
   python benchmarks/darts_nb201.py --smoke                             # a few CPU-minutes: it runs end to end
 
 A full run costs, per seed, 2 DARTS searches (about 22 CPU-minutes each at the defaults) plus the
-same CPU time for each of the 2 samplers: about 90 CPU-minutes a seed, 4.5 CPU-hours for 3 seeds.
+same CPU time for each of the 2 samplers: about 95 CPU-minutes a seed, 4.7 CPU-hours for 3 seeds.
 Finished rows are kept in OUT/rows/ and reused (a killed run is continued by running it again).
 """
 
