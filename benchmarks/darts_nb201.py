@@ -18,10 +18,10 @@ do not distort it. No search here uses the latency budget (accuracy only); the L
 search problem (`--lut`, an nb201 table of `hwnas profile --space nb201`; profiled quickly into OUT
 when absent).
 
-  python benchmarks/darts_nb201.py --out runs/bench_darts              # defaults: ~22 CPU-min per DARTS run
+  python benchmarks/darts_nb201.py --out runs/bench_darts              # defaults: ~24 CPU-min per DARTS run
   python benchmarks/darts_nb201.py --smoke                             # a few CPU-minutes: it runs end to end
 
-A full run costs, per seed, 2 DARTS searches (about 22 CPU-minutes each at the defaults) plus the
+A full run costs, per seed, 2 DARTS searches (about 24 CPU-minutes each at the defaults) plus the
 same CPU time for each of the 2 samplers: about 95 CPU-minutes a seed, 4.7 CPU-hours for 3 seeds.
 Finished rows are kept in OUT/rows/ and reused (a killed run is continued by running it again).
 """

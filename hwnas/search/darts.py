@@ -42,8 +42,8 @@ BENCHMARK_DATASETS = {10: "cifar10", 100: "cifar100", 120: "imagenet16-120"}
 @dataclass(frozen=True)
 class DARTSConfig(Options):
     """CPU-sized defaults: NB201's width (16 channels in the first stage), 1 cell per stage (NB201
-    5), --epochs 10 of the full halves (NB201 50) in batches of 64: 780 steps of ~1.7 CPU-s, about
-    22 CPU-minutes on the 10,000-image CIFAR-10 subset, one thread (see docs/search.md)."""
+    5), --epochs 10 of the full halves (NB201 50) in batches of 64: 780 steps of ~1.8 CPU-s, about
+    24 CPU-minutes on the 10,000-image CIFAR-10 subset, one thread (see docs/search.md)."""
 
     title = "darts strategy"
     epochs: int = reads("epochs", 10)
