@@ -139,3 +139,9 @@ class CellSupernet(nn.Module):
         for block in self.cells:
             x = block(x, weights, aux_skip) if isinstance(block, MixedCell) else block(x)
         return self.head(x)
+
+
+def build_supernet(space: SearchSpace, channels: Sequence[int], cells_per_stage: int) -> nn.Module:
+    """The DARTS supernet of a cell space: NB201's skeleton for a space of summing-node cells (nb201).
+    A space of another cell form adds its skeleton here (same MixedEdge, same supernet methods)."""
+    return CellSupernet.for_space(space, channels, cells_per_stage)

@@ -18,7 +18,7 @@ from ..core.arch import Arch
 from ..runs import load_checkpoint, open_run, restore_training, rng_state, save_checkpoint, write_jsonl
 from ..train.data import make_loader, split_train
 from ..train.loop import steps_per_epoch
-from .cell_supernet import CellSupernet
+from .cell_supernet import build_supernet
 from .latency_loss import latency_aware_loss
 
 CHECKPOINT = "darts_supernet.pt"
@@ -41,7 +41,7 @@ class DartsTraining:
                                        lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
         self.run_config = run_config
         torch.manual_seed(problem.seed)
-        self.net = CellSupernet.for_space(problem.space, cfg.stage_channels, cfg.cells)
+        self.net = build_supernet(problem.space, cfg.stage_channels, cfg.cells)
         self.weights = self.net.weight_parameters()
         self.alphas = self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, lr=cfg.weight_lr, momentum=cfg.weight_momentum,
