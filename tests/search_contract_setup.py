@@ -1,5 +1,5 @@
 """The contract suite's set-up, shared by the tests and by the process they kill -9: every strategy
-on the tiny space, budgets on latency, peak activation memory and parameters, a cheap evaluator
+on the tiny space (darts, which searches cell spaces, on nb201 with a 4-channel supernet), budgets on latency, peak activation memory and parameters, a cheap evaluator
 (deterministic synthetic scores for trial strategies; fbnet trains its own tiny supernet).
 
 Run as a script (`python search_contract_setup.py NAME RUN_DIR DELAY_S`) it runs one search.
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hwnas.core.arch import Arch  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.search import (BananasStrategy, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
+from hwnas.search import (BananasStrategy, DARTSConfig, DARTSStrategy, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
                           FBNetStrategy, LocalSearchStrategy, LoopConfig, MnasStrategy, NSGA2Strategy,
                           RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
 from hwnas.search.bananas import MLPEnsemble  # noqa: E402
@@ -26,8 +26,8 @@ from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.core.spaces import get_space  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
-NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas", "bananas", "local")
-SUPERNET = ("fbnet", "enas")  # strategies that train their own supernet (no evaluator, latency budget only)
+NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas", "bananas", "local", "darts")
+SUPERNET = ("fbnet", "enas", "darts")  # strategies that train their own supernet (no evaluator, latency budget only)
 TRIALS = 12
 
 
@@ -39,6 +39,7 @@ def make_strategy(name: str):
             "mnas": lambda: MnasStrategy(ControllerConfig(batch=3, hidden=16)),
             "bananas": lambda: BananasStrategy(init=4, candidates=20, per_round=3, ensemble=MLPEnsemble(epochs=20)),
             "local": lambda: LocalSearchStrategy(init=3),
+            "darts": lambda: DARTSStrategy(DARTSConfig(epochs=3, batch_size=16, max_batches=2, channels=4, cells=1)),
             "enas": lambda: ENASStrategy(ENASConfig(epochs=6, batch_size=32, max_batches=3, controller_steps=2,
                                                     final_samples=4, score_batches=1),
                                          ControllerConfig(batch=3, hidden=16))}[name]()
@@ -63,10 +64,15 @@ def memory_table(space):
     return table
 
 
-def tiny_setup():
-    space = get_space("tiny")
+def tiny_setup(space_name: str = "tiny"):
+    space = get_space(space_name)
     predictor = LatencyPredictor(memory_table(space), space)
     return space, predictor, load_data("digits", resolution=32, seed=0)
+
+
+def setup_for(name: str):
+    """The space, latency model and data strategy `name` is tested on (nb201 for darts)."""
+    return tiny_setup("nb201" if name == "darts" else "tiny")
 
 
 def quantile_budgets(space, predictor, q: float = 0.75) -> tuple[int, int]:
@@ -87,7 +93,7 @@ def make_problem(name, space, predictor, data, run_dir, resume=False, objectives
 
 
 def run(name, run_dir, resume=False, delay_s=0.0, objectives=("acc",), fail_fraction=0.15, stop_after=None):
-    space, predictor, data = tiny_setup()
+    space, predictor, data = setup_for(name)
     problem = make_problem(name, space, predictor, data, run_dir, resume, objectives)
     evaluator = None if name in SUPERNET else SyntheticEvaluator(fail_fraction=fail_fraction, delay_s=delay_s)
     return run_search(problem, make_strategy(name), evaluator, LoopConfig(trials=TRIALS), stop_after=stop_after)

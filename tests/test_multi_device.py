@@ -93,10 +93,18 @@ def test_fill_never_takes_a_device_over_its_budget(space, model):
         assert d.predictor.latency_ms(filled) <= d.budget_ms * (1 + 1e-9)
 
 
+def two_devices(space, share: float = 0.3) -> MultiDevicePredictor:
+    predictors = {"cpu": LatencyPredictor(mac_table(space), space), "npu": LatencyPredictor(activation_table(space), space)}
+    return MultiDevicePredictor([Device(n, p, budget_at(p, share), f"{n}.json") for n, p in predictors.items()])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_strategy_meets_every_devices_budget_and_reports_each(name, space, model, tmp_path):
     from hwnas.train.data import load_data
 
+    if name == "darts":  # a cell-space strategy: the contract runs it on nb201
+        space = get_space("nb201", num_classes=10)
+        model = two_devices(space)
     data = load_data("digits", resolution=32, seed=0)
     problem = SearchProblem(space, model, model.budget_ms, data, tmp_path / "run", progress=False)
     evaluator = None if name in SUPERNET else SyntheticEvaluator(fail_fraction=0.0)

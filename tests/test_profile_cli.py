@@ -323,7 +323,8 @@ def test_backends_lists_every_backend(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["torch-cpu"]["available"] and "threads" in rows["ort-cpu"]["options"]
-    assert set(rows) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino", "remote"}
+    assert set(rows) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino", "executorch",
+                         "litert", "remote"}
 
 
 def test_one_table_holds_several_resolutions(table_copy):

@@ -28,7 +28,8 @@ def block(spec="ir_r1_k3_s1_e3_c8", in_chs=8):
 
 
 def test_registry_names():
-    assert set(PROFILERS) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino", "remote"}
+    assert set(PROFILERS) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino",
+                              "executorch", "litert", "remote"}
     reasons = available_backends()
     assert reasons["torch-cpu"] is None and reasons["ort-cpu"] is None
 

@@ -22,7 +22,8 @@ from hwnas.search.evaluators import SyntheticEvaluator
 from hwnas.search.registry import make_evaluator
 from hwnas.search.objectives import dominates, hypervolume_2d, objective_values, parse_memory_budget
 from hwnas.core.spaces import get_space
-from search_contract_setup import NAMES, SUPERNET, TRIALS, make_problem, memory_table, quantile_budgets, run, tiny_setup
+from search_contract_setup import (NAMES, SUPERNET, TRIALS, make_problem, memory_table, quantile_budgets, run,
+                                   setup_for, tiny_setup)
 
 TESTS = Path(__file__).resolve().parent
 TRIAL_STRATEGIES = [n for n in NAMES if n not in SUPERNET]
@@ -48,11 +49,12 @@ def test_every_registered_strategy_is_in_the_contract():
 
 
 def test_proposals_are_valid_and_results_meet_every_budget(name, tiny, tmp_path):
-    space, predictor, _ = tiny
+    setup = tiny if name != "darts" else setup_for(name)
+    space, predictor, _ = setup
     result = run(name, tmp_path / "run")
-    problem = make_problem(name, *tiny, tmp_path / "x")
+    problem = make_problem(name, *setup, tmp_path / "x")
     pred = predictor.predict(result.arch)
-    assert result.arch.space == "tiny" and load_arch(tmp_path / "run" / "arch.json") == result.arch
+    assert result.arch.space == space.name and load_arch(tmp_path / "run" / "arch.json") == result.arch
     assert pred.latency_ms <= problem.budget_ms
     doc = json.loads((tmp_path / "run" / "result.json").read_text())
     assert doc["meets_budget"] and doc["arch_hash"] == result.arch.hash
@@ -108,9 +110,10 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(name, tmp_path):
     resumed = run(name, killed, resume=True)
     full = run(name, tmp_path / "full")
     assert resumed.finished and resumed.arch == full.arch
-    if name == "fbnet":
-        a = torch.load(tmp_path / "full" / "supernet.pt", weights_only=True)["supernet"]
-        b = torch.load(killed / "supernet.pt", weights_only=True)["supernet"]
+    if name in ("fbnet", "darts"):
+        checkpoint = "supernet.pt" if name == "fbnet" else "darts_supernet.pt"
+        a = torch.load(tmp_path / "full" / checkpoint, weights_only=True)["supernet"]
+        b = torch.load(killed / checkpoint, weights_only=True)["supernet"]
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.startswith("alphas"))
         return
     if name == "enas":  # the controller, its optimiser and the controller samples (trials) are the same
@@ -205,6 +208,7 @@ def lut_file(tiny, tmp_path_factory):
     ("fbnet", ["--evaluator", "shared"], "--evaluator is not used"),
     ("enas", ["--trials", "3"], "--trials is not used by --strategy enas"),
     ("fbnet", ["--policy-update", "ppo"], "it is for strategies enas, mnas"),
+    ("fbnet", ["--darts-variant", "darts-minus"], "it is for strategies darts"),
     ("mnas", ["--reward", "best"], "invalid choice: 'best'"),
     ("tpe", ["--supernet", "x.pt"], "with --evaluator scratch"),
     ("evolution", ["--startup-trials", "3"], "it is for strategies tpe"),

@@ -308,7 +308,8 @@ STRATEGY_FLAGS = {"fbnet": ["--top-k", "1", "--warmup-epochs", "0"], "evolution"
                   "nsga2": ["--trials", "2", "--population", "2"]}
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+# darts searches cell spaces, not the layer-wise tiny: its budget is tested on nb201 (test_search_darts.py)
+@pytest.mark.parametrize("name", sorted(set(STRATEGIES) - {"darts"}))
 def test_every_strategy_meets_the_budget(name, space, predictor, digits, lut_file, tmp_path):
     """Contract test: each registered strategy, built from the CLI's flags, returns an architecture
     of the space within the budget and writes arch.json and result.json."""

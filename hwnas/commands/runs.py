@@ -46,12 +46,18 @@ def cmd_show(args) -> int:
         log = read_jsonl(run_dir / "log.jsonl")
         print(f"{run_dir}: fbnet search, {len(log)} epoch(s) trained"
               + (f", last expected latency {log[-1]['expected_latency_ms']:.4g} ms" if log else ""))
+    elif (run_dir / "log.jsonl").is_file() and (run_dir / "darts_supernet.pt").is_file():
+        log = read_jsonl(run_dir / "log.jsonl")
+        last = log[-1] if log else None
+        print(f"{run_dir}: darts search, {len(log)} epoch(s) trained"
+              + (f", argmax cell has {last['parameter_free_edges']} of {len(last['argmax'])} edges parameter-free"
+                 if last else ""))
     elif (run_dir / "enas.pt").is_file():
         curve = read_json(run_dir / "controller.json", "controller curve") if (run_dir / "controller.json").is_file() else {}
         updates = curve.get("curve", [])
         print(f"{run_dir}: enas search (controller over a shared supernet), {len(updates)} controller update(s)")
     else:
-        raise HwnasError(f"{run_dir} holds no search run ({RUN_FILE}, an fbnet log.jsonl or an enas.pt); give the --out of a "
+        raise HwnasError(f"{run_dir} holds no search run ({RUN_FILE}, an fbnet or darts log.jsonl or an enas.pt); give the --out of a "
                          f"`hwnas search`")
     if result is None:
         print("no result yet (the search was interrupted before it finished; rerun it with --resume)")

@@ -109,27 +109,19 @@ class MultiDevicePredictor:
         return torch.stack([s * p.expected_latency(probabilities)
                             for s, p in zip(self._scales, self._constrained)]).max()
 
-    def device_layer_costs(self) -> list[tuple[float, list[torch.Tensor]]]:
-        """Per budgeted device, `layer_costs()` scaled to the first budget's units: the budget is
-        then the same number for every device, and a repair can treat them alike."""
-        out = []
-        for scale, predictor in zip(self._scales, self._constrained):
-            fixed, per_layer = predictor.layer_costs()
-            out.append((fixed * scale, [t * scale for t in per_layer]))
-        return out
-
-    def device_costs_latencies(self, arch: Arch) -> list[float]:
-        """Each budgeted device's latency of `arch` in the first budget's units."""
-        return [s * p.latency_ms(arch) for s, p in zip(self._scales, self._constrained)]
+    def in_budget_units(self) -> list[tuple[float, LatencyPredictor]]:
+        """(scale, predictor) per budgeted device: its latency times scale is in the first budget's
+        units, so every budget is the same number there (the first device alone if none is budgeted)."""
+        return list(zip(self._scales, self._constrained))
 
     def layer_costs(self) -> tuple[float, list[torch.Tensor]]:
-        """Not additive over several devices (a max is not a sum): use `device_layer_costs`."""
+        """Not additive over several devices (a max is not a sum): see hwnas.search.decision_costs."""
         raise LutError("a multi-device latency is the largest of several devices' latencies, not a sum of layer "
-                       "costs; use device_layer_costs()")
+                       "costs; use hwnas.search.decision_costs.decision_costs(model).per_device")
 
     def fastest_latency_ms(self) -> float:
         """A lower bound of the fastest architecture's latency: the largest of the devices' own minima."""
-        return max(fixed + sum(float(t.min()) for t in per_layer) for fixed, per_layer in self.device_layer_costs())
+        return max(s * p.fastest_latency_ms() for s, p in self.in_budget_units())
 
     def smallest_memory(self):
         return self.primary.predictor.smallest_memory()

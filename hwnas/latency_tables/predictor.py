@@ -270,14 +270,6 @@ class LatencyPredictor:
         c = self.calibration.c
         return fixed + 2 * c + self.calibration.b, [lat + c * ops for lat, ops in zip(per_layer, layer_ops)]
 
-    def device_layer_costs(self) -> list[tuple[float, list[torch.Tensor]]]:
-        """`layer_costs()` per budgeted device: this one (the multi-device model has several)."""
-        return [self.layer_costs()]
-
-    def device_costs_latencies(self, arch: Arch) -> list[float]:
-        """The latency per budgeted device, in budget units: here the one latency."""
-        return [self.latency_ms(arch)]
-
     def fastest_latency_ms(self) -> float:
         """Lowest predicted latency of any architecture of a layer-wise space."""
         fixed, costs = self.layer_costs()

@@ -13,6 +13,7 @@ from .base import (Candidate, SearchProblem, SearchResult, Strategy, SupernetStr
 from .budget import BudgetError, BudgetSpec, parse_budget, repair_to_budget, resolve_budget, top_k_choices
 from .evaluators import EvalOutcome, EvalRequest, Evaluator, ScratchEvaluator, SyntheticEvaluator
 from .bananas import BananasStrategy
+from .darts import DARTSConfig, DARTSStrategy
 from .enas import ENASConfig, ENASStrategy
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
@@ -27,7 +28,7 @@ from .trials import Trial, read_history
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "EvaluatorKind", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
+    "EVALUATORS", "STRATEGIES", "EvaluatorKind", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "DARTSConfig", "DARTSStrategy", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
     "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LocalSearchStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "evaluator_kind", "get_strategy", "pareto_front", "parse_budget", "read_history",

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 from ..core.arch import Arch
 from ..errors import HwnasError
 from ..latency_tables.predictor import LatencyPredictor
-from ..core.spaces import LayerwiseSpace
+from ..core.spaces import LayerwiseSpace, SearchSpace
+from .decision_costs import DecisionCosts, decision_costs, latencies_ms
 
 _BUDGET = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*(?P<unit>ms|s|us|µs|%)?\s*$", re.I)
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -91,7 +92,7 @@ class BudgetStep:
         return asdict(self)
 
 
-def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def repair_to_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                      log_probs: Sequence[Sequence[float]], budget_ms: float) -> tuple[Arch, list[BudgetStep]]:
     """Downgrade layers of `choices` until the predicted latency meets `budget_ms`.
 
@@ -100,26 +101,28 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
     independent layers is additive, and the argmax maximises it). When some single swap already
     meets the budget and costs no more than the best-ratio swap, the cheapest such swap is taken
     instead, so the last step does not overshoot. Terminates because the budget was checked
-    feasible and every step is strictly faster.
+    feasible and every step is strictly faster. The layers are a layer-wise space's, or the edges
+    of a cell space whose latency adds up over them (hwnas.search.decision_costs).
 
     Several devices (hwnas.latency_tables.multi_device, costs in units of the budget): the
     latency saved is summed over the devices still over the budget, and a swap may not put a
     device that meets the budget over it; a swap finishes when every device meets it. One device
     is the rule above.
     """
-    costs = predictor.device_layer_costs()
+    table = decision_costs(predictor)
+    layers, costs = _decisions(table), [device.costs for device in table.per_device]
     current = dict(choices)
     steps: list[BudgetStep] = []
-    latencies = predictor.device_costs_latencies(Arch.create(space, current))
-    for _ in range(_max_steps(space, costs, latencies)):
+    latencies = latencies_ms(predictor, Arch.create(space, current))
+    for _ in range(_max_steps(layers, costs, latencies)):
         if max(latencies) <= budget_ms:
             break
         over = [lat > budget_ms for lat in latencies]
         best_ratio = best_finish = None
-        for li, layer in enumerate(space.layers):
+        for li, layer in enumerate(layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                deltas = [float(per_layer[li][ci] - per_layer[li][cj]) for _, per_layer in costs]
+                deltas = [float(per_layer[li][ci] - per_layer[li][cj]) for per_layer in costs]
                 after = [lat - d for lat, d in zip(latencies, deltas)]
                 saved = sum(d for d, o in zip(deltas, over) if o)
                 if saved <= 0 or any(not o and a > budget_ms for o, a in zip(over, after)):
@@ -135,18 +138,18 @@ def repair_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices
             raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms: every layer is at its fastest candidate")
         move = best_finish if best_finish is not None and best_finish[3] <= max(best_ratio[3], 0.0) else best_ratio
         li, cand, saved, cost, _ = move
-        layer = space.layers[li]
+        layer = layers[li]
         before = current[layer.name]
         current[layer.name] = cand
         arch = Arch.create(space, current)
-        latencies = predictor.device_costs_latencies(arch)
+        latencies = latencies_ms(predictor, arch)
         steps.append(BudgetStep("downgrade", layer.name, before, cand, saved, cost, predictor.latency_ms(arch)))
     if max(latencies) > budget_ms:
         raise BudgetError(f"cannot repair the architecture to {budget_ms:.4g} ms in {len(steps)} steps")
     return Arch.create(space, current), steps
 
 
-def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def fill_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                 log_probs: Sequence[Sequence[float]], budget_ms: float) -> tuple[Arch, list[BudgetStep]]:
     """The mirror image of `repair_to_budget` for an architecture well under its budget.
 
@@ -160,16 +163,17 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
     prediction within the budget and lose at most log(10) each; stop when none is left.
     Several devices: the ms gained are summed over them, and every device must stay within.
     """
-    costs = predictor.device_layer_costs()
+    table = decision_costs(predictor)
+    layers, costs = _decisions(table), [device.costs for device in table.per_device]
     current = dict(choices)
     steps: list[BudgetStep] = []
-    latencies = predictor.device_costs_latencies(Arch.create(space, current))
-    for _ in range(_max_steps(space, costs, latencies)):
+    latencies = latencies_ms(predictor, Arch.create(space, current))
+    for _ in range(_max_steps(layers, costs, latencies)):
         best = None
-        for li, layer in enumerate(space.layers):
+        for li, layer in enumerate(layers):
             ci = layer.candidates.index(current[layer.name])
             for cj, cand in enumerate(layer.candidates):
-                deltas = [float(per_layer[li][cj] - per_layer[li][ci]) for _, per_layer in costs]
+                deltas = [float(per_layer[li][cj] - per_layer[li][ci]) for per_layer in costs]
                 gained = sum(deltas)
                 cost = float(log_probs[li][ci] - log_probs[li][cj])
                 if (gained <= 0 or any(lat + d > budget_ms for lat, d in zip(latencies, deltas))
@@ -181,28 +185,40 @@ def fill_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Map
         if best is None:
             return Arch.create(space, current), steps
         _, li, cand, gained, cost = best
-        layer = space.layers[li]
+        layer = layers[li]
         before = current[layer.name]
         current[layer.name] = cand
         arch = Arch.create(space, current)
-        latencies = predictor.device_costs_latencies(arch)
+        latencies = latencies_ms(predictor, arch)
         steps.append(BudgetStep("upgrade", layer.name, before, cand, -gained, cost, predictor.latency_ms(arch)))
     return Arch.create(space, current), steps  # every layer reached its slowest candidate
 
 
-def _max_steps(space: LayerwiseSpace, costs, latencies: Sequence[float]) -> int:
+@dataclass(frozen=True)
+class _Layer:
+    """A decision the repair swaps: a layer-wise space's layer or a cell space's edge."""
+
+    name: str
+    candidates: tuple[str, ...]
+
+
+def _decisions(table: DecisionCosts) -> list[_Layer]:
+    return [_Layer(name, cands) for name, cands in zip(table.names, table.candidates)]
+
+
+def _max_steps(layers: Sequence[_Layer], costs, latencies: Sequence[float]) -> int:
     """Upper bound of repair/fill steps: each step moves one layer strictly toward its fastest
     (slowest) candidate, so a layer moves at most len(candidates) - 1 times (per device that a
     step may trade against another, with several). Non-finite costs would break that argument
     (NaN compares false), so they are refused here."""
     finite = all(math.isfinite(lat) for lat in latencies) and all(
-        math.isfinite(float(v)) for _, per_layer in costs for row in per_layer for v in row)
+        math.isfinite(float(v)) for per_layer in costs for row in per_layer for v in row)
     if not finite:
         raise BudgetError("the latency table gives non-finite latencies for this space; check it with `hwnas lut show`")
-    return (sum(len(layer.candidates) - 1 for layer in space.layers) + 1) * len(costs)
+    return (sum(len(layer.candidates) - 1 for layer in layers) + 1) * len(costs)
 
 
-def fit_to_budget(space: LayerwiseSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
+def fit_to_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mapping[str, str],
                   log_probs: Sequence[Sequence[float]], budget_ms: float, fill: bool = True
                   ) -> tuple[Arch, list[BudgetStep]]:
     """Repair `choices` if over the budget; otherwise fill it toward the budget when `fill`."""

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..core.arch import Arch
-from ..core.spaces import LayerwiseSpace
-from ..errors import HwnasError
+from ..errors import HwnasError, LutError
 from ..latency_tables.multi_device import Device, MultiDevicePredictor
 from .budget import BudgetError, parse_budget, resolve_budget
+from .decision_costs import decision_costs
 
 _NAME = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)=(?P<value>.+)$")
 
@@ -108,30 +108,33 @@ MIXES = 200
 
 
 def closest_to_budgets(model: MultiDevicePredictor, samples: int = 2000, seed: int = 0) -> Arch:
-    """An architecture of the smallest largest latency/budget found. Layer-wise space: for
-    weightings of the devices (each alone, and a grid of mixes), the per-layer argmin of the
-    weighted scaled costs, which is exact for that weighting (the costs add up layer by layer);
-    the best of those by the real criterion. Other spaces: the best of `samples` sampled."""
+    """An architecture of the smallest largest latency/budget found. Where the latency adds up
+    over the space's decisions (hwnas.search.decision_costs: layer-wise spaces, cell spaces of a
+    profiled table): for weightings of the devices (each alone, all alike, and random mixes), the
+    per-decision argmin of the weighted costs, which is exact for that weighting; the best of those
+    by the real criterion. Otherwise: the best of `samples` sampled architectures."""
     space = model.space
     rng = random.Random(seed)
-    if isinstance(space, LayerwiseSpace):
-        costs = model.device_layer_costs()
-        n = len(costs)
-        mixes = [tuple(float(i == d) for i in range(n)) for d in range(n)] + [(1.0,) * n]
-        mixes += [tuple(rng.expovariate(1.0) for _ in range(n)) for _ in range(MIXES)]  # uniform on the simplex
-        best = None
-        for weights in mixes:
-            choices = {}
-            for li, layer in enumerate(space.layers):
-                mixed = sum(w * per_layer[li] for w, (_, per_layer) in zip(weights, costs))
-                choices[layer.name] = layer.candidates[int(mixed.argmin())]
-            arch = Arch.create(space, choices)
-            value = model.latency_ms(arch)
-            if best is None or value < best[0]:
-                best = (value, arch)
-        return best[1]
-    archs = [Arch.create(space, space.sample(rng)) for _ in range(samples)]
-    return min(archs, key=model.latency_ms)
+    try:
+        table = decision_costs(model)
+    except LutError:
+        archs = [Arch.create(space, space.sample(rng)) for _ in range(samples)]
+        return min(archs, key=model.latency_ms)
+    costs = [device.costs for device in table.per_device]
+    n = len(costs)
+    mixes = [tuple(float(i == d) for i in range(n)) for d in range(n)] + [(1.0,) * n]
+    mixes += [tuple(rng.expovariate(1.0) for _ in range(n)) for _ in range(MIXES)]  # uniform on the simplex
+    best = None
+    for weights in mixes:
+        choices = {}
+        for di, (name, candidates) in enumerate(zip(table.names, table.candidates)):
+            mixed = sum(w * per_decision[di] for w, per_decision in zip(weights, costs))
+            choices[name] = candidates[int(mixed.argmin())]
+        arch = Arch.create(space, choices)
+        value = model.latency_ms(arch)
+        if best is None or value < best[0]:
+            best = (value, arch)
+    return best[1]
 
 
 def refuse_jointly_infeasible(model: MultiDevicePredictor) -> None:

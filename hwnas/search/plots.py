@@ -91,3 +91,33 @@ def plot_pareto(trials: Sequence, front: Sequence, objectives: Sequence[str], bu
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_edge_probabilities(log: Sequence[dict], edge_names: Sequence[str], candidates: Sequence[Sequence[str]],
+                            path: str | Path, title: str = "") -> None:
+    """One panel per edge: each candidate op's softmax(alpha) after every epoch (a DARTS search)."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in log]
+    cols = min(3, len(edge_names))
+    rows = -(-len(edge_names) // cols)
+    top = min(1.0, max(max(max(p) for p in r["probs"]) for r in log) + 0.05)  # a short search stays near uniform
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True, sharey=True)
+    for k, (name, cands) in enumerate(zip(edge_names, candidates)):
+        ax = axes[k // cols][k % cols]
+        for c, op in enumerate(cands):
+            ax.plot(epochs, [r["probs"][k][c] for r in log], marker="o", markersize=3, label=op)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(0.0, top)
+        ax.grid(alpha=0.3)
+    for k in range(len(edge_names), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for row in axes:
+        row[0].set_ylabel("softmax(alpha)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.suptitle(title or "architecture weights per edge over the search")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

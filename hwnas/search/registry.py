@@ -14,6 +14,7 @@ from ..errors import HwnasError
 from ..options import Options, record_from
 from .bananas import BananasStrategy
 from .base import Strategy
+from .darts import DARTSStrategy
 from .enas import ENASStrategy
 from .evaluators import Evaluator, ScratchEvaluator, ScratchOptions
 from .evolution import EvolutionStrategy
@@ -27,7 +28,7 @@ from .tabular import TabularEvaluator, TabularOptions
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
     FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy,
-    BananasStrategy, LocalSearchStrategy)}
+    BananasStrategy, LocalSearchStrategy, DARTSStrategy)}
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..core.arch import Arch
-from ..errors import HwnasError
+from ..errors import HwnasError, LutError
 from ..latency_tables.predictor import LatencyPredictor
 from ..latency_tables.validation import EndToEnd
-from ..core.spaces import LayerwiseSpace
 from .budget import BudgetError, repair_to_budget
+from .decision_costs import decision_costs
 
 #: the tightened LUT budget leaves this much room below the measured ratio
 REPAIR_MARGIN = 0.02
@@ -70,14 +70,15 @@ def _attempt(arch: Arch, predictor: LatencyPredictor, measured: EndToEnd, lut_bu
             "lut_budget_ms": lut_budget, "repair_steps": [s.to_dict() for s in steps or ()]}
 
 
-def _smallest_change_log_probs(space: LayerwiseSpace, model, choices: dict) -> list[list[float]]:
+def _smallest_change_log_probs(model, choices: dict) -> list[list[float]]:
     """Log-probabilities that make `repair_to_budget` prefer the swaps that change latency least
     (summed over the devices of a search over several)."""
-    out = [[0.0] * len(layer.candidates) for layer in space.layers]
-    for _, costs in model.device_layer_costs():
-        for li, (layer, cost) in enumerate(zip(space.layers, costs)):
-            current = float(cost[layer.candidates.index(choices[layer.name])])
-            out[li] = [o - abs(float(c) - current) for o, c in zip(out[li], cost)]
+    table = decision_costs(model)
+    out = [[0.0] * len(cands) for cands in table.candidates]
+    for device in table.per_device:
+        for i, (name, cands, cost) in enumerate(zip(table.names, table.candidates, device.costs)):
+            current = float(cost[cands.index(choices[name])])
+            out[i] = [o - abs(float(c) - current) for o, c in zip(out[i], cost)]
     return out
 
 
@@ -95,10 +96,12 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
     if budget_ms is None or measured.measured_ms <= budget_ms:
         return Verification(arch, budget_ms, tuple(attempts))
     space = predictor.space
-    if not isinstance(space, LayerwiseSpace):
+    try:
+        decision_costs(predictor)
+    except LutError:
         return Verification(arch, budget_ms, tuple(attempts),
-                            note=f"measured over the budget; space {space.name!r} is not layer-wise, so it is not "
-                                 "repaired: search again with a tighter --latency-budget")
+                            note=f"measured over the budget; the latency of space {space.name!r} is not a sum over "
+                                 "its decisions, so it is not repaired: search again with a tighter --latency-budget")
     lut_budget = budget_ms
     current = arch
     for _ in range(max_repairs):
@@ -108,7 +111,7 @@ def verify_on_device(arch: Arch, predictor: LatencyPredictor, budget_ms: float |
         model, model_budget = repair_model(lut_budget)
         try:
             current, steps = repair_to_budget(space, model, choices,
-                                              _smallest_change_log_probs(space, model, choices), model_budget)
+                                              _smallest_change_log_probs(model, choices), model_budget)
         except BudgetError as exc:
             return Verification(current, budget_ms, tuple(attempts), note=f"cannot repair further: {exc}")
         measured = measure(current)

@@ -1,0 +1,124 @@
+"""Latency as a sum over decisions: `fixed + sum over decisions of cost[decision][choice]`.
+
+A layer-wise space has this form by construction (the predictor's `layer_costs`). A cell space
+whose prediction adds up its edges' ops (nb201: each non-`none` edge op once per cell, plus the
+fixed stem, reductions and head, and a calibration linear in op costs and op count) has it too;
+its costs are read off the predictor by differences from the all-zero-op architecture, and the
+form is checked on random architectures, so a latency model that is not additive (e.g.
+HW-NAS-Bench's whole-network latencies) is refused rather than mispredicted. The expected latency
+under per-decision probabilities is then differentiable (DARTS's latency term), and the budget
+repair of hwnas.search.budget works on any such space.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..core.arch import Arch
+from ..core.spaces import LayerwiseSpace, SearchSpace
+from ..errors import LutError
+from ..latency_tables.multi_device import MultiDevicePredictor
+
+#: relative tolerance of the additivity check
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class DecisionCosts:
+    """`names[i]`'s choices `candidates[i]` cost `costs[i][k]` ms on top of `fixed` ms."""
+
+    names: tuple[str, ...]
+    candidates: tuple[tuple[str, ...], ...]
+    fixed: float
+    costs: tuple[torch.Tensor, ...]
+
+    def latency_ms(self, choices) -> float:
+        return self.fixed + sum(float(c[cands.index(choices[n])])
+                                for n, cands, c in zip(self.names, self.candidates, self.costs))
+
+    def expected(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Expected latency (ms) under per-decision probability vectors; differentiable in them."""
+        if len(probabilities) != len(self.costs):
+            raise LutError(f"expected {len(self.costs)} probability vectors, got {len(probabilities)}")
+        return self.fixed + sum((p * c.to(p.device)).sum() for p, c in zip(probabilities, self.costs))
+
+    @property
+    def per_device(self) -> tuple["DecisionCosts", ...]:
+        """The costs per budgeted device: this one."""
+        return (self,)
+
+    def latencies_ms(self, choices) -> list[float]:
+        """The latency per budgeted device: this one."""
+        return [self.latency_ms(choices)]
+
+    def scaled(self, factor: float) -> "DecisionCosts":
+        return DecisionCosts(self.names, self.candidates, self.fixed * factor, tuple(c * factor for c in self.costs))
+
+
+@dataclass(frozen=True)
+class DeviceDecisionCosts:
+    """A search over several devices (hwnas.latency_tables.multi_device): each budgeted device's
+    costs in units of the first budget; the latency is the largest of them (the model's rule), and
+    so is the expected latency (its gradient is the binding device's)."""
+
+    per_device: tuple[DecisionCosts, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.per_device[0].names
+
+    @property
+    def candidates(self) -> tuple[tuple[str, ...], ...]:
+        return self.per_device[0].candidates
+
+    def latencies_ms(self, choices) -> list[float]:
+        return [device.latency_ms(choices) for device in self.per_device]
+
+    def latency_ms(self, choices) -> float:
+        return max(self.latencies_ms(choices))
+
+    def expected(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([device.expected(probabilities) for device in self.per_device]).max()
+
+
+def latencies_ms(predictor, arch: Arch) -> list[float]:
+    """The predicted latency of `arch` per budgeted device, exactly (not by the additive form's
+    float32 sum): the one latency, or each device's in the first budget's units."""
+    if isinstance(predictor, MultiDevicePredictor):
+        return [scale * p.latency_ms(arch) for scale, p in predictor.in_budget_units()]
+    return [predictor.latency_ms(arch)]
+
+
+def decision_costs(predictor, checks: int = 20, seed: int = 0) -> DecisionCosts | DeviceDecisionCosts:
+    """The additive form of `predictor`'s latency on its space; LutError where it has none. A
+    multi-device model: every budgeted device's, in the first budget's units."""
+    if isinstance(predictor, MultiDevicePredictor):
+        return DeviceDecisionCosts(tuple(decision_costs(p, checks, seed).scaled(scale)
+                                         for scale, p in predictor.in_budget_units()))
+    space: SearchSpace = predictor.space
+    names = space.decision_names
+    candidates = tuple(space.decision(n).choices for n in names)
+    if isinstance(space, LayerwiseSpace):
+        fixed, costs = predictor.layer_costs()
+        return DecisionCosts(names, candidates, float(fixed), tuple(costs))
+    base = {n: cands[0] for n, cands in zip(names, candidates)}
+    zero = getattr(space, "zero_op", None)
+    if zero is not None:
+        base = {n: zero if zero in cands else cands[0] for n, cands in zip(names, candidates)}
+    fixed = predictor.latency_ms(Arch.create(space, base))
+    costs = tuple(torch.tensor([predictor.latency_ms(Arch.create(space, {**base, n: c})) - fixed for c in cands],
+                               dtype=torch.float64) for n, cands in zip(names, candidates))
+    result = DecisionCosts(names, candidates, float(fixed), costs)
+    rng = random.Random(seed)
+    for _ in range(checks):
+        choices = space.sample(rng)
+        actual = predictor.latency_ms(Arch.create(space, choices))
+        if abs(result.latency_ms(choices) - actual) > TOLERANCE * max(abs(actual), 1.0):
+            raise LutError(f"the latency model of space {space.name!r} is not a sum over its decisions (e.g. "
+                           f"{actual:.4g} ms predicted, {result.latency_ms(choices):.4g} ms by the sum), so it has "
+                           "no differentiable expected latency; give a --lut table profiled with `hwnas profile`")
+    return DecisionCosts(names, candidates, result.fixed, tuple(c.float() for c in costs))
