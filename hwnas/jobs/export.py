@@ -164,7 +164,9 @@ def export(request: ExportRequest) -> Exported:
         if request.format == "openvino":
             from .export_openvino import export_openvino
 
-            return export_openvino(request)
+            replaced = _replaced(request) if request.force else None  # before anything is written
+            report, parity, size, weights = export_openvino(request, replaced, _torch_threads())
+            return Exported(request, report, parity, None, size, None, None, weights)
         return _export(request)
 
 

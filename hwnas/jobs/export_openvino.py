@@ -30,7 +30,6 @@ from ..latency_tables.published import is_published
 from ..latency_tables.validation import exported_latency, exported_prediction
 from ..profilers.table import LatencyTable
 from ..runtimes.openvino import OpenVinoRunner, OpenVinoSettings, converter_name
-from .export import Exported, ExportRequest, _replaced, _torch_threads
 
 #: calls whose per-layer times are averaged into the report's breakdown
 LAYER_CALLS = 20
@@ -99,8 +98,9 @@ def time_interleaved(models: dict, shape, exporter: str | None) -> dict[str, flo
 
 
 def layer_breakdown(runner: OpenVinoRunner, top: int = 10) -> dict:
-    """The per-layer times of `get_profiling_info()`, each the mean of LAYER_CALLS calls: their
-    sum, the sum per layer type, and the slowest layers."""
+    """The per-layer times of `get_profiling_info()`, each the mean of LAYER_CALLS calls after a
+    warm-up (hwnas.runtimes.openvino.OpenVinoRunner.layer_times): their sum, the sum per layer
+    type, and the slowest layers."""
     layers = runner.layer_times(LAYER_CALLS)
     by_type: dict[str, float] = {}
     for layer in layers:
@@ -111,7 +111,10 @@ def layer_breakdown(runner: OpenVinoRunner, top: int = 10) -> dict:
             "slowest": [{"name": x.name, "type": x.type, "exec_type": x.exec_type, "ms": x.ms} for x in slowest]}
 
 
-def export_openvino(r: ExportRequest) -> Exported:
+def export_openvino(r, replaced: dict | None, threads: int) -> tuple[dict, dict, int, bool]:
+    """Export as `r` (a hwnas.jobs.export.ExportRequest, checked) says, with `threads` for the
+    checks; `replaced`: the files --force replaces. Returns (report, parity records, model
+    bytes, whether trained weights were exported)."""
     batch = 1 if r.batch is None else r.batch
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
@@ -132,7 +135,7 @@ def export_openvino(r: ExportRequest) -> Exported:
     ov_export.set_metadata(model, ov_export.metadata(source, "f32", exporter))
     f32_files = ov_export.serialize(model)
     f32_model = ov_export.load(f32_files)
-    settings = OpenVinoSettings(threads=_torch_threads())
+    settings = OpenVinoSettings(threads=threads)
     shape = (batch, 3, source.resolution, source.resolution)
     parity, files, int8 = {}, f32_files, None
     with OpenVinoRunner(f32_model, settings, timing_shape=shape, error=ExportError, what="the exported IR") as f32:
@@ -166,7 +169,6 @@ def export_openvino(r: ExportRequest) -> Exported:
         latency = exported_latency(r.lut, table, prediction, source.arch, source.model, source.resolution, batch,
                                    b"", exported=exported)
 
-    replaced = _replaced(r) if r.force else None
     bin_path = r.outputs()[1]
     atomic_write_bytes(bin_path, files.bin)
     atomic_write_bytes(r.out, files.xml)
@@ -179,4 +181,4 @@ def export_openvino(r: ExportRequest) -> Exported:
                           latency=latency, replaced=replaced, openvino=section,
                           sizes={"xml_bytes": len(files.xml), "bin_bytes": len(files.bin)})
     write_report(r.report_path, report)
-    return Exported(r, report, parity, None, len(files.xml) + len(files.bin), None, None, bool(source.weights))
+    return report, parity, len(files.xml) + len(files.bin), bool(source.weights)

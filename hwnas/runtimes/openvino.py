@@ -6,8 +6,8 @@ recorded (`OpenVinoSettings.config`): `INFERENCE_NUM_THREADS` (1 by default), on
 LATENCY hint, and `INFERENCE_PRECISION_HINT` f32 by default: on CPUs with AMX the plugin's
 default is bf16, which would silently change what is measured (and the outputs), so the
 precision is an option of the table. `PERF_COUNT` is on, so every inference request keeps
-per-layer times (`OpenVinoRunner.layer_times`, from `get_profiling_info()`: the mean over the
-request's inferences).
+per-layer times (`OpenVinoRunner.layer_times`, from `get_profiling_info()`, whose counters
+average over all of a request's inferences, its weight-repacking first one included).
 
 With one inference thread the CPU plugin runs a request in the calling thread (measured here:
 thread CPU time within 1% of wall time on an idle core), so the `thread` clock serves as for
@@ -161,19 +161,27 @@ class OpenVinoRunner(Runner):
         request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.array(request.get_output_tensor(0).data, copy=True)
 
-    def layer_times(self, calls: int = 20) -> list[LayerTime]:
-        """Per-layer times (executed layers) of `calls` inferences of the timing input on a fresh
-        request, after one warm-up call: the CPU plugin's counters are the mean over a request's
-        inferences since it was created (the first one includes weight repacking, measured here
-        at 100x a later call), hence the fresh request."""
+    def layer_times(self, calls: int = 20, warmup: int = 3) -> list[LayerTime]:
+        """Per-layer times (executed layers), each the mean of `calls` inferences of the timing
+        input after `warmup` ones, on a model compiled afresh for this. The CPU plugin's counters
+        hold, per layer, the mean over every inference of the compiled model so far (all its
+        requests), and the first one repacks weights (measured here: 10 ms for a head whose later
+        calls take microseconds), so the warm-up's share is taken out:
+        (mean after all x all - mean after warm-up x warm-up) / calls."""
         ov = import_openvino()
-        self.time_call()
-        request = self.compiled.create_infer_request()
+        compiled = compile_model(self.model, self.settings, self.error, self.what)
+        request = compiled.create_infer_request()
         request.set_input_tensor(ov.Tensor(self.timing_input))
-        for _ in range(calls):
-            request.infer()
-        return [LayerTime(p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3)
-                for p in request.get_profiling_info() if str(p.status).endswith("EXECUTED")]
+
+        def means(n: int) -> dict:
+            for _ in range(n):
+                request.infer()
+            return {(p.node_name, p.node_type, p.exec_type): p.real_time.total_seconds() * 1e3
+                    for p in request.get_profiling_info() if str(p.status).endswith("EXECUTED")}
+
+        before, after, total = means(warmup), means(calls), warmup + calls
+        return [LayerTime(*key, max(0.0, (ms * total - before.get(key, 0.0) * warmup) / calls))
+                for key, ms in after.items()]
 
     def memory(self) -> MemoryInfo:
         """What the runner was given (a module's hook estimate), else the model's constants and I/O."""
