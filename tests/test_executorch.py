@@ -94,11 +94,13 @@ def test_whole_networks_are_timed_end_to_end_as_modules_and_as_programs(program)
 
 
 def test_etdump_breaks_a_network_down_by_xnnpack_kernel():
-    kernels, execute_ms = etdump_breakdown(small_net(), SHAPE, runs=5)
+    kernels, execute_ms = etdump_breakdown(lower_pte(small_net(), torch.randn(SHAPE), etrecord=True), SHAPE, runs=5)
     names = [k.name for k in kernels]
     assert any(n.startswith("Convolution") for n in names), names
     assert all(k.delegated and k.calls == 5 for k in kernels)
     assert execute_ms > 0 and sum(k.p50_ms for k in kernels) <= execute_ms * 1.5
+    with pytest.raises(BackendError, match="etrecord=True"):
+        etdump_breakdown(lower_pte(small_net(), torch.randn(SHAPE)), SHAPE)
 
 
 # --- hwnas export --format pte ---------------------------------------------------------------
@@ -130,6 +132,9 @@ def test_pte_export_passes_parity_and_writes_program_sidecar_and_report(tiny_arc
     assert report["export"]["format"] == "pte" and report["export"]["precision"] == "fp32"
     assert report["parity"]["executorch_fp32"]["passed"] and report["parity"]["executorch_fp32"]["tolerance"] == 1e-4
     assert report["versions"]["executorch"]
+    kernels = report["kernels"]  # ETDump of the exported program, by XNNPACK kernel
+    assert kernels["kernels"] == kernels["delegated"] > 0 and kernels["execute_ms"] > 0
+    assert any(k["name"].startswith("Convolution") for k in kernels["slowest"])
     meta = json.loads((tmp_path / "m.pte.meta.json").read_text())
     assert meta["hwnas.mean"] == list(report["model"]["preprocessing"]["mean"])
     assert meta["hwnas.arch_hash"] == report["arch"]["hash"] and meta["hwnas.resolution"] == 32
