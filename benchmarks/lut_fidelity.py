@@ -80,6 +80,9 @@ def side_by_side(table: LatencyTable, report: dict) -> dict:
     slope, intercept = np.polyfit(macs, measured, 1)
     columns["flops_proxy"] = slope * macs + intercept
     for model in MODELS[1:]:
+        if len(calib) < data.min_samples(model):  # a smoke run's few samples do not fit every model
+            print(f"  ({model}: needs {data.min_samples(model)} calibration samples, got {len(calib)}; left out)")
+            continue
         cal = fit_model(data, model, space.resolution)
         doc = {**record, **cal.to_dict()}
         copy = LatencyTable.from_dict(table.to_dict())
