@@ -323,7 +323,10 @@ def test_backends_lists_every_backend(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["torch-cpu"]["available"] and "threads" in rows["ort-cpu"]["options"]
-    assert set(rows) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"}
+    assert {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "executorch", "litert"} <= set(rows)
+    # an optional runtime that is missing says why and how to install it
+    assert rows["executorch"]["options"] == rows["litert"]["options"] == ["threads", "clock"]
+    assert all(rows[n]["available"] or "requirements-mobile.txt" in rows[n]["reason"] for n in ("executorch", "litert"))
 
 
 def test_one_table_holds_several_resolutions(table_copy):

@@ -28,7 +28,7 @@ def block(spec="ir_r1_k3_s1_e3_c8", in_chs=8):
 
 
 def test_registry_names():
-    assert set(PROFILERS) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"}
+    assert {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "executorch", "litert"} <= set(PROFILERS)
     reasons = available_backends()
     assert reasons["torch-cpu"] is None and reasons["ort-cpu"] is None
 

@@ -89,8 +89,8 @@ def test_the_registry_is_keyed_by_backend_name_and_takes_new_runtimes(monkeypatc
     from hwnas.profilers import PROFILERS
 
     assert set(PROFILERS) <= set(RUNTIMES)  # every profiler has its runtime
-    with pytest.raises(BackendError, match="no runtime for backend 'executorch'; registered: torch-cpu"):
-        get_runtime("executorch")
+    with pytest.raises(BackendError, match="no runtime for backend 'coreml'; registered: torch-cpu"):
+        get_runtime("coreml")
 
     class EchoRunner(Runner):  # what a mobile runtime (ExecuTorch, OpenVINO, LiteRT) provides
         def __init__(self, model, input_shape):
