@@ -193,6 +193,25 @@ def test_int8_pte_calibrates_on_images_and_reports_speedup(tiny_arch, tmp_path, 
     assert q["bytes"]["int8"] > 0 and q["bytes"]["fp32"] > 0
 
 
+@pytest.mark.slow
+def test_int8_on_the_training_data_reports_top1_of_both_programs(tiny_arch, tmp_path, capsys):
+    from hwnas.core.models import arch_model
+    from hwnas.core.presets import resolve_arch
+    from hwnas.core.weights import save_weights
+    from hwnas.preprocessing import Preprocessing
+
+    arch = resolve_arch(str(tiny_arch))
+    save_weights(tmp_path / "model.pt", arch, arch_model(arch, num_classes=10).eval(), num_classes=10, resolution=32,
+                 preprocessing=Preprocessing((0.5,) * 3, (0.5,) * 3))  # the digits' normalisation
+    assert main(["export", str(tiny_arch), "--weights", str(tmp_path / "model.pt"), "--format", "pte", "--out",
+                 str(tmp_path / "q.pte"), "--int8", "--calib-data", "digits", "--calib-count", "32"]) == 0
+    assert "held-out images: drop" in capsys.readouterr().out
+    q = json.loads((tmp_path / "q.export_report.json").read_text())["int8"]
+    assert q["calibration"] == {"source": "digits", "calibration_images": 32, "accuracy_images": 359}
+    assert 0 <= q["top1_int8_pct"] <= 100 and 0 <= q["top1_fp32_pct"] <= 100
+    assert q["accuracy_drop_pct_points"] == pytest.approx(q["top1_fp32_pct"] - q["top1_int8_pct"])
+
+
 def test_int8_on_the_training_data_needs_the_models_preprocessing(tiny_arch, tmp_path, capsys):
     # an untrained model expects ImageNet statistics; the digits are normalised otherwise
     assert main(["export", str(tiny_arch), "--format", "pte", "--out", str(tmp_path / "q.pte"), "--int8",

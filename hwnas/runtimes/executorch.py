@@ -204,7 +204,8 @@ class ExecuTorchRunner(Runner):
         return out.detach().numpy().copy()  # the program reuses its output buffer
 
     def memory(self) -> MemoryInfo:
-        """What the runner was given (a module's hook estimate), else the program's input and output bytes."""
+        """What the runner was given (a module's hook estimate), else the program's input and output
+        bytes, with the program's size as its parameter bytes."""
         if self._memory is not None:
             return self._memory
         meta = self.activate().method.metadata
