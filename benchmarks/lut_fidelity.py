@@ -84,6 +84,7 @@ def side_by_side(table: LatencyTable, report: dict) -> dict:
     columns["flops_proxy"] = slope * macs + intercept
     for model in MODELS[1:]:
         if len(calib) < data.min_samples(model):  # a smoke run's few samples do not fit every model
+            print(f"  ({model}: needs {data.min_samples(model)} calibration samples, got {len(calib)}; left out)")
             continue
         cal = fit_model(data, model, space.resolution)
         doc = {**record, **cal.to_dict()}

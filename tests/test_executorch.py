@@ -94,11 +94,13 @@ def test_whole_networks_are_timed_end_to_end_as_modules_and_as_programs(program)
 
 
 def test_etdump_breaks_a_network_down_by_xnnpack_kernel():
-    kernels, execute_ms = etdump_breakdown(small_net(), SHAPE, runs=5)
+    kernels, execute_ms = etdump_breakdown(lower_pte(small_net(), torch.randn(SHAPE), etrecord=True), SHAPE, runs=5)
     names = [k.name for k in kernels]
     assert any(n.startswith("Convolution") for n in names), names
     assert all(k.delegated and k.calls == 5 for k in kernels)
     assert execute_ms > 0 and sum(k.p50_ms for k in kernels) <= execute_ms * 1.5
+    with pytest.raises(BackendError, match="etrecord=True"):
+        etdump_breakdown(lower_pte(small_net(), torch.randn(SHAPE)), SHAPE)
 
 
 # --- hwnas export --format pte ---------------------------------------------------------------
@@ -130,6 +132,9 @@ def test_pte_export_passes_parity_and_writes_program_sidecar_and_report(tiny_arc
     assert report["export"]["format"] == "pte" and report["export"]["precision"] == "fp32"
     assert report["parity"]["executorch_fp32"]["passed"] and report["parity"]["executorch_fp32"]["tolerance"] == 1e-4
     assert report["versions"]["executorch"]
+    kernels = report["kernels"]  # ETDump of the exported program, by XNNPACK kernel
+    assert kernels["kernels"] == kernels["delegated"] > 0 and kernels["execute_ms"] > 0
+    assert any(k["name"].startswith("Convolution") for k in kernels["slowest"])
     meta = json.loads((tmp_path / "m.pte.meta.json").read_text())
     assert meta["hwnas.mean"] == list(report["model"]["preprocessing"]["mean"])
     assert meta["hwnas.arch_hash"] == report["arch"]["hash"] and meta["hwnas.resolution"] == 32
@@ -186,6 +191,25 @@ def test_int8_pte_calibrates_on_images_and_reports_speedup(tiny_arch, tmp_path, 
     assert q["latency"]["threads"] == 1 and q["latency"]["fp32_ms"] > 0 and q["latency"]["int8_ms"] > 0
     assert q["latency"]["speedup_min"] <= q["latency"]["speedup"] <= q["latency"]["speedup_max"]
     assert q["bytes"]["int8"] > 0 and q["bytes"]["fp32"] > 0
+
+
+@pytest.mark.slow
+def test_int8_on_the_training_data_reports_top1_of_both_programs(tiny_arch, tmp_path, capsys):
+    from hwnas.core.models import arch_model
+    from hwnas.core.presets import resolve_arch
+    from hwnas.core.weights import save_weights
+    from hwnas.preprocessing import Preprocessing
+
+    arch = resolve_arch(str(tiny_arch))
+    save_weights(tmp_path / "model.pt", arch, arch_model(arch, num_classes=10).eval(), num_classes=10, resolution=32,
+                 preprocessing=Preprocessing((0.5,) * 3, (0.5,) * 3))  # the digits' normalisation
+    assert main(["export", str(tiny_arch), "--weights", str(tmp_path / "model.pt"), "--format", "pte", "--out",
+                 str(tmp_path / "q.pte"), "--int8", "--calib-data", "digits", "--calib-count", "32"]) == 0
+    assert "held-out images: drop" in capsys.readouterr().out
+    q = json.loads((tmp_path / "q.export_report.json").read_text())["int8"]
+    assert q["calibration"] == {"source": "digits", "calibration_images": 32, "accuracy_images": 359}
+    assert 0 <= q["top1_int8_pct"] <= 100 and 0 <= q["top1_fp32_pct"] <= 100
+    assert q["accuracy_drop_pct_points"] == pytest.approx(q["top1_fp32_pct"] - q["top1_int8_pct"])
 
 
 def test_int8_on_the_training_data_needs_the_models_preprocessing(tiny_arch, tmp_path, capsys):

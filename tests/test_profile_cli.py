@@ -325,6 +325,9 @@ def test_backends_lists_every_backend(capsys):
     assert rows["torch-cpu"]["available"] and "threads" in rows["ort-cpu"]["options"]
     assert set(rows) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "openvino", "executorch",
                          "litert", "remote"}
+    # an optional runtime that is missing says why and how to install it
+    assert rows["executorch"]["options"] == rows["litert"]["options"] == ["threads", "clock"]
+    assert all(rows[n]["available"] or "requirements-mobile.txt" in rows[n]["reason"] for n in ("executorch", "litert"))
 
 
 def test_one_table_holds_several_resolutions(table_copy):

@@ -171,6 +171,11 @@ def _mobile(done: MobileExported, as_json: bool) -> int:
         print(f"  int8 {lat['int8_ms']:.3f} ms vs fp32 {lat['fp32_ms']:.3f} ms ({lat['threads']} thread, "
               f"{lat['rounds']} interleaved rounds): speed-up {lat['speedup']:.2f}x "
               f"(rounds {lat['speedup_min']:.2f}-{lat['speedup_max']:.2f}x)")
+    kernels = report["kernels"]
+    if kernels:
+        top = ", ".join(f"{k['name']} {k['p50_ms']:.3f} ms" for k in kernels["slowest"][:3])
+        print(f"  ETDump: {kernels['kernels']} kernels ({kernels['delegated']} on XNNPACK), execute "
+              f"{kernels['execute_ms']:.3f} ms; slowest: {top}")
     latency = report["latency"]
     if latency:
         print(f"  latency on {latency['backend']}: predicted {latency['predicted_ms']:.3f} ms, measured "

@@ -84,8 +84,9 @@ def calibration_data(source: str, model: ExportModel, count: int, batch: int = 3
     return CalibrationData(source, lambda: iter(images), len(images), None, 0)
 
 
-def export_pte(source: ExportModel, batch: int, calibration: CalibrationData | None = None) -> bytes:
-    """`source.model` at a fixed `batch` as `.pte` bytes (int8 when `calibration` is given)."""
+def export_pte(source: ExportModel, batch: int, calibration: CalibrationData | None = None):
+    """`source.model` at a fixed `batch` as an ExecuTorch program with its ETRecord
+    (hwnas.runtimes.executorch.Lowered; int8 when `calibration` is given)."""
     from ..runtimes.executorch import lower_pte, quantize_pt2e
 
     example = torch.randn(batch, 3, source.resolution, source.resolution)
@@ -93,9 +94,24 @@ def export_pte(source: ExportModel, batch: int, calibration: CalibrationData | N
     try:
         if calibration is not None:
             model = quantize_pt2e(model, example, calibration.batches())
-        return lower_pte(model, example, what=source.ref).pte
+        return lower_pte(model, example, etrecord=True, what=source.ref)
     except BackendError as exc:
         raise ExportError(str(exc)) from None
+
+
+def kernel_breakdown(lowered, batch: int, resolution: int, top: int = 10) -> dict:
+    """The report's `kernels` section: the program's XNNPACK kernels as ETDump timed them on one
+    thread (Inspector with the ETRecord): their count, their sum, the slowest `top`, and `Method::execute`."""
+    from ..runtimes.executorch import etdump_breakdown
+
+    kernels, execute_ms = etdump_breakdown(lowered, (batch, 3, resolution, resolution))
+    total = sum(k.p50_ms for k in kernels)
+    slowest = sorted(kernels, key=lambda k: -k.p50_ms)[:top]
+    return {"source": "ETDump (executorch.devtools.Inspector with the ETRecord), 1 thread, 20 calls, "
+                      "ExecuTorch's wall clock with event tracing on (not the timed latency)",
+            "execute_ms": round(execute_ms, 5), "kernels": len(kernels),
+            "delegated": sum(k.delegated for k in kernels), "kernels_ms": round(total, 5),
+            "slowest": [k.to_dict() for k in slowest]}
 
 
 def sidecar_metadata(source: ExportModel, fmt: str, precision: str) -> dict:

@@ -122,7 +122,7 @@ def export_mobile(request: MobileExportRequest) -> MobileExported:
 def _export(r: MobileExportRequest) -> MobileExported:
     from ..export.model import prepare_model
     from ..export.pte_export import (PTE_FP32_TOLERANCE, PTE_INT8_TOLERANCE, calibration_data, export_pte,
-                                     sidecar_metadata)
+                                     kernel_breakdown, sidecar_metadata)
 
     table = LatencyTable.load(r.lut) if r.lut else None
     _check_table(r, table)
@@ -141,17 +141,21 @@ def _export(r: MobileExportRequest) -> MobileExported:
         runner, key, name = LiteRTRunner(fp32, threads=1), "litert_fp32", "litert fp32"
         tolerance = TFLITE_FP32_TOLERANCE
     else:
-        fp32 = export_pte(source, batch)
+        lowered = export_pte(source, batch)
+        fp32 = lowered.pte
         runner, key, name, tolerance = _runner(fp32), "executorch_fp32", "executorch xnnpack fp32", PTE_FP32_TOLERANCE
     parity = {}
     with runner:
         parity[key] = compare(torch_reference(source.model), runner.infer, random_inputs((batch,), source.resolution),
                               tolerance, "pytorch", name).check().to_dict()
-    program, int8 = fp32, None
+    program, int8, kernels = fp32, None, None
     if calibration is not None:
-        program = export_pte(source, batch, calibration)
+        lowered = export_pte(source, batch, calibration)
+        program = lowered.pte
         int8 = _int8_section(source, fp32, program, calibration, batch, PTE_INT8_TOLERANCE)
         parity["executorch_int8"] = int8.pop("parity")
+    if r.format == "pte":
+        kernels = kernel_breakdown(lowered, batch, source.resolution)
     latency = None
     if table is not None:
         latency = exported_latency(r.lut, table, prediction, source.arch, source.model, source.resolution, batch,
@@ -177,6 +181,7 @@ def _export(r: MobileExportRequest) -> MobileExported:
         "metadata": metadata,
         "parity": parity,
         "int8": int8,
+        "kernels": kernels,
         "latency": latency,
         "replaced": replaced,
         "versions": {**versions(), **_mobile_versions()},

@@ -219,7 +219,8 @@ class ExecuTorchRunner(Runner):
         return out.detach().numpy().copy()  # the program reuses its output buffer
 
     def memory(self) -> MemoryInfo:
-        """What the runner was given (a module's hook estimate), else the program's input and output bytes."""
+        """What the runner was given (a module's hook estimate), else the program's input and output
+        bytes, with the program's size as its parameter bytes."""
         if self._memory is not None:
             return self._memory
         meta = self.activate().method.metadata
@@ -304,20 +305,17 @@ class KernelTime:
         return {"name": self.name, "delegated": self.delegated, "p50_ms": round(self.p50_ms, 5), "calls": self.calls}
 
 
-def etdump_breakdown(module, input_shape, *, threads: int = 1, runs: int = 20) -> tuple[list[KernelTime], float]:
-    """Per-kernel times of `module` lowered to XNNPACK: ETDump of `runs` calls, read by Inspector
-    with the lowering's ETRecord. Returns the kernels in execution order and the median
-    `Method::execute` time (ms), both by ExecuTorch's own clock."""
-    import torch
-
+def etdump_breakdown(lowered: Lowered, input_shape, *, threads: int = 1,
+                     runs: int = 20) -> tuple[list[KernelTime], float]:
+    """Per-kernel times of a program lowered with its ETRecord (`lower_pte(..., etrecord=True)`):
+    ETDump of `runs` calls, read by Inspector with the ETRecord. Returns the kernels in execution
+    order and the median `Method::execute` time (ms), both by ExecuTorch's own clock."""
+    if lowered.etrecord is None:
+        raise BackendError("the kernel breakdown needs the lowering's ETRecord: lower with etrecord=True")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from executorch.devtools import Inspector
-        from .torch_eager import ThreadScope
 
-        with ThreadScope(threads):
-            x = torch.randn(input_shape)
-            lowered = lower_pte(module, x, etrecord=True)
         with tempfile.TemporaryDirectory(prefix="hwnas-etdump-") as tmp:
             record, dump = os.path.join(tmp, "etrecord.bin"), os.path.join(tmp, "etdump.etdp")
             lowered.etrecord.save(record)
