@@ -222,6 +222,9 @@ class SearchConfig:
         evaluator = None
         if trial is not None:
             evaluator = evaluator_kind(trial.evaluator).options.from_args(args)
+            if getattr(strategy, "lamarckian", False) and not evaluator_kind(trial.evaluator).cls.inherits:
+                raise HwnasError(f"--strategy {strategy.name} trains each child from its parent's weights, which "
+                                 f"--evaluator {trial.evaluator} cannot: use --evaluator scratch")
         return cls(strategy=strategy.name, space=args.space, out=args.out, lut=args.lut, device=args.device,
                    resolution=args.resolution, latency_budget=args.latency_budget, task_head=args.task_head,
                    task_classes=2 if args.task_classes is None else args.task_classes, verify=not args.no_verify,
