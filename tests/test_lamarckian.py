@@ -165,3 +165,17 @@ def test_a_lamarckian_strategy_needs_an_evaluator_that_trains(tiny, tmp_path, ca
     assert "use --evaluator scratch" in capsys.readouterr().err
     assert main(["search", "--strategy", "nash", "--space", "nb201", "--device", "raspi4", "--evaluator", "nb201",
                  "--out", str(tmp_path / "n"), "--no-progress", "--trials", "2"]) == 2
+
+
+def test_a_nash_climb_that_reached_the_budget_starts_again_from_scratch(tmp_path):
+    from hwnas.search.trials import Trial
+
+    space = get_space("tiny")
+    strategy = NashStrategy(children=2, morphisms=1)
+    strategy.start(space, 0, tmp_path, ("acc",))
+    start = small_start(space)
+    strategy.feasible = lambda arch: arch == start  # no growth of the start is within the budget
+    assert strategy.ask() == start and strategy.lineage(start).parent is None
+    strategy.tell(Trial(0, start, "complete", 1.0, 1, 1, 0, {"top1": 50.0}, 50.0, lineage={"parent": None}))
+    again = strategy.ask()
+    assert strategy.lineage(again).parent is None and strategy.current is None

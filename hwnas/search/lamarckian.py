@@ -19,8 +19,9 @@
 Both are trial strategies on the ask/tell seam: `ask()` returns the child, `lineage()` tells the
 loop its parent, morphisms and weights files (RUN_DIR/weights/HASH.pt), which the loop records with
 the trial and hands to the evaluator (EvalRequest.parent_weights / weights_out). Children over a
-budget by prediction are not trained: nash draws up to 20 children for one within the budgets and
-the loop rejects one still over; lemonade never proposes one. `--trials` counts trained children.
+budget by prediction are not trained: nash draws up to 20 children for one within the budgets (and
+when none is, its climb has reached the budget: it starts another from a random network within it);
+lemonade never proposes one. `--trials` counts trained children.
 The state is a function of the seed and the tells, so a resumed run replays to the same search.
 """
 
@@ -79,12 +80,12 @@ class _Lamarckian(TrialStrategy):
 
     def _child(self, parent, morphisms: int, exact_only: bool, draws: int = FEASIBLE_DRAWS):
         """A child of the trial `parent` (its arch with `morphisms` random morphisms) within the
-        budgets, among up to `draws` tries (the last try otherwise), and its morphisms."""
-        for attempt in range(draws):
+        budgets, among up to `draws` tries, and its morphisms; None when every try was over a budget."""
+        for _ in range(draws):
             child, moves = apply_morphisms(self.space, parent.arch, self.rng, morphisms, exact_only)
             if self.feasible is None or self.feasible(child):
-                break
-        return child, moves
+                return child, moves
+        return None
 
     def _record(self, parent, child: Arch, moves) -> Arch:
         self._lineage[child.hash] = Lineage(parent.number, parent.arch.hash, tuple(m.text for m in moves),
@@ -131,22 +132,26 @@ class NashStrategy(_Lamarckian):
         self.round_told, self.round_best, self.rounds = 0, None, 0
 
     def ask(self) -> Arch:
-        if self.current is None:  # the small start; should it fail, a random network within the budgets
-            self.starts += 1
-            return self._from_scratch(small_start(self.space) if self.starts == 1 else self._uniform_feasible())
-        child, moves = self._child(self.current, self.options.morphisms, exact_only=True)
-        return self._record(self.current, child, moves)
+        if self.current is not None:
+            made = self._child(self.current, self.options.morphisms, exact_only=True)
+            if made is not None:
+                return self._record(self.current, *made)
+            # every growth of the current network is over a budget: the climb is over, start another
+            self.current, self.round_told, self.round_best = None, 0, None
+        # the small start; after a failed start or a finished climb, a random network within the budgets
+        self.starts += 1
+        return self._from_scratch(small_start(self.space) if self.starts == 1 else self._uniform_feasible())
 
     def tell(self, trial) -> None:
         scored = trial.state == "complete" and trial.objective is not None
         if trial.lineage.get("parent") is None:  # a starting network
             if scored and (self.current is None or trial.objective > self.current.objective):
-                self.current = trial
+                self.current, self.round_told, self.round_best = trial, 0, None
             return
         if scored and (self.round_best is None or trial.objective > self.round_best.objective):
             self.round_best = trial
         self.round_told += 1
-        if self.round_told >= self.options.children:  # the round is over: keep the best, parent included
+        if self.round_told >= self.options.children and self.current is not None:  # keep the best, parent included
             if self.round_best is not None and self.round_best.objective > self.current.objective:
                 self.current = self.round_best
             self.round_told, self.round_best = 0, None
