@@ -179,3 +179,25 @@ def test_a_nash_climb_that_reached_the_budget_starts_again_from_scratch(tmp_path
     strategy.tell(Trial(0, start, "complete", 1.0, 1, 1, 0, {"top1": 50.0}, 50.0, lineage={"parent": None}))
     again = strategy.ask()
     assert strategy.lineage(again).parent is None and strategy.current is None
+
+
+@pytest.mark.parametrize("name", ["fbnet", "mnasnet", "mobilenetv3", "proxylessnas"])
+def test_nash_and_lemonade_search_every_timm_space_within_a_budget(name, tmp_path):
+    """The strategies' logic on each space (a synthetic score: the training is tested on tiny above)."""
+    from hwnas.latency_tables.predictor import LatencyPredictor
+    from hwnas.search import SearchProblem
+    from hwnas.search.budget import latency_range_ms
+    from hwnas.search.evaluators import SyntheticEvaluator
+    from lut_fixtures import mac_table
+
+    space = get_space(name, resolution=32, num_classes=10)
+    predictor = LatencyPredictor(mac_table(space), space)
+    low, high = latency_range_ms(predictor)
+    for strategy in (NashStrategy(children=2, morphisms=2), LemonadeStrategy(init=2, children=10, accept=2)):
+        problem = SearchProblem(space, predictor, low + 0.3 * (high - low), None, tmp_path / strategy.name,
+                                progress=False, objectives=("acc", "latency"))
+        result = run_search(problem, strategy, SyntheticEvaluator(), LoopConfig(trials=6))
+        history = read_history(tmp_path / strategy.name / "trials.jsonl")
+        grown = [t for t in history if t.lineage.get("parent") is not None]
+        assert grown and all(t.lineage["morphisms"] for t in grown)
+        assert result.predicted_ms <= problem.budget_ms and predictor.latency_ms(result.arch) <= problem.budget_ms
