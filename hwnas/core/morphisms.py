@@ -364,9 +364,8 @@ def inherit_weights(space: SearchSpace, parent: Arch, parent_model: nn.Module, c
     tr = _Transfer()
     p_choices, c_choices = parent.choice_map, child.choice_map
     p_keys, c_keys = block_keys(space, p_choices), block_keys(space, c_choices)
-    p_blocks = {k: (b, s) for stage_keys, stage in zip(p_keys, parent_model.blocks)
-                for k, b in zip(stage_keys, stage) for s in [k[0]]}
-    p_width = {k[0]: _out_chs(b) for k, (b, _) in p_blocks.items()}
+    p_blocks = {k: b for stage_keys, stage in zip(p_keys, parent_model.blocks) for k, b in zip(stage_keys, stage)}
+    p_width = {k[0]: _out_chs(b) for k, b in p_blocks.items()}
     c_width = {keys[0][0]: _out_chs(stage[0]) for keys, stage in zip(c_keys, child_model.blocks)}
     maps = {g: _Map.wider(p_width[g], w, rng) if g in p_width else None for g, w in sorted(c_width.items())}
     for g, m in maps.items():
@@ -382,7 +381,7 @@ def inherit_weights(space: SearchSpace, parent: Arch, parent_model: nn.Module, c
             where = f"block {key[1]}"
             if key in p_blocks:
                 seen.add(key)
-                _block(tr, block, p_blocks[key][0], inp, out, where)
+                _block(tr, block, p_blocks[key], inp, out, where)
             elif getattr(block, "has_skip", False) and _last_bn(block) is not None:
                 bn = _last_bn(block)  # the residual branch is zero: the block is its shortcut
                 nn.init.zeros_(bn.weight)
