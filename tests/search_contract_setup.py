@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hwnas.core.arch import Arch  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 from hwnas.latency_tables.predictor import LatencyPredictor  # noqa: E402
-from hwnas.search import (BananasStrategy, DARTSConfig, DARTSStrategy, ENASConfig, ENASStrategy, EvolutionStrategy, FBNetConfig,  # noqa: E402
-                          FBNetStrategy, LocalSearchStrategy, LoopConfig, MnasStrategy, NSGA2Strategy,
+from hwnas.search import (BananasStrategy, DARTSConfig, DARTSStrategy, ENASConfig, ENASStrategy,  # noqa: E402
+                          EvolutionStrategy, FBNetConfig, FBNetStrategy, LemonadeStrategy, LocalSearchStrategy,
+                          LoopConfig, MnasStrategy, NashStrategy, NSGA2Strategy,
                           RandomStrategy, SearchProblem, SyntheticEvaluator, TPEStrategy, run_search)
 from hwnas.search.bananas import MLPEnsemble  # noqa: E402
 from hwnas.search.budget import latency_range_ms  # noqa: E402
@@ -26,7 +27,8 @@ from hwnas.search.controller import ControllerConfig  # noqa: E402
 from hwnas.core.spaces import get_space  # noqa: E402
 from lut_fixtures import mac_table  # noqa: E402
 
-NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas", "bananas", "local", "darts")
+NAMES = ("fbnet", "random", "evolution", "tpe", "nsga2", "mnas", "enas", "bananas", "local", "darts", "nash",
+         "lemonade")
 SUPERNET = ("fbnet", "enas", "darts")  # strategies that train their own supernet (no evaluator, latency budget only)
 TRIALS = 12
 
@@ -40,6 +42,8 @@ def make_strategy(name: str):
             "bananas": lambda: BananasStrategy(init=4, candidates=20, per_round=3, ensemble=MLPEnsemble(epochs=20)),
             "local": lambda: LocalSearchStrategy(init=3),
             "darts": lambda: DARTSStrategy(DARTSConfig(epochs=3, batch_size=16, max_batches=2, channels=4, cells=1)),
+            "nash": lambda: NashStrategy(children=3, morphisms=2),
+            "lemonade": lambda: LemonadeStrategy(init=2, children=12, accept=3),
             "enas": lambda: ENASStrategy(ENASConfig(epochs=6, batch_size=32, max_batches=3, controller_steps=2,
                                                     final_samples=4, score_batches=1),
                                          ControllerConfig(batch=3, hidden=16))}[name]()

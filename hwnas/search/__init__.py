@@ -17,6 +17,7 @@ from .darts import DARTSConfig, DARTSStrategy
 from .enas import ENASConfig, ENASStrategy
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetConfig, FBNetStrategy
+from .lamarckian import LemonadeStrategy, NashStrategy
 from .local_search import LocalSearchStrategy
 from .loop import LoopConfig, run_search
 from .mnas import MnasStrategy
@@ -28,8 +29,10 @@ from .trials import Trial, read_history
 
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "EvaluatorKind", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate", "DARTSConfig", "DARTSStrategy", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest",
-    "Evaluator", "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LocalSearchStrategy", "LoopConfig", "MnasStrategy", "NSGA2Strategy", "RandomStrategy",
+    "EVALUATORS", "STRATEGIES", "EvaluatorKind", "BananasStrategy", "BudgetError", "BudgetSpec", "Budgets", "Candidate",
+    "DARTSConfig", "DARTSStrategy", "ENASConfig", "ENASStrategy", "EvalOutcome", "EvalRequest", "Evaluator",
+    "EvolutionStrategy", "FBNetConfig", "FBNetStrategy", "LemonadeStrategy", "LocalSearchStrategy", "LoopConfig",
+    "MnasStrategy", "NashStrategy", "NSGA2Strategy", "RandomStrategy",
     "ScratchEvaluator", "SearchProblem", "SearchResult", "Strategy", "SupernetStrategy", "SyntheticEvaluator",
     "TPEStrategy", "Trial", "TrialStrategy", "evaluator_kind", "get_strategy", "pareto_front", "parse_budget", "read_history",
     "repair_to_budget", "resolve_budget", "run_search", "top_k_choices", "write_result",

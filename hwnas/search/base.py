@@ -141,6 +141,25 @@ class Strategy:
         return {}
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a Lamarckian strategy's candidate comes from: its parent trial (None: trained from
+    scratch), the network morphisms applied (hwnas.core.morphisms, as text), whether all are exact,
+    and the weights files, relative to the run directory: the parent's trained weights it inherits
+    (`parent_weights`) and where its own trained weights go (`weights`, for its children)."""
+
+    parent: int | None
+    parent_hash: str | None
+    morphisms: tuple[str, ...] = ()
+    exact: bool = True
+    parent_weights: str | None = None
+    weights: str = ""
+
+    def to_dict(self) -> dict:
+        return {"parent": self.parent, "parent_hash": self.parent_hash, "morphisms": list(self.morphisms),
+                "exact": self.exact, "parent_weights": self.parent_weights, "weights": self.weights}
+
+
 class TrialStrategy(Strategy, ABC):
     """A strategy that proposes and learns, driven by the trial loop (Optuna-sampler-like):
     `start` once per run (a fresh state from the seed), then `ask()` for a proposal and
@@ -163,6 +182,11 @@ class TrialStrategy(Strategy, ABC):
     @abstractmethod
     def tell(self, trial) -> None:
         ...
+
+    def lineage(self, arch: Arch) -> Lineage | None:
+        """For a Lamarckian strategy, the lineage of the architecture just asked (the loop records it
+        with the trial and hands its weights files to the evaluator); None for the others."""
+        return None
 
 
 class SupernetStrategy(Strategy, ABC):

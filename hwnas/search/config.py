@@ -239,6 +239,9 @@ class SearchConfig:
         evaluator = None
         if trial is not None:
             evaluator = evaluator_kind(trial.evaluator).options.from_args(args)
+            if getattr(strategy, "lamarckian", False) and not evaluator_kind(trial.evaluator).cls.inherits:
+                raise HwnasError(f"--strategy {strategy.name} trains each child from its parent's weights, which "
+                                 f"--evaluator {trial.evaluator} cannot: use --evaluator scratch")
         return cls(strategy=strategy.name, space=args.space, out=args.out, luts=luts, devices=devices,
                    resolution=args.resolution, latency_budgets=budgets, task_head=args.task_head,
                    task_classes=2 if args.task_classes is None else args.task_classes, verify=not args.no_verify,

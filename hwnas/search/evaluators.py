@@ -36,9 +36,16 @@ def check_holdout(holdout: float) -> None:
 
 @dataclass(frozen=True)
 class EvalRequest:
+    """One candidate to score. A Lamarckian strategy (nash, lemonade) adds `parent_weights` (the
+    trained weights file of the parent the candidate inherits from, through network morphisms) and
+    `weights_out` (where the candidate's trained weights go, for its own children); an evaluator
+    that cannot train from inherited weights (`inherits` False) scores the architecture alone."""
+
     number: int
     arch: Arch
     seed: int
+    parent_weights: str | None = None
+    weights_out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class Evaluator(ABC):
     """Scores candidate architectures (top-1 %, higher is better)."""
 
     name = ""
+    #: trains from a parent's weights and saves the trained weights (EvalRequest.parent_weights, weights_out)
+    inherits = False
 
     def prepare(self, progress: bool = False) -> None:
         """One-time set-up before the first batch (e.g. training a supernet); default none."""
@@ -62,6 +71,10 @@ class Evaluator(ABC):
     @abstractmethod
     def score(self, arch: Arch, seed: int) -> float:
         """Top-1 (%) of `arch`; `seed` fixes every random choice of the evaluation."""
+
+    def score_request(self, request: EvalRequest) -> float:
+        """Top-1 (%) of a request: `score` of its architecture, unless the evaluator inherits."""
+        return self.score(request.arch, request.seed)
 
     def evaluate_batch(self, requests: Iterable[EvalRequest]) -> Iterator[EvalOutcome]:
         """Outcomes in the order they finish (here: the order given). A candidate that raises is a
@@ -85,7 +98,7 @@ def evaluate_request(evaluator: Evaluator, request: EvalRequest) -> EvalOutcome:
     """A module-level function (picklable) that a worker pool can map over requests."""
     t0 = time.perf_counter()
     try:
-        top1 = float(evaluator.score(request.arch, request.seed))
+        top1 = float(evaluator.score_request(request))
         if not math.isfinite(top1):
             raise FloatingPointError(f"top-1 is {top1} (the training diverged)")
     except (KeyboardInterrupt, HwnasError):
@@ -118,6 +131,7 @@ class ScratchEvaluator(Evaluator):
     """
 
     name = "scratch"
+    inherits = True
 
     def __init__(self, data: ImageData, config: TrainConfig, fixed_seed: bool = False):
         self.data = data
@@ -130,11 +144,31 @@ class ScratchEvaluator(Evaluator):
                    TrainConfig(epochs=options.epochs, batch_size=options.batch_size, max_batches=options.max_batches))
 
     def score(self, arch: Arch, seed: int) -> float:
-        cfg = self.config if self.fixed_seed else TrainConfig(**{**self.config.__dict__, "seed": seed})
-        return train_arch(arch, self.data, cfg).top1
+        return self.score_request(EvalRequest(0, arch, seed))
+
+    def score_request(self, request: EvalRequest) -> float:
+        """Train from scratch, or from the weights the candidate inherits from its parent (the
+        parent's trained weights carried over by hwnas.core.morphisms); save them if asked."""
+        cfg = self.config if self.fixed_seed else TrainConfig(**{**self.config.__dict__, "seed": request.seed})
+        initial = None
+        if request.parent_weights is not None:
+            initial = inherited_state(request.parent_weights, request.arch, self.data.num_classes, request.seed)
+        return train_arch(request.arch, self.data, cfg, initial_state=initial, weights_out=request.weights_out).top1
 
     def describe(self) -> dict:
         return {"evaluator": self.name, **self.config.__dict__, "fixed_seed": self.fixed_seed}
+
+
+def inherited_state(parent_weights: str | os.PathLike, arch: Arch, num_classes: int, seed: int) -> dict:
+    """The initial state dict of `arch` inherited from a parent's trained weights file."""
+    from ..core.morphisms import child_state
+    from ..core.spaces import get_space
+    from ..core.weights import load_weights
+
+    parent = load_weights(parent_weights)
+    space = get_space(arch.space, num_classes=num_classes)
+    state, _ = child_state(space, parent["arch"], parent["state_dict"], arch, seed)
+    return state
 
 
 def holdout_data(data: ImageData, holdout: float, seed: int) -> ImageData:

@@ -118,9 +118,12 @@ class TrialLoop:
             repair_history(history_path, recorded)  # a torn last line from a kill
         self.recorded = {t.number: t for t in recorded}
         self.history_path = history_path
+        self.run_dir = run_dir
         self.strategy.start(p.space, p.seed, run_dir, p.objectives, self.loop.batch)
         if self.budgets.mode == "reject" and self.budgets.names():
             self.strategy.feasible = self.within_budgets  # a strategy may rank only what the loop will evaluate
+        if hasattr(self.strategy, "predict"):  # a strategy that ranks candidates by their cheap objectives
+            self.strategy.predict = p.predictor.predict
         self.evaluator.prepare(p.progress)
         self.elapsed_before = max((t.elapsed_s for t in recorded), default=0.0)
         self.t0 = time.perf_counter()
@@ -178,6 +181,7 @@ class TrialLoop:
         recorded one when resuming (checked to be the same proposal)."""
         p = self.problem
         arch = self.strategy.ask()
+        lineage = self.strategy.lineage(arch)
         if number in self.recorded:
             trial = self.recorded[number]
             if trial.arch != arch:
@@ -188,7 +192,8 @@ class TrialLoop:
         over = any(v > 0 for v in violations.values())
         state = TrialState.INFEASIBLE if over and self.budgets.mode == "reject" else TrialState.PENDING
         trial = Trial(number, arch, state, pred.latency_ms, pred.params, pred.peak_activation_bytes,
-                      trial_seed(p.seed, arch), violations=violations)
+                      trial_seed(p.seed, arch), violations=violations,
+                      lineage=lineage.to_dict() if lineage is not None else {})
         if state == TrialState.INFEASIBLE:
             trial = Trial(**{**trial.__dict__, "elapsed_s": round(self.elapsed(), 3), "note": "over a budget"})
             append_trial(self.history_path, trial)
@@ -206,7 +211,7 @@ class TrialLoop:
         for trial in batch:
             if trial.state == TrialState.PENDING and trial.arch.hash not in done:
                 first.setdefault(trial.arch.hash, trial)
-        requests = [EvalRequest(t.number, t.arch, t.seed) for t in first.values()]
+        requests = [self._request(t) for t in first.values()]
         for outcome in (self.evaluator.evaluate_batch(requests) if requests else ()):
             trial = batch[index[outcome.number]]
             batch[index[outcome.number]] = done[trial.arch.hash] = self._finish(trial, outcome, None)
@@ -215,6 +220,13 @@ class TrialLoop:
                 trial = batch[i] = self._finish(trial, None, done.get(trial.arch.hash))
             if trial.state != TrialState.INFEASIBLE:
                 done.setdefault(trial.arch.hash, trial)
+
+    def _request(self, trial: Trial) -> EvalRequest:
+        """The evaluation of a trial; a Lamarckian one's weights files, made absolute."""
+        parent, own = trial.lineage.get("parent_weights"), trial.lineage.get("weights")
+        return EvalRequest(trial.number, trial.arch, trial.seed,
+                           parent_weights=str(self.run_dir / parent) if parent else None,
+                           weights_out=str(self.run_dir / own) if own else None)
 
     def _finish(self, trial: Trial, outcome, duplicate: Trial | None) -> Trial:
         """The evaluated trial (or a duplicate's figures), appended to the history."""

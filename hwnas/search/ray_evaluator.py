@@ -90,6 +90,7 @@ class RayEvaluator(Evaluator):
     def __init__(self, inner: Evaluator, options: RayOptions = RayOptions()):
         self.inner, self.options = inner, options
         self.name = inner.name
+        self.inherits = inner.inherits  # weights files travel by path: the workers must share the run folder
         self._ref = None
         self._task = None
 

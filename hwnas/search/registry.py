@@ -19,6 +19,7 @@ from .enas import ENASStrategy
 from .evaluators import Evaluator, ScratchEvaluator, ScratchOptions
 from .evolution import EvolutionStrategy
 from .fbnet import FBNetStrategy
+from .lamarckian import LemonadeStrategy, NashStrategy
 from .local_search import LocalSearchStrategy
 from .mnas import MnasStrategy
 from .optuna_strategies import NSGA2Strategy, TPEStrategy
@@ -28,7 +29,7 @@ from .tabular import TabularEvaluator, TabularOptions
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
     FBNetStrategy, RandomStrategy, EvolutionStrategy, TPEStrategy, NSGA2Strategy, MnasStrategy, ENASStrategy,
-    BananasStrategy, LocalSearchStrategy, DARTSStrategy)}
+    BananasStrategy, LocalSearchStrategy, DARTSStrategy, NashStrategy, LemonadeStrategy)}
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class Trial:
     wall_s: float = 0.0
     elapsed_s: float = 0.0  # run time (all sessions) when the trial finished
     note: str = ""
+    lineage: dict = field(default_factory=dict)  # a Lamarckian strategy's Lineage (parent, morphisms, weights)
 
     def __post_init__(self):
         object.__setattr__(self, "state", TrialState(self.state))  # a state given by its value is the enum

@@ -138,15 +138,24 @@ def make_sgd(params, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False,
-               progress: bool = False, stop_after: int | None = None) -> TrainResult:
+               progress: bool = False, stop_after: int | None = None, initial_state: dict | None = None,
+               weights_out: str | Path | None = None) -> TrainResult:
     """Train `arch` from scratch on `data.train`, evaluate top-1 on `data.val` after every epoch.
+
+    `initial_state`: start from these weights instead (a child inheriting its parent's, see
+    hwnas.core.morphisms; one cosine cycle from `cfg.lr` is then a warm restart, SGDR). `weights_out`:
+    save the trained weights there (hwnas weights format) when the training finishes.
 
     With `run_dir`: a checkpoint after every epoch (atomic), `log.jsonl`, and at the end `model.pt`
     (hwnas weights format, carries the arch) and `result.json`. `stop_after` ends the run after
     that many epochs in total (a deliberate interruption; resume continues it).
     """
     torch.manual_seed(cfg.seed)
-    model = init_for_training(arch_model(arch, num_classes=data.num_classes))
+    model = arch_model(arch, num_classes=data.num_classes)
+    if initial_state is None:
+        init_for_training(model)
+    else:
+        model.load_state_dict(initial_state)
     optimizer = make_sgd(model.parameters(), cfg)
     run_config = {"arch": arch.hash, "data": data.name, "num_classes": data.num_classes,
                   "resolution": data.resolution, **asdict(cfg)}
@@ -189,6 +198,9 @@ def train_arch(arch: Arch, data: ImageData, cfg: TrainConfig, run_dir: str | Pat
     wall = wall_before + time.perf_counter() - t0
     top1 = log[-1]["val_top1"] if log else float("nan")
     result = TrainResult(arch, top1, done, done >= cfg.epochs, wall, tuple(log))
+    if weights_out is not None and result.finished:
+        save_weights(weights_out, arch, model, data.num_classes, data.resolution,
+                     extra={"top1": top1, "data": data.name, "epochs": cfg.epochs}, preprocessing=data.preprocessing)
     if run_dir is not None and result.finished:
         save_weights(Path(run_dir) / "model.pt", arch, model, data.num_classes, data.resolution,
                      extra={"top1": top1, "data": data.name, "epochs": cfg.epochs}, preprocessing=data.preprocessing)
