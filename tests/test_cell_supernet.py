@@ -2,10 +2,12 @@
 a path computes exactly what the architecture's own network computes with the same weights; the
 evaluator trains, recalibrates and scores nb201 and darts cells."""
 
+import dataclasses
 import random
 
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from hwnas.core.arch import Arch
 from hwnas.core.cells import CELL_EDGES, InferCell
@@ -14,7 +16,8 @@ from hwnas.core.spaces.nb201 import parse_nb201_string
 from hwnas.errors import HwnasError
 from hwnas.search.cell_supernet import CellSupernet
 from hwnas.search.spos import SharedEvaluator, SPOSConfig, path_indices
-from hwnas.train.data import load_data
+from hwnas.search.evaluators import holdout_data
+from hwnas.train.data import dataset_labels, load_data
 
 torch.set_num_threads(1)
 
@@ -103,3 +106,13 @@ def test_shared_evaluator_trains_and_scores_cell_spaces(space_name, tmp_path):
     # the same supernet, scored with the training's running BN statistics
     plain = SharedEvaluator(space, data, SPOSConfig(**{**config.__dict__, "recalibrate": False}), tmp_path / "supernet.pt")
     assert 0.0 <= plain.score(arch, 0) <= 100.0
+
+
+def test_held_out_split_is_in_random_order_so_a_capped_score_sees_every_class():
+    digits = load_data("digits", 16)
+    order = sorted(range(len(digits.train)), key=lambda i: int(dataset_labels(digits.train)[i]))
+    data = dataclasses.replace(digits, train=Subset(digits.train, order))  # class by class, as an ImageFolder
+    held = holdout_data(data, 0.2, 0).val
+    labels = dataset_labels(held).tolist()
+    assert len(set(labels[:64])) == 10  # class by class, the first 64 would hold 2 classes
+    assert held.indices == holdout_data(data, 0.2, 0).val.indices  # seeded
