@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import LutError
-from ..core.ops import CellOpSpec
+from ..core.ops import DartsOpSpec, is_cell_op, parse_cell_op
 
 MODELS = ("raw", "scale", "linear", "ops", "types", "types_ops")
 MIN_SAMPLES = {"raw": 1, "scale": 2, "linear": 3, "ops": 4, "types": 8, "types_ops": 9}
@@ -59,11 +59,12 @@ SCALE_BOUNDS = (0.25, 4.0)
 
 def op_category(op) -> str:
     """Kind of an op for the `types` model: `fixed` (stem, head), `ir_e6`, `ir_e1_g2`, `ds`, ...,
-    or for NB201's network the op, `nb201_nor_conv_3x3`, `nb201_resblock`, ..."""
+    or for a cell space's network the op, `nb201_nor_conv_3x3`, `nb201_resblock`, `darts_sep_conv_3x3`, ..."""
     if op.kind != "block":
         return "fixed"
-    if CellOpSpec.matches(op.spec):
-        return f"nb201_{CellOpSpec.parse(op.spec).op}"
+    if is_cell_op(op.spec):
+        family = "darts" if DartsOpSpec.matches(op.spec) else "nb201"
+        return f"{family}_{parse_cell_op(op.spec).op}"
     from ..core.build import decode_block
 
     args = decode_block(op.spec)[0]

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..core.build import BuildConfig, Head, Stem, build_block
 from ..core.cells import cell_op_module
+from ..core.darts import darts_op_module
 from ..errors import HwnasError, ProfileError
 from ..locks import hold
 from .table import LatencyTable, Measurement, OpKey
@@ -43,9 +44,11 @@ from .interleaved import RoundRecord, RoundsConfig, reference_median, summarise,
 
 def op_module(op: OpInstance, cfg: BuildConfig) -> nn.Module:
     """The module an OpInstance measures: timm's stem, one block from the builder, or the head
-    (for NB201's network, the stem, op, reduction block or head of hwnas.core.cells)."""
+    (for a cell space's network, its own stem, ops and head: hwnas.core.cells, hwnas.core.darts)."""
     if cfg.family == "nb201":
         return cell_op_module(op)
+    if cfg.family == "darts":
+        return darts_op_module(op)
     if op.kind == "stem":
         return Stem(cfg, in_chans=op.in_chs)
     if op.kind == "head":

@@ -53,7 +53,7 @@ from typing import Iterable
 
 from ..errors import LutError
 from ..jsonio import atomic_write_json, read_json
-from ..core.ops import CellOpSpec, OpKind
+from ..core.ops import OpKind, is_cell_op, parse_cell_op
 from ..runtimes.fingerprint import DeviceFingerprint
 from ..schemas import first_error
 
@@ -75,11 +75,12 @@ def canonical_block(spec: str) -> str:
     """One spelling per block: options in a fixed order, numbers normalised (`e6.0` -> `e6`).
 
     The expansion ratio of `ds` blocks is dropped (they have none) and `se0` is dropped (no SE).
-    NB201 op specs (`nb201_nor_conv_3x3_c16`) have one spelling already and are kept as they are.
+    Cell-space op specs (`nb201_nor_conv_3x3_c16`, `darts_sep_conv_3x3_c36_s1`) have one spelling
+    already and are kept as they are.
     """
-    if CellOpSpec.matches(spec):
+    if is_cell_op(spec):
         try:
-            return CellOpSpec.parse(spec).text
+            return parse_cell_op(spec).text
         except ValueError as exc:
             raise LutError(str(exc)) from None
     parts = spec.split("_")

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+from torch.utils.data import Subset
+
 from ..core.arch import Arch
 from ..train.data import ImageData, split_train, without_augmentation
 from ..errors import HwnasError
@@ -176,6 +179,10 @@ def holdout_data(data: ImageData, holdout: float, seed: int) -> ImageData:
     rest (split by `seed`), without augmentation: selecting an architecture on it never sees
     `data.val`."""
     fit, held_out = split_train(data.train, holdout, seed)
+    # the held-out part in a seeded random order, not class by class: a capped score (the shared
+    # evaluator's --score-batches) then reads a sample of every class, not the first classes only
+    order = np.random.default_rng(seed).permutation(len(held_out.indices))
+    held_out = Subset(held_out.dataset, [held_out.indices[i] for i in order])
     return dataclasses.replace(data, name=f"{data.name}-holdout", train=fit, val=without_augmentation(held_out))
 
 

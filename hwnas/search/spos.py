@@ -5,6 +5,11 @@ drawn uniformly at random; a candidate is then scored with the weights it inheri
 batch-norm statistics are recalibrated on `calib_batches` training batches of `calib_batch_size`
 (SPOS: 200 of 128). The supernet is checkpointed every epoch (resumable) and reused by any search
 that gives the same file and settings; scores are cached by architecture hash beside it.
+
+Layer-wise spaces use FBNet's supernet (hwnas.search.supernet); cell spaces (nb201, darts) a
+single-path cell supernet (hwnas.search.cell_supernet), optionally a proxy of fewer, narrower cells
+(`supernet_channels`, `supernet_cells`). `recalibrate=False` scores with the running batch-norm
+statistics of the supernet's training instead (cheaper, usually a worse ranking).
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from ..options import Options, option, reads
 from ..jsonio import atomic_write_json, read_json
 from ..runs import RunError, load_checkpoint, restore_training, rng_state, save_checkpoint
 from ..train import ddp
-from ..core.spaces import LayerwiseSpace, get_space
+from ..core.spaces import LayerwiseSpace, SearchSpace, get_space
+from ..core.spaces.darts import DartsSpace
+from ..core.spaces.nb201 import NB201Space
 from ..train.loop import evaluate, sgd_epoch, steps_per_epoch
+from .cell_supernet import CellSupernet
 from .evaluators import HOLDOUT_HELP, TITLE, Evaluator, check_holdout, holdout_data
-from .supernet import Supernet, path_indices
+from .supernet import Supernet
 
 CHECKPOINT_FORMAT = "hwnas.spos-supernet"
 
@@ -46,10 +54,32 @@ class SPOSConfig:
     calib_batches: int = 200
     calib_batch_size: int = 128
     score_batches: int | None = None  # cap on held-out batches (of 256) a score reads
+    supernet_channels: int | None = None  # cell spaces: a proxy supernet's first-stage width (None: the space's)
+    supernet_cells: int | None = None  # cell spaces: its cells (nb201: per stage; darts: in all) (None: the space's)
+    recalibrate: bool = True  # False: score with the training's running BN statistics
 
     def __post_init__(self):
         if self.epochs < 1 or self.calib_batches < 1 or self.calib_batch_size < 2:
             raise HwnasError("--epochs and --calib-batches must be >= 1 and --calib-batch-size >= 2")
+        if any(v is not None and v < 1 for v in (self.supernet_channels, self.supernet_cells)):
+            raise HwnasError("--supernet-channels and --supernet-cells must be >= 1 (or left out: the space's own)")
+
+
+def is_cell_space(space: SearchSpace) -> bool:
+    return isinstance(space, (NB201Space, DartsSpace))
+
+
+def make_supernet(space: SearchSpace, config: SPOSConfig) -> Supernet | CellSupernet:
+    """The single-path supernet of a space: FBNet's for a layer-wise space, a cell supernet for nb201, darts."""
+    if is_cell_space(space):
+        return CellSupernet(space, config.supernet_channels, config.supernet_cells)
+    return Supernet(space, "hard")
+
+
+def path_indices(space: SearchSpace, arch: Arch) -> list[int]:
+    """`arch` as a path through the space's supernet: its choice's index per decision."""
+    choices = arch.choice_map
+    return [d.choices.index(choices[d.name]) for d in space.decisions]
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,10 @@ class SharedOptions(Options):
     calib_batch_size: int = option(128, "--calib-batch-size", "shared: their size (SPOS: 128, the default)", type=int)
     score_batches: int | None = option(None, "--score-batches", "shared: cap on held-out batches of 256 per score",
                                        type=int)
+    supernet_channels: int | None = option(None, "--supernet-channels", "shared, cell spaces: train a proxy supernet "
+                                           "this wide in its first stage (default: the space's width)", type=int)
+    supernet_cells: int | None = option(None, "--supernet-cells", "shared, cell spaces: with this many cells "
+                                        "(nb201: per stage; darts: in all; default: the space's)", type=int)
 
     def __post_init__(self):
         check_holdout(self.holdout)
@@ -77,7 +111,8 @@ class SharedOptions(Options):
     def spos(self) -> SPOSConfig:
         return SPOSConfig(epochs=self.epochs, batch_size=self.batch_size, max_batches=self.max_batches,
                           holdout=self.holdout, calib_batches=self.calib_batches,
-                          calib_batch_size=self.calib_batch_size, score_batches=self.score_batches)
+                          calib_batch_size=self.calib_batch_size, score_batches=self.score_batches,
+                          supernet_channels=self.supernet_channels, supernet_cells=self.supernet_cells)
 
 
 class SharedEvaluator(Evaluator):
@@ -85,10 +120,13 @@ class SharedEvaluator(Evaluator):
 
     name = "shared"
 
-    def __init__(self, space: LayerwiseSpace, data: ImageData, config: SPOSConfig, checkpoint: Path):
-        if not isinstance(space, LayerwiseSpace):
-            raise HwnasError(f"space {space.name!r} is not layer-wise; the shared evaluator needs one (e.g. fbnet, "
-                             f"tiny); use --evaluator scratch")
+    def __init__(self, space: SearchSpace, data: ImageData, config: SPOSConfig, checkpoint: Path):
+        if not isinstance(space, LayerwiseSpace) and not is_cell_space(space):
+            raise HwnasError(f"space {space.name!r} is neither layer-wise nor a cell space; the shared evaluator needs "
+                             f"one (e.g. fbnet, tiny, nb201, darts_small); use --evaluator scratch")
+        if not is_cell_space(space) and (config.supernet_channels is not None or config.supernet_cells is not None):
+            raise HwnasError("--supernet-channels/--supernet-cells shrink a cell space's supernet (nb201, darts); "
+                             f"drop them for space {space.name!r}")
         self.space_name, self.resolution = space.name, space.resolution
         self.data = holdout_data(data, config.holdout, config.split_seed)
         self.config = config
@@ -114,7 +152,7 @@ class SharedEvaluator(Evaluator):
     def identity(self) -> dict:
         """What makes two supernets the same: space, data, training settings, held-out split."""
         cfg = asdict(self.config)
-        for key in ("calib_batches", "calib_batch_size", "score_batches"):
+        for key in ("calib_batches", "calib_batch_size", "score_batches", "recalibrate"):
             cfg.pop(key)
         return {"space": self.space_name, "data": self.data.name, "num_classes": self.data.num_classes,
                 "train_resolution": self.data.resolution, **cfg}
@@ -125,8 +163,8 @@ class SharedEvaluator(Evaluator):
 
     def prepare(self, progress: bool = False) -> None:
         if self._net is None and self._weights is not None:  # shipped to a worker
-            self._net = Supernet(get_space(self.space_name, resolution=self.resolution,
-                                           num_classes=self.data.num_classes), "hard")
+            self._net = make_supernet(get_space(self.space_name, resolution=self.resolution,
+                                                num_classes=self.data.num_classes), self.config)
             self._net.load_state_dict(self._weights)
             self._weights, self._scores = None, {}  # the net holds the weights now
             return
@@ -139,7 +177,7 @@ class SharedEvaluator(Evaluator):
         cfg = self.config
         torch.manual_seed(cfg.split_seed)
         space = get_space(self.space_name, resolution=self.resolution, num_classes=self.data.num_classes)
-        net = Supernet(space, "hard")
+        net = make_supernet(space, self.config)
         opt = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, nesterov=True)
         log, start, wall = [], 0, 0.0
@@ -195,15 +233,16 @@ class SharedEvaluator(Evaluator):
 
     def _score_settings(self) -> dict:
         """A cached score is valid for the same supernet (epochs trained included) and calibration."""
-        return {**self.identity, "calib_batches": self.config.calib_batches,
-                "calib_batch_size": self.config.calib_batch_size, "score_batches": self.config.score_batches}
+        settings = {**self.identity, "calib_batches": self.config.calib_batches,
+                    "calib_batch_size": self.config.calib_batch_size, "score_batches": self.config.score_batches}
+        return settings if self.config.recalibrate else {**settings, "recalibrate": False}
 
     @staticmethod
-    def _random_path(net: Supernet, rng: random.Random) -> list[int]:
+    def _random_path(net: Supernet | CellSupernet, rng: random.Random) -> list[int]:
         return [rng.randrange(len(c)) for c in net.candidates]
 
     @torch.no_grad()
-    def _recalibrate(self, net: Supernet, indices: list[int]) -> None:
+    def _recalibrate(self, net: Supernet | CellSupernet, indices: list[int]) -> None:
         """Batch-norm statistics of this path alone: reset, then a cumulative average over the
         calibration batches (the same images for every candidate)."""
         for module in net.modules():
@@ -229,7 +268,10 @@ class SharedEvaluator(Evaluator):
         net = self._net
         space = get_space(self.space_name, resolution=self.resolution, num_classes=self.data.num_classes)
         indices = path_indices(space, arch)
-        self._recalibrate(net, indices)
+        if self.config.recalibrate:
+            self._recalibrate(net, indices)
+        else:
+            net.eval()
         top1, _ = evaluate(net, self.data.val, max_batches=self.config.score_batches,
                            forward=lambda x: net.forward_path(x, indices))
         self._scores[arch.hash] = top1

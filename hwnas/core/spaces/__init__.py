@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import SpaceError
 from .base import SKIP, Decision, LayerwiseSpace, OpInstance, SearchableLayer, SearchSpace
+from .darts import DartsSmallSpace, DartsSpace, DartsTinySpace
 from .fbnet import FBNetSpace
 from .fbnet_cifar import FBNetCIFAR100Space
 from .mnasnet import MnasNetSpace
@@ -13,7 +14,7 @@ from .proxylessnas import ProxylessNASSpace
 from .tiny import TinySpace
 
 SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (FBNetSpace, FBNetCIFAR100Space, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, NB201Space, ProxylessNASSpace, TinySpace)
+    cls.name: cls for cls in (DartsSpace, DartsSmallSpace, DartsTinySpace, FBNetSpace, FBNetCIFAR100Space, MnasNetSpace, MobileNetV3Space, MobileNetV3W12Space, NB201Space, ProxylessNASSpace, TinySpace)
 }
 
 

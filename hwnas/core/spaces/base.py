@@ -15,7 +15,7 @@ from torch import nn
 
 from ..build import BuildConfig, build_model, decode_block
 from ...errors import ArchError
-from ..ops import CellOpSpec, HeadSpec, OpKind, StemSpec
+from ..ops import CellOpSpec, DartsOpSpec, HeadSpec, OpKind, StemSpec, is_cell_op, parse_cell_op
 
 SKIP = "skip"
 
@@ -32,7 +32,8 @@ class Decision:
 class OpInstance:
     """An op at its concrete input shape: a trunk block, the stem or the head.
 
-    `spec` is a timm block string (or an NB201 op, `nb201_nor_conv_3x3_c16`) for kind 'block',
+    `spec` is a timm block string (or a cell space's op, `nb201_nor_conv_3x3_c16`,
+    `darts_sep_conv_3x3_c36_s1`) for kind 'block',
     `c{stem}_k3_s2` for the stem, and `f{num_features}_n{num_classes}` for the head. Two ops
     with equal fields are the same module at the same shape and are measured once.
     """
@@ -86,21 +87,21 @@ def conv_out(size: int, stride: int) -> int:
 
 @lru_cache(maxsize=None)
 def block_out_chs(block_str: str) -> int:
-    if CellOpSpec.matches(block_str):
+    if is_cell_op(block_str):
         return _cell_spec(block_str).channels
     return decode_block(block_str)[0]["out_chs"]
 
 
 @lru_cache(maxsize=None)
 def block_stride(block_str: str) -> int:
-    if CellOpSpec.matches(block_str):
+    if is_cell_op(block_str):
         return _cell_spec(block_str).stride
     return decode_block(block_str)[0]["stride"]
 
 
-def _cell_spec(block_str: str) -> CellOpSpec:
+def _cell_spec(block_str: str) -> CellOpSpec | DartsOpSpec:
     try:
-        return CellOpSpec.parse(block_str)
+        return parse_cell_op(block_str)
     except ValueError as exc:
         raise ArchError(str(exc)) from None
 
@@ -111,7 +112,7 @@ class SearchSpace(ABC):
     Subclasses set `name`, `description`, `default_resolution`, `default_num_classes`,
     build `self.decisions` and `self.build_config` in `__init__`, and implement
     `arch_def` and `candidate_blocks`. A space whose networks are not timm arch_defs (the cell
-    space nb201) overrides `build_model` and `arch_ops` instead, and refuses `arch_def`.
+    spaces nb201, darts) overrides `build_model` and `arch_ops` instead, and refuses `arch_def`.
     """
 
     name: str = ""
