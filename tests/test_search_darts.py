@@ -1,10 +1,11 @@
-"""The darts strategy on nb201: mixed edges, the additive latency model of a cell space, the
+"""The darts strategy on nb201 and on the darts cell space: mixed edges, the additive latency model of a cell space, the
 second-order gradient, DARTS-'s auxiliary skip, budgets and repair, resume, the benchmark lookup.
 
-Supernets here are tiny (4 channels, one cell per stage, 2 batches of 16 digits per epoch); latency
-tables are test fixtures (latency proportional to MACs, see lut_fixtures.py)."""
+Supernets here are tiny (4 channels, one cell per stage, 2 batches of 16 digits per epoch; darts:
+5 cells, digits at 16x16); latency tables are test fixtures (latency proportional to MACs, see lut_fixtures.py)."""
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from hwnas.core.spaces import get_space
 from hwnas.errors import LutError
 from hwnas.latency_tables.predictor import LatencyPredictor
 from hwnas.search import DARTSConfig, DARTSStrategy, SearchProblem, repair_to_budget, run_search
-from hwnas.search.darts_supernet import CellSupernet, MixedEdge, cell_edges
+from hwnas.search.budget import fill_budget
+from hwnas.core.edges import edges
+from hwnas.search.darts_supernet import CellSupernet, DartsCellSupernet, MixedEdge
 from hwnas.search.darts_train import DartsTraining
-from hwnas.search.decision_costs import decision_costs
+from hwnas.search.decision_costs import decision_costs, edge_costs
 from hwnas.train.data import load_data
 from lut_fixtures import mac_table
 
@@ -56,13 +59,13 @@ def problem(space, predictor, data, run_dir, budget=None, resume=False, seed=0):
 
 def tiny_net(space, seed=0):
     torch.manual_seed(seed)
-    return CellSupernet(cell_edges(space), 10, channels=(4, 8, 16), cells_per_stage=1)
+    return CellSupernet(edges(space), 10, channels=(4, 8, 16), cells_per_stage=1)
 
 
 # --- the supernet -----------------------------------------------------------------------------
 def test_a_mixed_edge_is_the_weighted_sum_of_its_ops_plus_the_auxiliary_skip(space):
-    edge = cell_edges(space)[0]
-    assert edge.candidates == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    edge = edges(space)[0]
+    assert edge.ops == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
     mixed = MixedEdge(edge, edge_op, 4).eval()
     x = torch.randn(2, 4, 8, 8)
     w = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15])
@@ -224,3 +227,103 @@ def test_a_cell_measured_over_the_budget_on_the_device_is_repaired(space, predic
     check = verify_on_device(arch, predictor, budget, measure)
     assert check.repaired and check.meets_budget and check.arch != arch
     assert check.attempts[-1]["repair_steps"] and check.attempts[-1]["measured_ms"] <= budget
+
+
+# --- the darts cell space ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def darts_space():
+    return get_space("darts_tiny")
+
+
+@pytest.fixture(scope="module")
+def darts_predictor(darts_space):
+    return LatencyPredictor(mac_table(darts_space), darts_space)
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    return load_data("digits", resolution=16, seed=0)
+
+
+def test_the_darts_supernet_is_dartss_search_network_with_separate_normal_and_reduction_alphas(darts_space):
+    torch.manual_seed(0)
+    net = DartsCellSupernet(darts_space, channels=4, cells=5, resolution=16)
+    assert [cell.cell_type for cell in net.network.cells] == ["normal", "reduce", "normal", "reduce", "normal"]
+    assert len(net.arch_parameters()) == 28 and all(len(a) == 8 for a in net.arch_parameters())
+    assert [e.cell for e in net.edges] == ["normal"] * 14 + ["reduce"] * 14
+    reduce_cell = net.network.cells[1]  # edges from its inputs run at stride 2: their skip is a FactorizedReduce
+    assert [s for e, s in zip(reduce_cell.edges, reduce_cell.strides) if e.source < 2] == [2] * 8
+    loss = F.cross_entropy(net(torch.randn(4, 3, 16, 16), aux_skip=0.5), torch.arange(4))
+    loss.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.arch_parameters())
+    with torch.no_grad():  # derivation is DARTS's top-2 rule: make normal node 5 read states 1 and 4
+        for a, e in zip(net.alphas, net.edges):
+            if e.cell == "normal" and e.to == 5:
+                a.copy_(torch.full((8,), -5.0))
+                if e.source in (1, 4):
+                    a[e.ops.index("sep_conv_3x3" if e.source == 1 else "dil_conv_5x5")] = 6.0
+                if e.source == 0:
+                    a[0] = 9.0  # `none` is the strongest op of any edge, but never chosen
+    choices = net.argmax_choices()
+    assert Arch.create(darts_space, choices).choice_map == choices
+    assert (choices["normal.n5.inputs"], choices["normal.n5.op0"], choices["normal.n5.op1"]) == (
+        "1_4", "sep_conv_3x3", "dil_conv_5x5")
+    log_probs = net.decision_log_probs(choices)
+    assert len(log_probs) == len(darts_space.decision_names)
+    for name, lp in zip(darts_space.decision_names, log_probs):
+        assert len(lp) == len(darts_space.decision(name).choices)
+        assert sum(math.exp(v) for v in lp) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_darts_latency_sums_over_edges_and_its_expectation_weighs_each_edge_by_its_keep_chance(
+        darts_space, darts_predictor):
+    costs = edge_costs(darts_predictor)
+    rng = random.Random(5)
+    for _ in range(10):
+        choices = darts_space.sample(rng)
+        assert costs.latency_ms(choices) == pytest.approx(darts_predictor.latency_ms(Arch.create(darts_space, choices)),
+                                                          rel=1e-5)
+    assert costs.keep == tuple(2.0 / e.to for e in costs.edges)
+    sep = edges(darts_space)[0].ops.index("sep_conv_3x3")
+    one_hot = [F.one_hot(torch.tensor(sep), 8).float() for _ in costs.edges]
+    expected = costs.fixed + sum(w * float(c[sep]) for w, c in zip(costs.keep, costs.costs))
+    assert float(costs.expected(one_hot)) == pytest.approx(expected, rel=1e-5)
+    alphas = [torch.zeros(8, requires_grad=True) for _ in costs.edges]
+    costs.expected([a.softmax(0) for a in alphas]).backward()
+    assert all(a.grad[sep] > 0 > a.grad[0] for a in alphas)  # a conv costs, `none` does not
+
+
+def test_repair_and_fill_work_on_the_darts_space(darts_space, darts_predictor):
+    with pytest.raises(LutError):  # an op's stride depends on its node's inputs: not a sum over decisions
+        decision_costs(darts_predictor)
+    slow = {n: darts_space.decision(n).choices[0] if n.endswith("inputs") else "sep_conv_5x5"
+            for n in darts_space.decision_names}
+    fastest, slowest = darts_predictor.latency_range()
+    budget = fastest + 0.3 * (darts_predictor.latency_ms(Arch.create(darts_space, slow)) - fastest)
+    uniform = [[0.0] * len(darts_space.decision(n).choices) for n in darts_space.decision_names]
+    arch, steps = repair_to_budget(darts_space, darts_predictor, slow, uniform, budget)
+    assert steps and darts_predictor.latency_ms(arch) <= budget
+    assert all(step.kind == "downgrade" and step.saved_ms > 0 for step in steps)
+    empty = {**slow, **{n: "none" for n in darts_space.decision_names if not n.endswith("inputs")}}
+    filled, steps = fill_budget(darts_space, darts_predictor, empty, uniform, budget)
+    assert steps and darts_predictor.latency_ms(Arch.create(darts_space, empty)) < darts_predictor.latency_ms(filled)
+    assert darts_predictor.latency_ms(filled) <= budget
+
+
+def test_a_darts_search_meets_its_budget_and_resumes_to_the_same_result(darts_space, darts_predictor, small_digits,
+                                                                       tmp_path):
+    fastest, slowest = darts_predictor.latency_range()
+    budget = fastest + 0.4 * (slowest - fastest)
+    strategy = DARTSStrategy(DARTSConfig(epochs=2, channels=4, cells=1, batch_size=8, max_batches=1))
+    full = run_search(problem(darts_space, darts_predictor, small_digits, tmp_path / "full", budget=budget), strategy)
+    assert full.finished and full.predicted_ms <= budget
+    doc = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert doc["supernet"]["edges"] == 28 and doc["derived_edges"] == 16
+    assert set(doc["probabilities"]) == {e.name for e in edges(darts_space)}
+    assert (tmp_path / "full" / "alphas.png").stat().st_size > 0
+    part = run_search(problem(darts_space, darts_predictor, small_digits, tmp_path / "part", budget=budget),
+                      strategy, stop_after=1)
+    assert not part.finished
+    resumed = run_search(problem(darts_space, darts_predictor, small_digits, tmp_path / "part", budget=budget,
+                                 resume=True), strategy)
+    assert resumed.arch == full.arch and resumed.details["probabilities"] == full.details["probabilities"]

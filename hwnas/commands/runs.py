@@ -50,7 +50,7 @@ def cmd_show(args) -> int:
         log = read_jsonl(run_dir / "log.jsonl")
         last = log[-1] if log else None
         print(f"{run_dir}: darts search, {len(log)} epoch(s) trained"
-              + (f", argmax cell has {last['parameter_free_edges']} of {len(last['argmax'])} edges parameter-free"
+              + (f", argmax cell has {last['parameter_free_edges']} of {last.get('derived_edges', len(last['argmax']))} edges parameter-free"
                  if last else ""))
     elif (run_dir / "enas.pt").is_file():
         curve = read_json(run_dir / "controller.json", "controller curve") if (run_dir / "controller.json").is_file() else {}

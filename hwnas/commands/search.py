@@ -125,7 +125,7 @@ def print_result(result, config: SearchConfig, budget) -> None:
         print(f"NAS-Bench-201 #{bench['index']} {bench['arch_str']}: {bench['final']} {bench['final_value']:.2f}% "
               f"(the search saw {bench['signal']} {bench['signal_value']:.2f}%)")
     if "parameter_free_edges" in details:  # darts
-        print(f"derived cell: {details['parameter_free_edges']} of {len(result.arch.choices)} edges parameter-free"
+        print(f"derived cell: {details['parameter_free_edges']} of {details.get('derived_edges', len(result.arch.choices))} edges parameter-free"
               + (" (collapsed: no conv left)" if details["collapsed"] else "")
               + f"; softmax(alpha) per edge over the epochs in {Path(config.out) / 'alphas.png'}")
     curve_path = Path(config.out) / "controller.json"  # mnas, enas

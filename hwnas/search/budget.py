@@ -10,10 +10,11 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 from ..core.arch import Arch
-from ..errors import HwnasError
+from ..errors import HwnasError, LutError
 from ..latency_tables.predictor import LatencyPredictor
 from ..core.spaces import LayerwiseSpace, SearchSpace
-from .decision_costs import DecisionCosts, decision_costs, latencies_ms
+from ..core.spaces.darts import DartsSpace
+from .decision_costs import DecisionCosts, decision_costs, latencies_ms, local_decision_costs
 
 _BUDGET = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*(?P<unit>ms|s|us|µs|%)?\s*$", re.I)
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -108,15 +109,21 @@ def repair_to_budget(space: SearchSpace, predictor: LatencyPredictor, choices: M
     latency saved is summed over the devices still over the budget, and a swap may not put a
     device that meets the budget over it; a swap finishes when every device meets it. One device
     is the rule above.
+
+    A darts space (an op's stride, so its cost, depends on its node's inputs: not a sum over the
+    decisions) is repaired by the same rule on the exact cost of every single swap from the
+    current choices (decision_costs.local_decision_costs), recomputed after each step.
     """
-    table = decision_costs(predictor)
-    layers, costs = _decisions(table), [device.costs for device in table.per_device]
+    additive = _additive_costs(space, predictor)
     current = dict(choices)
+    layers, costs = _costs_at(predictor, additive, current)
     steps: list[BudgetStep] = []
     latencies = latencies_ms(predictor, Arch.create(space, current))
-    for _ in range(_max_steps(layers, costs, latencies)):
+    for _ in range(_max_steps(layers, costs, latencies) * (1 if additive is not None else 2)):
         if max(latencies) <= budget_ms:
             break
+        if additive is None and steps:
+            layers, costs = _costs_at(predictor, additive, current)
         over = [lat > budget_ms for lat in latencies]
         best_ratio = best_finish = None
         for li, layer in enumerate(layers):
@@ -162,13 +169,16 @@ def fill_budget(space: SearchSpace, predictor: LatencyPredictor, choices: Mappin
     the argmax of log p + delta * latency for a growing delta), among the swaps that keep the
     prediction within the budget and lose at most log(10) each; stop when none is left.
     Several devices: the ms gained are summed over them, and every device must stay within.
+    A darts space: on the exact costs of single swaps from the current choices, as the repair.
     """
-    table = decision_costs(predictor)
-    layers, costs = _decisions(table), [device.costs for device in table.per_device]
+    additive = _additive_costs(space, predictor)
     current = dict(choices)
+    layers, costs = _costs_at(predictor, additive, current)
     steps: list[BudgetStep] = []
     latencies = latencies_ms(predictor, Arch.create(space, current))
-    for _ in range(_max_steps(layers, costs, latencies)):
+    for _ in range(_max_steps(layers, costs, latencies) * (1 if additive is not None else 2)):
+        if additive is None and steps:
+            layers, costs = _costs_at(predictor, additive, current)
         best = None
         for li, layer in enumerate(layers):
             ci = layer.candidates.index(current[layer.name])
@@ -204,6 +214,23 @@ class _Layer:
 
 def _decisions(table: DecisionCosts) -> list[_Layer]:
     return [_Layer(name, cands) for name, cands in zip(table.names, table.candidates)]
+
+
+def _additive_costs(space: SearchSpace, predictor):
+    """The latency model's costs per decision, or None for a darts space whose model is not
+    additive over its decisions (then costs are taken per step at the current choices)."""
+    try:
+        return decision_costs(predictor)
+    except LutError:
+        if isinstance(space, DartsSpace):
+            return None
+        raise
+
+
+def _costs_at(predictor, additive, current: Mapping[str, str]):
+    """(decisions, per-device cost rows) for the swaps from `current`."""
+    table = additive if additive is not None else local_decision_costs(predictor, current)
+    return _decisions(table), [device.costs for device in table.per_device]
 
 
 def _max_steps(layers: Sequence[_Layer], costs, latencies: Sequence[float]) -> int:

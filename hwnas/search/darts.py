@@ -25,14 +25,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..core.arch import Arch
+from ..core.edges import edges
+from ..core.spaces.darts import DartsSpace
 from ..errors import HwnasError, LutError
 from ..options import Options, option, reads
 from .base import Candidate, SearchProblem, SearchResult, SupernetStrategy
 from .budget import fit_to_budget
 from .fbnet_finish import report_fit
-from .darts_supernet import cell_edges
 from .darts_train import PARAMETER_FREE, DartsTraining
-from .decision_costs import decision_costs
+from .decision_costs import decision_costs, edge_costs
 
 VARIANTS = ("darts", "darts-minus")
 #: NAS-Bench-201's class counts -> the dataset whose figures the derived cell reports
@@ -115,7 +116,7 @@ class DARTSStrategy(SupernetStrategy):
     def search(self, problem: SearchProblem, stop_after: int | None = None) -> SearchResult:
         """Train the supernet (or resume it), then derive, repair and look up the cell."""
         cfg, space = self.config, problem.space
-        cell_edges(space)  # refuses a space that is not a cell space
+        edges(space)  # refuses a space that is not a cell space
         if problem.data is None:
             raise HwnasError("--strategy darts trains a supernet: give --data DIR (e.g. ../shared/data/cifar10)")
         costs = self.latency_costs(problem)
@@ -141,6 +142,8 @@ class DARTSStrategy(SupernetStrategy):
     def latency_costs(problem: SearchProblem):
         """The additive latency model; required with a budget, else None where the model has none."""
         try:
+            if isinstance(problem.space, DartsSpace):
+                return edge_costs(problem.predictor)
             return decision_costs(problem.predictor)
         except LutError:
             if problem.budget_ms is not None:
@@ -154,27 +157,29 @@ def derive(training: DartsTraining, problem: SearchProblem, strategy: str) -> Se
     space, predictor, budget = problem.space, problem.predictor, problem.budget_ms
     argmax_choices = net.argmax_choices()
     argmax = Arch.create(space, argmax_choices)
-    log_probs = net.log_probabilities()
+    log_probs = net.decision_log_probs(argmax_choices)  # per decision of the space, in its order
     arch, steps = argmax, []
     if budget is not None:
         # over the budget: repaired; well under it (a latency hinge pushes every edge of a diffuse
         # distribution toward its cheapest op, so the argmax can fall far below): filled, as fbnet's
         arch, steps = fit_to_budget(space, predictor, argmax_choices, log_probs, budget, fill=cfg.fill_budget)
         report_fit(problem, argmax, steps)
-    joint = sum(lp[cands.index(arch.choice_map[name])]
-                for lp, name, cands in zip(log_probs, net.edge_names, net.candidates))
+    joint = sum(lp[space.decision(name).choices.index(arch.choice_map[name])]
+                for lp, name in zip(log_probs, space.decision_names))
     probs = {name: dict(zip(cands, [round(float(v), 5) for v in p]))
              for name, cands, p in zip(net.edge_names, net.candidates, [p.detach() for p in net.probabilities()])}
     free = sum(op in PARAMETER_FREE for op in arch.choice_map.values())
     details = {
         "space": space.name, "resolution": space.resolution, "lut": problem.lut_source, "variant": cfg.variant,
         "order": cfg.order, "epochs_done": log[-1]["epoch"] if log else 0, "epochs": cfg.epochs,
-        "supernet": {"channels": list(cfg.stage_channels), "cells_per_stage": cfg.cells,
+        "supernet": {"channels": (cfg.channels if isinstance(space, DartsSpace) else list(cfg.stage_channels)),
+                     "cells_per_stage": cfg.cells, "edges": len(net.edges),
                      "steps_per_epoch": training.steps, "batch_size": cfg.batch_size},
         "data": problem.data.name, "train_resolution": problem.data.resolution,
         "argmax_arch": argmax.to_dict(), "argmax_latency_ms": predictor.latency_ms(argmax),
         "expected_latency_ms": log[-1]["expected_latency_ms"] if log else None,
-        "probabilities": probs, "parameter_free_edges": free, "collapsed": free == len(net.edges),
+        "probabilities": probs, "parameter_free_edges": free, "derived_edges": net.derived_ops,
+        "collapsed": free == net.derived_ops,
         "cpu_s": round(training.cpu, 3),
         **benchmark_details(arch, space, problem.data.num_classes),
     }

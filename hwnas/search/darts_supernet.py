@@ -1,54 +1,45 @@
 """A DARTS supernet over a cell space (Liu et al., DARTS, ICLR 2019): every edge of the cell is a
-mixed op, the softmax(alpha)-weighted sum of all its candidate ops, alpha shared by every cell.
+mixed op, the softmax(alpha)-weighted sum of all its candidate ops.
 
 The abstraction the strategy sees is small, so that any cell space can be searched:
 
-  CellEdge    one searchable edge: its decision name, the nodes it joins, its candidate op names
+  edges       hwnas.core.edges.edges(space): each edge's cell, nodes and candidate ops
   make_op     a factory (op name, channels) -> nn.Module, the space's own op modules
-  a supernet  `edge_names`, `candidates`, `arch_parameters()` (one logit vector per edge),
-              `weight_parameters()`, `probabilities()` and `forward(x, aux_skip=0.0)`
+  a supernet  `edges`, `edge_names`, `candidates`, `arch_parameters()` (one logit vector per edge),
+              `weight_parameters()`, `probabilities()`, `log_probabilities()`, `argmax_choices()`
+              (the derived architecture), `decision_log_probs(choices)` (per decision of the space,
+              what the budget repair weighs), `derived_ops` and `forward(x, aux_skip=0.0)`
 
 `CellSupernet` is that supernet for NAS-Bench-201's cell and macro skeleton (stem; stages of cells
 with a residual reduction block between them; head), built from hwnas.core.cells' modules at a
-reduced width and depth. A space with another cell form (two input nodes, concatenated outputs,
-separate reduction cells) builds its own skeleton around the same `MixedEdge`s and alphas.
+reduced width and depth: one alpha vector per edge shared by every cell, the argmax per edge derived.
+
+`DartsCellSupernet` is DARTS's own search network for the darts spaces (hwnas.core.darts's
+skeleton: stem to 3C, cells reading the two previous cells' outputs, 4 nodes each summing its 2..5
+incoming mixed edges, outputs concatenated, reduction cells at 1/3 and 2/3 of the depth whose edges
+from the cell inputs have stride 2), with separate alphas for the 14 normal and the 14 reduction
+edges, and DARTS's derivation (per node the 2 incoming edges with the strongest non-`none` op,
+hwnas.core.edges.derive_choices).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+import math
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import darts as darts_net
 from ..core.cells import Head, ResNetBasicblock, edge_op, stem
+from ..core.edges import CellEdge, derive_choices, edge_module, edges
 from ..core.spaces import SearchSpace
+from ..core.spaces.darts import DartsSpace
 from ..errors import HwnasError
 from ..train.loop import init_for_training
 
 OpFactory = Callable[[str, int], nn.Module]
-
-
-@dataclass(frozen=True)
-class CellEdge:
-    """One searchable edge: decision `name`, into node `target` from node `source`, and the
-    names of its candidate ops (the decision's choices, in their order)."""
-
-    name: str
-    source: int
-    target: int
-    candidates: tuple[str, ...]
-
-
-def cell_edges(space: SearchSpace) -> tuple[CellEdge, ...]:
-    """The edges of a cell space (one that lists `cell_edges` as (decision, to, from), as nb201 does)."""
-    edges = getattr(space, "cell_edges", None)
-    if not edges:
-        raise HwnasError(f"space {space.name!r} is not a cell space; the darts strategy searches cell spaces "
-                         "(e.g. nb201)")
-    return tuple(CellEdge(name, source, target, space.decision(name).choices) for name, target, source in edges)
 
 
 class MixedEdge(nn.Module):
@@ -57,7 +48,7 @@ class MixedEdge(nn.Module):
 
     def __init__(self, edge: CellEdge, make_op: OpFactory, channels: int):
         super().__init__()
-        self.ops = nn.ModuleList(make_op(name, channels) for name in edge.candidates)
+        self.ops = nn.ModuleList(make_op(name, channels) for name in edge.ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         out = sum(w * op(x) for w, op in zip(weights, self.ops))
@@ -71,14 +62,14 @@ class MixedCell(nn.Module):
     def __init__(self, edges: Sequence[CellEdge], make_op: OpFactory, channels: int):
         super().__init__()
         self.edges = tuple(edges)
-        self.nodes = 1 + max(e.target for e in self.edges)
+        self.nodes = 1 + max(e.to for e in self.edges)
         self.mixed = nn.ModuleList(MixedEdge(e, make_op, channels) for e in self.edges)
 
     def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor], aux_skip: float = 0.0) -> torch.Tensor:
         nodes = [x]
         for j in range(1, self.nodes):
             nodes.append(sum(mixed(nodes[e.source], w, aux_skip)
-                             for e, mixed, w in zip(self.edges, self.mixed, weights) if e.target == j))
+                             for e, mixed, w in zip(self.edges, self.mixed, weights) if e.to == j))
         return nodes[-1]
 
 
@@ -94,8 +85,9 @@ class CellSupernet(nn.Module):
         if cells_per_stage < 1 or not channels or min(channels) < 1:
             raise HwnasError("the supernet needs at least one cell per stage and positive channel counts")
         self.edges = tuple(edges)
-        self.edge_names = tuple(e.name for e in self.edges)
-        self.candidates = tuple(e.candidates for e in self.edges)
+        self.edge_names = tuple(e.decision or e.name for e in self.edges)
+        self.candidates = tuple(e.ops for e in self.edges)
+        self.derived_ops = len(self.edges)
         self.stem = stem(3, channels[0])
         blocks: list[nn.Module] = []
         c_prev = channels[0]
@@ -106,12 +98,12 @@ class CellSupernet(nn.Module):
             c_prev = c
         self.cells = nn.ModuleList(blocks)
         self.head = Head(c_prev, num_classes)
-        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.candidates))) for e in self.edges)
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.ops))) for e in self.edges)
         init_for_training(self, self.head.classifier)
 
     @classmethod
     def for_space(cls, space: SearchSpace, channels: Sequence[int], cells_per_stage: int) -> "CellSupernet":
-        return cls(cell_edges(space), space.num_classes, channels, cells_per_stage)
+        return cls(edges(space), space.num_classes, channels, cells_per_stage)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(a) for a in self.alphas}
@@ -132,6 +124,10 @@ class CellSupernet(nn.Module):
         return {name: cands[int(a.detach().argmax())] for name, cands, a in zip(self.edge_names, self.candidates,
                                                                                 self.alphas)}
 
+    def decision_log_probs(self, choices: Mapping[str, str]) -> list[list[float]]:
+        """log softmax(alpha) per decision of the space (an nb201 edge is a decision)."""
+        return self.log_probabilities()
+
     def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
         weights = self.probabilities()
@@ -141,7 +137,117 @@ class CellSupernet(nn.Module):
         return self.head(x)
 
 
-def build_supernet(space: SearchSpace, channels: Sequence[int], cells_per_stage: int) -> nn.Module:
-    """The DARTS supernet of a cell space: NB201's skeleton for a space of summing-node cells (nb201).
-    A space of another cell form adds its skeleton here (same MixedEdge, same supernet methods)."""
-    return CellSupernet.for_space(space, channels, cells_per_stage)
+class MixedDartsCell(nn.Module):
+    """A DARTS search cell at its plan: the two input preprocessings of the discrete cell, and on
+    every one of its 14 edges a MixedEdge of all 8 ops (stride 2 from the inputs of a reduction
+    cell); node j is the sum of its j incoming edges, the output concatenates nodes 2..5. DARTS-'s
+    auxiliary skip is added on the stride-1 edges only (a stride-2 edge's input is at another
+    shape; its skip_connect candidate is a FactorizedReduce)."""
+
+    def __init__(self, space: SearchSpace, plan: darts_net.CellPlan, cell_edges: Sequence[CellEdge]):
+        super().__init__()
+        self.cell_type = plan.cell_type
+        self.preprocess0 = darts_net.preprocess0(plan)
+        self.preprocess1 = darts_net.preprocess1(plan)
+        self.edges = tuple(cell_edges)
+        self.strides = tuple(plan.edge_stride(e.source) for e in self.edges)
+        self.mixed = nn.ModuleList(
+            MixedEdge(e, lambda op, c, stride=stride: edge_module(space, op, c, stride), plan.channels)
+            for e, stride in zip(self.edges, self.strides))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
+                aux_skip: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in darts_net.NODES:
+            states.append(sum(mixed(states[e.source], w, aux_skip if stride == 1 else 0.0)
+                              for e, stride, mixed, w in zip(self.edges, self.strides, self.mixed, weights)
+                              if e.to == node))
+        return torch.cat(states[2:], dim=1)
+
+
+class DartsCellSupernet(nn.Module):
+    """DARTS's search network over a darts space: `cells` mixed cells of width `channels`
+    (DARTS searches with C=16 and 8 cells), the skeleton of hwnas.core.darts.DartsNetwork.
+    Alphas: one logit vector per edge of `edges(space)`, 14 normal then 14 reduce, shared by every
+    cell of that type (1e-3 x normal noise, as DARTS initialises them)."""
+
+    def __init__(self, space: SearchSpace, channels: int = 16, cells: int = 8, resolution: int = 32):
+        super().__init__()
+        if channels < 2 or channels % 2 or cells < 3:
+            raise HwnasError(f"a DARTS supernet needs an even width >= 2 and >= 3 cells, not {channels} and {cells}; "
+                             "set --darts-channels (even) and --darts-cells")
+        self.space = space
+        self.edges = edges(space)
+        self.edge_names = tuple(e.name for e in self.edges)
+        self.candidates = tuple(e.ops for e in self.edges)
+        self.derived_ops = 2 * len(darts_net.NODES) * len(darts_net.CELL_TYPES)
+        self.channels, self.cells = channels, cells
+        by_type = {t: [e for e in self.edges if e.cell == t] for t in darts_net.CELL_TYPES}
+        self.network = darts_net.DartsNetwork(None, space.num_classes, channels, cells, resolution,
+                                              make_cell=lambda plan: MixedDartsCell(space, plan,
+                                                                                    by_type[plan.cell_type]))
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.ops))) for e in self.edges)
+        init_for_training(self, self.network.classifier)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(a) for a in self.alphas}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas)
+
+    def probabilities(self) -> list[torch.Tensor]:
+        """softmax(alpha) per edge (normal edges, then reduce edges): the mixing weights."""
+        return [F.softmax(a, dim=0) for a in self.alphas]
+
+    def log_probabilities(self) -> list[list[float]]:
+        return [F.log_softmax(a.detach(), dim=0).tolist() for a in self.alphas]
+
+    def argmax_choices(self) -> dict[str, str]:
+        """The derived cells by DARTS's rule: per node the 2 incoming edges whose strongest non-`none`
+        op is strongest, each with that op."""
+        return derive_choices(self.space, {e: p.detach().tolist() for e, p in zip(self.edges, self.probabilities())})
+
+    def decision_log_probs(self, choices: Mapping[str, str]) -> list[list[float]]:
+        """Per decision of the space, a log-probability per choice (what the budget repair trades
+        latency against): an `op0`/`op1` decision, log softmax(alpha) of the edge it sits on in
+        `choices`; an `inputs` decision (pair A_B), the log of the pair's share of the summed
+        strengths (strongest non-`none` probability) of the node's incoming edges, s_A + s_B."""
+        probs = {(e.cell, e.to, e.source): p.detach() for e, p in zip(self.edges, self.probabilities())}
+        zero = self.space.zero_op
+        live = [k for k, op in enumerate(darts_net.DARTS_OPS) if op != zero]
+        result = []
+        for name in self.space.decision_names:
+            cell, node_text, slot = name.split(".")
+            node = int(node_text[1:])
+            if slot == "inputs":
+                pairs = self.space.decision(name).choices
+                strength = {s: float(probs[(cell, node, s)][live].max()) for s in range(node)}
+                scores = [strength[int(a)] + strength[int(b)] for a, b in (p.split("_") for p in pairs)]
+                total = sum(scores)
+                result.append([math.log(v / total) for v in scores])
+                continue
+            inputs = choices.get(f"{cell}.n{node}.inputs", "0_1")
+            source = int(inputs.split("_")[0 if slot == "op0" else 1])
+            result.append(torch.log(probs[(cell, node, source)]).tolist())
+        return result
+
+    def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
+        """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
+        probs = self.probabilities()
+        weights = {t: [p for e, p in zip(self.edges, probs) if e.cell == t] for t in darts_net.CELL_TYPES}
+        net = self.network
+        s0 = s1 = net.stem(x)
+        for cell in net.cells:
+            s0, s1 = s1, cell(s0, s1, weights[cell.cell_type], aux_skip)
+        return net.classifier(torch.flatten(net.global_pooling(s1), 1))
+
+
+def build_supernet(space: SearchSpace, channels: int, cells: int, resolution: int = 32) -> nn.Module:
+    """The DARTS supernet of a cell space, the one place a space's skeleton is chosen: NB201's
+    skeleton (stages of `channels`, 2x, 4x; `cells` mixed cells per stage) for nb201; DARTS's
+    search network (width `channels`, 3 x `cells` + 2 cells: `cells` normal cells per stage, a
+    reduction cell between stages) for the darts spaces."""
+    if isinstance(space, DartsSpace):
+        return DartsCellSupernet(space, channels, 3 * cells + 2, resolution)
+    return CellSupernet.for_space(space, (channels, 2 * channels, 4 * channels), cells)

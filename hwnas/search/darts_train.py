@@ -41,7 +41,7 @@ class DartsTraining:
                                        lambda path: load_checkpoint(path, CHECKPOINT_FORMAT))
         self.run_config = run_config
         torch.manual_seed(problem.seed)
-        self.net = build_supernet(problem.space, cfg.stage_channels, cfg.cells)
+        self.net = build_supernet(problem.space, cfg.channels, cfg.cells, problem.data.resolution)
         self.weights = self.net.weight_parameters()
         self.alphas = self.net.arch_parameters()
         self.w_opt = torch.optim.SGD(self.weights, lr=cfg.weight_lr, momentum=cfg.weight_momentum,
@@ -82,7 +82,7 @@ class DartsTraining:
                 bar.write(f"epoch {epoch + 1}/{cfg.epochs} w_loss={record['weight_loss']:.3f} "
                           f"w_top1={record['weight_top1']:.1f} a_top1={record['arch_top1']:.1f}"
                           + (f" E[lat]={lat:.3f}ms" if lat is not None else "")
-                          + f" parameter-free edges {record['parameter_free_edges']}/{len(self.net.edges)}")
+                          + f" parameter-free edges {record['parameter_free_edges']}/{self.net.derived_ops}")
         bar.close()
         self.wall = self.wall_before + time.perf_counter() - t0
         self.cpu = self.cpu_before + time.process_time() - c0
@@ -133,6 +133,7 @@ class DartsTraining:
             "argmax_latency_ms": problem.predictor.latency_ms(Arch.create(problem.space, argmax)),
             "budget_ms": problem.budget_ms, "argmax": argmax,
             "parameter_free_edges": sum(op in PARAMETER_FREE for op in argmax.values()),
+            "derived_edges": net.derived_ops,
             "probs": [[round(v, 5) for v in p.tolist()] for p in probs],
         }
 

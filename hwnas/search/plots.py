@@ -95,8 +95,25 @@ def plot_pareto(trials: Sequence, front: Sequence, objectives: Sequence[str], bu
 
 def plot_edge_probabilities(log: Sequence[dict], edge_names: Sequence[str], candidates: Sequence[Sequence[str]],
                             path: str | Path, title: str = "") -> None:
-    """One panel per edge: each candidate op's softmax(alpha) after every epoch (a DARTS search)."""
+    """One panel per edge: each candidate op's softmax(alpha) after every epoch (a DARTS search).
+    More than 12 edges (the darts cell space's 28): one heat map of the last epoch's softmax(alpha),
+    an edge per row, an op per column (many small line panels are unreadable and slow to draw)."""
     plt = _pyplot()
+    if len(edge_names) > 12:
+        last = log[-1]["probs"]
+        ops = list(candidates[0])
+        width = max(len(c) for c in candidates)
+        grid = [list(p) + [float("nan")] * (width - len(p)) for p in last]
+        fig, ax = plt.subplots(figsize=(1.0 * width + 3, 0.28 * len(edge_names) + 1.8))
+        image = ax.imshow(grid, aspect="auto", cmap="viridis")
+        ax.set_yticks(range(len(edge_names)), [str(n) for n in edge_names], fontsize=7)
+        ax.set_xticks(range(len(ops)), ops, rotation=40, ha="right", fontsize=8)
+        fig.colorbar(image, ax=ax, label="softmax(alpha)")
+        ax.set_title((title or "architecture weights per edge") + f" (epoch {log[-1]['epoch']})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
     epochs = [r["epoch"] for r in log]
     cols = min(3, len(edge_names))
     rows = -(-len(edge_names) // cols)
