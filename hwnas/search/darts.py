@@ -12,6 +12,11 @@ derived cell is the argmax of every edge (NB201 keeps one op per edge), fitted t
 fbnet's argmax is (repaired by LUT-guided downgrades if over it, filled by upgrades if well under
 it); on nb201 its NAS-Bench-201 figures are looked up and reported.
 
+On the darts cell spaces (darts, darts_small, darts_tiny) the supernet is DARTS's own search network
+with separate normal and reduction alphas (darts_supernet.DartsCellSupernet), the derived cells
+follow DARTS's top-2 rule, the expected latency is over the 28 edges (decision_costs.edge_costs)
+and the repair works on the exact costs of single swaps (budget.py), see docs/search.md.
+
 `--darts-variant darts-minus` is DARTS- (Chu et al., "DARTS-: Robustly Stepping out of Performance
 Collapse Without Indicators", ICLR 2021): every mixed edge gets an auxiliary skip connection,
 `beta * x` added to its output, with beta decaying linearly from `--aux-skip` (1.0) to 0 over the
