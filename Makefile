@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hwnas-installed
 DEMO_DIR ?= demo_out
+# the runtime the demo targets: ort-cpu (ONNX), openvino or executorch (`make demo DEMO_BACKEND=executorch`)
+DEMO_BACKEND ?= ort-cpu
 
 .PHONY: venv test demo clean
 
@@ -19,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m hwnas.demo --out $(DEMO_DIR)
+	$(PY) -m hwnas.demo --out $(DEMO_DIR) --backend $(DEMO_BACKEND)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -20,6 +20,9 @@ from .profilers.table import LatencyTable, device_identity
 
 SHIPPED_TABLES = Path(__file__).resolve().parent / "latency_tables"
 BACKEND = "ort-cpu"
+#: the runtimes the demo targets (`--backend`) and the export format each deploys
+EXPORT_FORMATS = {"ort-cpu": "onnx", "openvino": "openvino", "executorch": "pte"}
+MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "pte": "model.pte"}
 SPACE = "fbnet"
 DIGITS_CLASSES = 10
 
@@ -31,13 +34,13 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"demo: `hwnas {shlex.join(argv)}` failed with exit code {code}")
 
 
-def shipped_table_for_this_device() -> Path | None:
+def shipped_table_for_this_device(backend: str = BACKEND) -> Path | None:
     """A table shipped with hwnas that was measured on this CPU with the default options."""
     from .profilers import get_profiler
 
-    with get_profiler(BACKEND) as profiler:
+    with get_profiler(backend) as profiler:
         here, options = device_identity(profiler.fingerprint()), profiler.options()
-    for path in sorted(SHIPPED_TABLES.glob(f"*_{BACKEND}_t1.json")):
+    for path in sorted(SHIPPED_TABLES.glob(f"*_{backend}_t1.json")):
         try:
             table = LatencyTable.load(path)
         except HwnasError:
@@ -56,24 +59,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-epochs", type=int, default=3)
     parser.add_argument("--calib-samples", type=int, default=16,
                         help="architectures measured end to end to calibrate a table profiled here (half lopsided)")
+    parser.add_argument("--backend", default=BACKEND, choices=tuple(EXPORT_FORMATS),
+                        help="the runtime to target: ort-cpu (default; ONNX), openvino (an OpenVINO IR) or executorch "
+                             "(a .pte for XNNPACK, as on a phone); the last two need requirements-mobile.txt and "
+                             "profile fbnet here first (minutes to half an hour on 2 cores)")
     args = parser.parse_args(argv)
+    backend, fmt = args.backend, EXPORT_FORMATS[args.backend]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lut = out / f"{SPACE}_{BACKEND}.json"
+    lut = out / f"{SPACE}_{backend}.json"
+    model = out / MODEL_FILES[fmt]
 
     run(["spaces"])
     run(["arch", "summary", "preset:fbnet_c"])
 
     # 1. a latency table of this CPU: the shipped one if it was measured here, else profile now
     if not lut.exists():
-        shipped = shipped_table_for_this_device()
+        shipped = shipped_table_for_this_device(backend)
         if shipped is not None:
             print(f"\nusing the table shipped for this CPU: {shipped}")
             shutil.copyfile(shipped, lut)
-    run(["profile", "--space", SPACE, "--backend", BACKEND, "--out", str(lut), "--resume"])
+    run(["profile", "--space", SPACE, "--backend", backend, "--out", str(lut), "--resume"])
     # the deployed model classifies the 10 digits: measure that head too (seconds), so that the
     # calibration, the search and the prediction are for the network that is exported
-    run(["profile", "--space", SPACE, "--backend", BACKEND, "--num-classes", str(DIGITS_CLASSES), "--out", str(lut),
+    run(["profile", "--space", SPACE, "--backend", backend, "--num-classes", str(DIGITS_CLASSES), "--out", str(lut),
          "--resume"])
     record = (LatencyTable.load(lut).calibration or {}).get("224") or {}
     if record.get("num_classes") != DIGITS_CLASSES:  # calibrate on the head that is deployed
@@ -91,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. the prediction with its stated error, then the exported model measured against it
     run(["predict", "--lut", str(lut), str(arch), "--num-classes", str(DIGITS_CLASSES)])
-    run(["export", str(arch), "--weights", str(train_dir / "model.pt"), "--resolution", "224",
-         "--onnx", str(out / "model.onnx"), "--lut", str(lut), "--force"])  # a rerun of the demo replaces its own export
-    print(f"\ndemo done: {out / 'model.onnx'} and {out / 'model.export_report.json'}; "
-          f"benchmark it with `python deploy/benchmark.py {out / 'model.onnx'}`")
+    run(["export", str(arch), "--weights", str(train_dir / "model.pt"), "--resolution", "224", "--format", fmt,
+         "--out", str(model), "--lut", str(lut), "--force"])  # a rerun of the demo replaces its own export
+    print(f"\ndemo done: {model} and {out / 'model.export_report.json'}"
+          + (f"; benchmark it with `python deploy/benchmark.py {model}`" if fmt == "onnx" else ""))
     return 0
 
 

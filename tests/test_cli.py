@@ -11,8 +11,8 @@ from hwnas.cli import main
 def test_spaces_lists_every_space(capsys):
     assert main(["spaces", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"fbnet", "fbnet_cifar100", "mnasnet", "mobilenetv3", "mobilenetv3_w12", "nb201",
-                                          "proxylessnas", "tiny"}
+    assert {r["name"] for r in rows} == {"darts", "darts_small", "darts_tiny", "fbnet", "fbnet_cifar100", "mnasnet",
+                                          "mobilenetv3", "mobilenetv3_w12", "nb201", "proxylessnas", "tiny"}
     fbnet = next(r for r in rows if r["name"] == "fbnet")
     assert fbnet["decisions"] == 22 and 20 < fbnet["log10_size"] < 21
 

@@ -73,9 +73,12 @@ def rel_diff(a, b):
 
 
 # --- every preset and a sampled architecture of every space --------------------------------
-CASES = [(f"preset:{name}", 64) for name in sorted(PRESETS)] + [
-    (f"space:{name}", 32 if name == "tiny" else 64) for name in sorted(SPACES)
-]
+#: DARTS's evaluation network (C=36, 20 cells: preset darts_v2, space darts) and its CPU search size
+#: export as darts_tiny does, the same cell code at another width and depth; they are left out here
+#: for time (2 minutes), darts_tiny stands for them (tests/test_darts_space.py checks darts_v2 itself)
+DARTS_SIZES = {"preset:darts_v2", "space:darts", "space:darts_small"}
+CASES = [c for c in [(f"preset:{name}", 64) for name in sorted(PRESETS)] + [
+    (f"space:{name}", 32 if name == "tiny" else 64) for name in sorted(SPACES)] if c[0] not in DARTS_SIZES]
 
 
 @pytest.mark.parametrize("ref, resolution", CASES, ids=[c[0] for c in CASES])

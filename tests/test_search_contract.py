@@ -99,7 +99,7 @@ def _kill_when(proc, ready, timeout=60.0):
 def test_resume_after_kill_9_equals_an_uninterrupted_run(name, tmp_path):
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}"}
-    proc = subprocess.Popen([sys.executable, str(TESTS / "search_contract_setup.py"), name, str(killed), "0.1"],
+    proc = subprocess.Popen([sys.executable, str(TESTS / "search_contract_setup.py"), name, str(killed), "0.25"],
                             env=env, cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if name in SUPERNET:
         _kill_when(proc, lambda: (killed / "log.jsonl").is_file() and len(read_jsonl(killed / "log.jsonl")) >= 1)
