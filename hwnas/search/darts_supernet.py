@@ -73,7 +73,28 @@ class MixedCell(nn.Module):
         return nodes[-1]
 
 
-class CellSupernet(nn.Module):
+class _AlphaSupernet(nn.Module):
+    """What the training loop sees of a supernet: one alpha vector per edge (`self.alphas`, in the
+    order of `self.edges`), the weights apart from them, and softmax(alpha) per edge."""
+
+    alphas: nn.ParameterList
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(a) for a in self.alphas}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas)
+
+    def probabilities(self) -> list[torch.Tensor]:
+        """softmax(alpha) per edge: the mixing weights (differentiable)."""
+        return [F.softmax(a, dim=0) for a in self.alphas]
+
+    def log_probabilities(self) -> list[list[float]]:
+        return [F.log_softmax(a.detach(), dim=0).tolist() for a in self.alphas]
+
+
+class CellSupernet(_AlphaSupernet):
     """NB201's skeleton with mixed cells: stem conv at `channels[0]`; per stage `cells_per_stage`
     mixed cells, a ResNetBasicblock (stride 2) between stages; BN, ReLU, pool, linear. One alpha
     vector per edge (1e-3 x normal noise: nearly uniform, as DARTS initialises it), shared by every cell,
@@ -104,20 +125,6 @@ class CellSupernet(nn.Module):
     @classmethod
     def for_space(cls, space: SearchSpace, channels: Sequence[int], cells_per_stage: int) -> "CellSupernet":
         return cls(edges(space), space.num_classes, channels, cells_per_stage)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(a) for a in self.alphas}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas)
-
-    def probabilities(self) -> list[torch.Tensor]:
-        """softmax(alpha) per edge: the mixing weights (differentiable)."""
-        return [F.softmax(a, dim=0) for a in self.alphas]
-
-    def log_probabilities(self) -> list[list[float]]:
-        return [F.log_softmax(a.detach(), dim=0).tolist() for a in self.alphas]
 
     def argmax_choices(self) -> dict[str, str]:
         """The derived cell: per edge the op of the largest alpha (NB201 keeps one op per edge)."""
@@ -165,7 +172,7 @@ class MixedDartsCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class DartsCellSupernet(nn.Module):
+class DartsCellSupernet(_AlphaSupernet):
     """DARTS's search network over a darts space: `cells` mixed cells of width `channels`
     (DARTS searches with C=16 and 8 cells), the skeleton of hwnas.core.darts.DartsNetwork.
     Alphas: one logit vector per edge of `edges(space)`, 14 normal then 14 reduce, shared by every
@@ -188,20 +195,6 @@ class DartsCellSupernet(nn.Module):
                                                                                     by_type[plan.cell_type]))
         self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(len(e.ops))) for e in self.edges)
         init_for_training(self, self.network.classifier)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(a) for a in self.alphas}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas)
-
-    def probabilities(self) -> list[torch.Tensor]:
-        """softmax(alpha) per edge (normal edges, then reduce edges): the mixing weights."""
-        return [F.softmax(a, dim=0) for a in self.alphas]
-
-    def log_probabilities(self) -> list[list[float]]:
-        return [F.log_softmax(a.detach(), dim=0).tolist() for a in self.alphas]
 
     def argmax_choices(self) -> dict[str, str]:
         """The derived cells by DARTS's rule: per node the 2 incoming edges whose strongest non-`none`

@@ -85,6 +85,20 @@ class DeviceDecisionCosts:
         return torch.stack([device.expected(probabilities) for device in self.per_device]).max()
 
 
+def check_additive(predictor, summed, over: str, checks: int, seed: int) -> None:
+    """`summed(choices)` equals the predictor's latency on `checks` random architectures (to
+    TOLERANCE), or LutError: the model is not a sum over `over`."""
+    space = predictor.space
+    rng = random.Random(seed)
+    for _ in range(checks):
+        choices = space.sample(rng)
+        actual = predictor.latency_ms(Arch.create(space, choices))
+        if abs(summed(choices) - actual) > TOLERANCE * max(abs(actual), 1.0):
+            raise LutError(f"the latency model of space {space.name!r} is not a sum over {over} (e.g. "
+                           f"{actual:.4g} ms predicted, {summed(choices):.4g} ms by the sum), so it has "
+                           "no differentiable expected latency; give a --lut table profiled with `hwnas profile`")
+
+
 def latencies_ms(predictor, arch: Arch) -> list[float]:
     """The predicted latency of `arch` per budgeted device, exactly (not by the additive form's
     float32 sum): the one latency, or each device's in the first budget's units."""
@@ -113,14 +127,7 @@ def decision_costs(predictor, checks: int = 20, seed: int = 0) -> DecisionCosts 
     costs = tuple(torch.tensor([predictor.latency_ms(Arch.create(space, {**base, n: c})) - fixed for c in cands],
                                dtype=torch.float64) for n, cands in zip(names, candidates))
     result = DecisionCosts(names, candidates, float(fixed), costs)
-    rng = random.Random(seed)
-    for _ in range(checks):
-        choices = space.sample(rng)
-        actual = predictor.latency_ms(Arch.create(space, choices))
-        if abs(result.latency_ms(choices) - actual) > TOLERANCE * max(abs(actual), 1.0):
-            raise LutError(f"the latency model of space {space.name!r} is not a sum over its decisions (e.g. "
-                           f"{actual:.4g} ms predicted, {result.latency_ms(choices):.4g} ms by the sum), so it has "
-                           "no differentiable expected latency; give a --lut table profiled with `hwnas profile`")
+    check_additive(predictor, result.latency_ms, "its decisions", checks, seed)
     return DecisionCosts(names, candidates, result.fixed, tuple(c.float() for c in costs))
 
 
@@ -205,14 +212,7 @@ def edge_costs(predictor, checks: int = 20, seed: int = 0) -> EdgeCosts | Device
                for op in e.ops]
         costs.append(torch.tensor(row, dtype=torch.float64))
     result = EdgeCosts(all_edges, float(fixed), tuple(costs), tuple(2.0 / e.to for e in all_edges))
-    rng = random.Random(seed)
-    for _ in range(checks):
-        choices = space.sample(rng)
-        actual = predictor.latency_ms(Arch.create(space, choices))
-        if abs(result.latency_ms(choices) - actual) > TOLERANCE * max(abs(actual), 1.0):
-            raise LutError(f"the latency model of space {space.name!r} is not a sum over its cells' edge ops (e.g. "
-                           f"{actual:.4g} ms predicted, {result.latency_ms(choices):.4g} ms by the sum), so it has "
-                           "no differentiable expected latency; give a --lut table profiled with `hwnas profile`")
+    check_additive(predictor, result.latency_ms, "its cells' edge ops", checks, seed)
     return EdgeCosts(all_edges, result.fixed, tuple(c.float() for c in costs), result.keep)
 
 
