@@ -187,12 +187,7 @@ class BananasStrategy(TrialStrategy):
 
     def _uniform(self) -> Arch:
         """A uniform sample; within the budgets when the loop says which are (at most 1,000 draws)."""
-        arch = Arch.create(self.space, self.space.sample(self.rng))
-        for _ in range(1000 if self.feasible else 0):
-            if self.feasible(arch):
-                break
-            arch = Arch.create(self.space, self.space.sample(self.rng))
-        return arch
+        return self.sample_feasible(self.rng)
 
     def _fresh_uniform(self) -> Arch:
         """A uniform sample not proposed before (a repeat only once the space is nearly exhausted)."""

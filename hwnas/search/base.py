@@ -175,6 +175,16 @@ class TrialStrategy(Strategy, ABC):
         """`batch`: proposals the loop asks before it tells any of them (parallel evaluation)."""
         self.space, self.seed, self.run_dir, self.objectives, self.batch = space, seed, run_dir, objectives, batch
 
+    def sample_feasible(self, rng, draws: int = 1000) -> Arch:
+        """A uniform sample of the space; within the budgets when the loop says which are
+        (`feasible`), drawing at most `draws` times (the last draw is returned if none is)."""
+        arch = Arch.create(self.space, self.space.sample(rng))
+        for _ in range(draws if self.feasible else 0):
+            if self.feasible(arch):
+                break
+            arch = Arch.create(self.space, self.space.sample(rng))
+        return arch
+
     @abstractmethod
     def ask(self) -> Arch:
         ...

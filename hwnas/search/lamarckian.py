@@ -92,14 +92,6 @@ class _Lamarckian(TrialStrategy):
                                             all(m.exact for m in moves), weights_file(parent.arch), weights_file(child))
         return child
 
-    def _uniform_feasible(self) -> Arch:
-        arch = Arch.create(self.space, self.space.sample(self.rng))
-        for _ in range(1000 if self.feasible else 0):
-            if self.feasible(arch):
-                break
-            arch = Arch.create(self.space, self.space.sample(self.rng))
-        return arch
-
 
 @dataclass(frozen=True)
 class NashOptions(Options):
@@ -140,7 +132,7 @@ class NashStrategy(_Lamarckian):
             self.current, self.round_told, self.round_best = None, 0, None
         # the small start; after a failed start or a finished climb, a random network within the budgets
         self.starts += 1
-        return self._from_scratch(small_start(self.space) if self.starts == 1 else self._uniform_feasible())
+        return self._from_scratch(small_start(self.space) if self.starts == 1 else self.sample_feasible(self.rng))
 
     def tell(self, trial) -> None:
         scored = trial.state == "complete" and trial.objective is not None
@@ -251,7 +243,7 @@ class LemonadeStrategy(_Lamarckian):
         self.generations += 1
         front = self.front()
         if not front:  # nothing scored yet (failures, or a batch ahead of its tells): another start
-            return [self._from_scratch(self._uniform_feasible())]
+            return [self._from_scratch(self.sample_feasible(self.rng))]
         cheap = np.array([self._cheap(t) for t in front])
         weights = 1.0 / kde_density(cheap, cheap)
         parents = self.rng.choices(front, weights=weights.tolist(), k=self.options.children)
@@ -262,7 +254,7 @@ class LemonadeStrategy(_Lamarckian):
                     and (self.feasible is None or self.feasible(child))):
                 children[child.hash] = (parent, child, moves)
         if not children:
-            return [self._from_scratch(self._uniform_feasible())]
+            return [self._from_scratch(self.sample_feasible(self.rng))]
         pool = list(children.values())
         child_cheap = np.array([self._cheap(child) for _, child, _ in pool])
         density = kde_density(np.concatenate([cheap, child_cheap]), child_cheap)
