@@ -24,7 +24,8 @@ from hwnas.profilers.end_to_end import measure_end_to_end  # noqa: E402
 from hwnas.profilers.interleaved import RoundsConfig  # noqa: E402
 from hwnas.profilers.statistics import StatsConfig  # noqa: E402
 from hwnas.runtimes import Runner, load_runner  # noqa: E402
-from hwnas.runtimes.executorch import ExecuTorchRunner, etdump_breakdown, lower_pte, verify  # noqa: E402
+from hwnas.runtimes.executorch import ExecuTorchRunner, etdump_breakdown, lower_pte  # noqa: E402
+from hwnas.runtimes.module_check import check_against_module  # noqa: E402
 
 SHAPE = (1, 3, 16, 16)
 
@@ -68,9 +69,9 @@ def test_a_module_is_lowered_checked_and_timed_like_torch(program):
 
 def test_a_program_that_disagrees_with_its_module_is_refused(program):
     with ExecuTorchRunner(program, timing_shape=SHAPE) as runner:
-        verify(runner, small_net(), 1e-3, "executorch")  # its own module: fine
+        check_against_module(runner, small_net(), 1e-3, "executorch", "the lowered program")  # its own module: fine
         with pytest.raises(BackendError, match="disagrees with the torch module"):
-            verify(runner, small_net(seed=1), 1e-3, "executorch")
+            check_against_module(runner, small_net(seed=1), 1e-3, "executorch", "the lowered program")
 
 
 def test_the_profiler_records_runtime_version_and_options_in_the_fingerprint():

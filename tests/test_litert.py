@@ -22,7 +22,7 @@ from hwnas.profilers.end_to_end import measure_end_to_end  # noqa: E402
 from hwnas.profilers.interleaved import RoundsConfig  # noqa: E402
 from hwnas.profilers.statistics import StatsConfig  # noqa: E402
 from hwnas.runtimes import load_runner  # noqa: E402
-from hwnas.runtimes.executorch import verify  # noqa: E402
+from hwnas.runtimes.module_check import check_against_module  # noqa: E402
 from hwnas.runtimes.litert import LiteRTRunner, convert_tflite  # noqa: E402
 
 SHAPE = (1, 3, 16, 16)
@@ -47,9 +47,9 @@ def test_a_converted_model_runs_like_torch_and_a_wrong_one_is_refused(tflite):
     with load_runner("litert", tflite, SHAPE) as runner:
         np.testing.assert_allclose(runner.infer(x), want, rtol=1e-4, atol=1e-5)
         assert runner.time_call() > 0
-        verify(runner, small_net(), 1e-3, "litert")
+        check_against_module(runner, small_net(), 1e-3, "litert", "the lowered program")
         with pytest.raises(BackendError, match="disagrees"):
-            verify(runner, small_net(seed=1), 1e-3, "litert")
+            check_against_module(runner, small_net(seed=1), 1e-3, "litert", "the lowered program")
 
 
 def test_the_profiler_times_ops_and_networks_and_records_its_versions(tflite):

@@ -40,6 +40,7 @@ import numpy as np
 from ..errors import BackendError, MissingDependencyError
 from .base import Runner
 from .memory import MemoryInfo
+from .module_check import check_against_module
 
 INSTALL_HINT = "pip install -r requirements-mobile.txt (executorch)"
 
@@ -265,31 +266,8 @@ def executorch_runner(model, input_shape, *, threads: int = 1, clock: str | None
     runner = ExecuTorchRunner(lowered.pte, threads=threads, timing_shape=input_shape, clock=clock,
                               memory=memory).activate()
     if verify_tolerance and quantize_batches is None:
-        try:
-            verify(runner, module, verify_tolerance, "executorch")
-        except BaseException:
-            runner.close()
-            raise
+        check_against_module(runner, module, verify_tolerance, "executorch", "the lowered program")
     return runner
-
-
-def verify(runner: Runner, module, tolerance: float, name: str) -> None:
-    """Refuse a program whose output differs from the module's (relative to the output's scale)."""
-    import torch
-
-    x = runner.timing_input
-    runner.time_call()  # the timed path itself, once
-    got = runner.infer(x)
-    with torch.inference_mode():
-        want = module(torch.from_numpy(x))
-    while not hasattr(want, "numpy"):
-        want = next(iter(want.values())) if isinstance(want, dict) else want[0]
-    want = want.numpy()
-    scale = max(float(np.abs(want).max()), 1.0)
-    if got.shape != want.shape or float(np.abs(got - want).max()) > tolerance * scale:
-        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
-        raise BackendError(f"{name}: the lowered program disagrees with the torch module "
-                           f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import BackendError, MissingDependencyError
 from .base import Runner
 from .memory import MemoryInfo
+from .module_check import check_against_module
 
 INSTALL_HINT = ("pip install ai-edge-litert==2.3.0 litert-torch==0.10.0 (see requirements-mobile.txt: litert-torch "
                 "pins typing-extensions<4.13, so give it its own environment)")
@@ -150,7 +151,6 @@ def litert_runner(model, input_shape, *, threads: int = 1, clock: str | None = "
         return LiteRTRunner(model, threads=threads, timing_shape=input_shape, clock=clock).activate()
     import torch
 
-    from .executorch import verify
     from .memory import estimate_on_cpu
     from .torch_eager import ThreadScope
 
@@ -161,10 +161,6 @@ def litert_runner(model, input_shape, *, threads: int = 1, clock: str | None = "
         tflite = convert_tflite(module, x, what=what)
     runner = LiteRTRunner(tflite, threads=threads, timing_shape=input_shape, clock=clock, memory=memory).activate()
     if verify_tolerance:
-        try:
-            verify(runner, module, verify_tolerance, "litert")
-        except BaseException:
-            runner.close()
-            raise
+        check_against_module(runner, module, verify_tolerance, "litert", "the lowered program")
     return runner
 

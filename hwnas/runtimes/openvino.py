@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import BackendError, MissingDependencyError
 from .base import Runner
 from .memory import MemoryInfo
+from .module_check import check_against_module
 
 INSTALL_HINT = "pip install -r requirements-mobile.txt (openvino)"
 #: INFERENCE_PRECISION_HINT values offered (the CPU plugin's names) and their short aliases
@@ -229,27 +230,5 @@ def openvino_runner(model, input_shape, *, threads: int = 1, precision: str = "f
         runner = OpenVinoRunner(ov_model, settings, timing_shape=input_shape, clock=clock, memory=memory,
                                 what=what).activate()
         if verify_tolerance and settings.precision == "f32":
-            try:
-                _verify(runner, module, verify_tolerance)
-            except BaseException:
-                runner.close()
-                raise
+            check_against_module(runner, module, verify_tolerance, "openvino", "the converted model")
     return runner
-
-
-def _verify(runner: OpenVinoRunner, module, tolerance: float) -> None:
-    """Refuse a converted model whose output differs from the module's (relative to its scale)."""
-    import torch
-
-    from .ort import _first_tensor
-
-    x = runner.timing_input
-    runner.time_call()  # the timed path itself, once
-    got = runner.infer(x)
-    with torch.inference_mode():
-        want = _first_tensor(module(torch.from_numpy(x))).numpy()
-    scale = max(float(np.abs(want).max()), 1.0)
-    if got.shape != want.shape or float(np.abs(got - want).max()) > tolerance * scale:
-        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
-        raise BackendError(f"openvino: the converted model disagrees with the torch module (max abs diff {diff:.3g} "
-                           f"at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import BackendError, ExportError, MissingDependencyError
 from .base import Runner
 from .memory import MemoryInfo
+from .module_check import check_against_module
 
 OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -210,33 +211,5 @@ def ort_runner(model, input_shape, *, threads: int = 1, opt_level: str = "all", 
         runner = OrtRunner(proto.SerializeToString(), settings, timing_shape=input_shape, clock=clock,
                            memory=memory, what=what).activate()
         if verify_tolerance and runner.static_outputs:
-            try:
-                _verify(runner, module, verify_tolerance, name)
-            except BaseException:
-                runner.close()
-                raise
+            check_against_module(runner, module, verify_tolerance, name, "the exported ONNX graph")
     return runner
-
-
-def _first_tensor(output):
-    """The first tensor of a module's output (a tensor, a dict of features, a tuple): the graph's first output."""
-    while not hasattr(output, "numpy"):
-        output = next(iter(output.values())) if isinstance(output, dict) else output[0]
-    return output
-
-
-def _verify(runner: OrtRunner, module, tolerance: float, name: str) -> None:
-    """Refuse an exported graph whose output differs from the module's (relative to the output's
-    scale: deep random-weight networks reach logits in the thousands)."""
-    import torch
-
-    x = runner.timing_input
-    runner.time_call()  # the timed path itself, once
-    got = runner.infer(x)
-    with torch.inference_mode():
-        want = _first_tensor(module(torch.from_numpy(x))).numpy()
-    scale = max(float(np.abs(want).max()), 1.0)
-    if got.shape != want.shape or float(np.abs(got - want).max()) > tolerance * scale:
-        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
-        raise BackendError(f"{name}: the exported ONNX graph disagrees with the torch module "
-                           f"(max abs diff {diff:.3g} at output scale {scale:.3g}, shapes {got.shape} vs {want.shape})")
