@@ -10,7 +10,8 @@ lets every strategy do so unchanged: measure latency in units of the budgets. Th
 its budget, it is device 1's own latency whenever device 1 is the one that binds, and a strategy
 that keeps it under B_1 (rejection, penalty, a repair, a differentiable penalty on the expected
 latency) keeps every device under its own. Per layer, each device's costs are scaled by
-B_1 / B_d (`device_layer_costs`), so a repair sees which device is over and by how much.
+B_1 / B_d (`in_budget_units`; hwnas.search.decision_costs), so a repair sees which device is over
+and by how much.
 
 Devices given without a budget are reported, never constrained. Memory and parameters are the
 first device's (the same network everywhere; a published table counts them from the ops).
