@@ -1,8 +1,9 @@
 """DARTS against its robust variant and against sampling, on NAS-Bench-201, at equal CPU time.
 
-Per seed: `--strategy darts` and `--darts-variant darts-minus` (DARTS-) train their supernets on the
-two halves of the CIFAR-10 subset; their mean process CPU time is the budget of the two samplers of
-that seed, which run one trial at a time (each increment a resume of the same run, in this process)
+Per seed: `--strategy darts`, `--darts-variant darts-minus` (DARTS-) and `--darts-variant darts-pt`
+(DARTS-PT: DARTS's supernet, the cell selected by perturbation) train their supernets on the two
+halves of the CIFAR-10 subset; the mean process CPU time of darts and darts-minus is the budget of
+the two samplers of that seed (darts-pt spends its selection phase on top: its CPU time is printed), which run one trial at a time (each increment a resume of the same run, in this process)
 until they have spent it:
   spos+evolution  `--strategy evolution --evaluator shared` (a SPOS supernet of the nb201 space,
                   trained once per run for `--spos-epochs`, then candidates scored with its weights)
@@ -11,7 +12,8 @@ until they have spent it:
                   the other 20% (the evaluator at hand when there is no benchmark to look up)
 Every search selects on its own data only; afterwards each result is looked up in NAS-Bench-201:
 its 200-epoch CIFAR-10 test accuracy, printed beside the published figures (NB201 paper, Dong & Yang
-2020, Table 5: DARTS-V1 54.30, random search 93.70, REA 93.92; DARTS-, Chu et al. 2021: 93.80).
+2020, Table 5: DARTS-V1 54.30, random search 93.70, REA 93.92; DARTS-, Chu et al. 2021: 93.80; DARTS+PT,
+Wang et al. 2021: 88.11).
 
 CPU time is `time.process_time()` of this process (one torch thread), so other jobs on the machine
 do not distort it. No search here uses the latency budget (accuracy only); the LUT is needed by the
@@ -55,9 +57,11 @@ from hwnas.tabular.nb201 import SIGNALS, NB201Table  # noqa: E402
 from hwnas.train.data import load_data  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
-METHODS = ("darts", "darts-minus", "spos+evolution", "random+scratch")
+METHODS = ("darts", "darts-minus", "darts-pt", "spos+evolution", "random+scratch")
+DARTS_METHODS = ("darts", "darts-minus", "darts-pt")
 #: published NB201 CIFAR-10 test accuracy (%) of each method, and where it is from
 ANCHORS = {"darts": ("54.30", "NB201 Table 5, DARTS-V1"), "darts-minus": ("93.80", "Chu et al. 2021, DARTS-"),
+           "darts-pt": ("88.11", "Wang et al. 2021, DARTS+PT"),
            "spos+evolution": ("93.92", "NB201 Table 5, REA (evolution on true accuracies)"),
            "random+scratch": ("93.70", "NB201 Table 5, random search")}
 
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
                 row = json.loads(row_path.read_text())
             else:
                 run_dir = out / "runs" / f"{method}_s{seed}"
-                if method in ("darts", "darts-minus"):
+                if method in DARTS_METHODS:
                     found = run_darts(method, args, space, predictor, data, seed, run_dir)
                 else:
                     budget = args.cpu_budget or (statistics.mean(darts_cpu) if darts_cpu else None)
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
                 row = {"method": method, "seed": seed, "cpu_s": round(found["cpu_s"], 1), "trials": found["trials"],
                        "parameter_free_edges": found["parameter_free_edges"], **lookup(table, found["arch"])}
                 atomic_write_json(row_path, row)
-            if method in ("darts", "darts-minus"):
+            if method in ("darts", "darts-minus"):  # darts-pt's selection comes on top: its CPU is printed
                 darts_cpu.append(row["cpu_s"])
             rows.append(row)
             print(f"seed {seed} {method:15s} {row['test_200ep']:6.2f}%  {row['cpu_s']:8.1f} CPU-s  "

@@ -129,6 +129,78 @@ def test_repair_works_on_cell_edges(space, predictor):
     assert all(step.kind == "downgrade" and step.saved_ms > 0 for step in steps)
 
 
+
+# --- DARTS-PT: selection by perturbation ------------------------------------------------------
+def test_a_projected_edge_mixes_one_hot_and_a_removed_op_weighs_nothing(space):
+    net = tiny_net(space)
+    with torch.no_grad():
+        net.alphas[1].copy_(torch.tensor([0.5, 0.1, -0.2, 0.3, 0.0]))
+    probs = net.probabilities()
+    net.projected = {0: 3}
+    net.removed = (1, 0)
+    weights = net.mixing_weights()
+    assert weights[0].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert weights[1][0] == 0 and torch.allclose(weights[1][1:], probs[1][1:])  # the others keep theirs
+    assert all(torch.equal(w, p) for w, p in zip(weights[2:], probs[2:]))
+    assert all(torch.equal(a, b) for a, b in zip(net.probabilities(), probs))  # alphas untouched
+
+
+def test_pt_projects_onto_the_op_whose_removal_costs_most_accuracy_then_the_most_loss():
+    from hwnas.search.darts_pt import select
+
+    rows = [{"acc_without": 30.0, "loss_without": 2.0}, {"acc_without": 25.0, "loss_without": 2.1},
+            {"acc_without": 25.0, "loss_without": 2.3}, {"acc_without": 31.0, "loss_without": 1.9}]
+    assert select(rows) == 2
+
+
+def test_a_darts_pt_search_selects_each_edge_by_its_measured_check(space, predictor, digits, tmp_path):
+    from hwnas.search.darts_pt import select
+
+    result = run_search(problem(space, predictor, digits, tmp_path / "pt"),
+                        DARTSStrategy(DARTSConfig(variant="darts-pt", epochs=2, pt_batches=2, pt_tune_steps=1, **TINY)))
+    doc = json.loads((tmp_path / "pt" / "result.json").read_text())
+    projection = doc["projection"]
+    assert sorted(e["edge"] for e in projection["edges"]) == sorted(space.decision_names)
+    for edge in projection["edges"]:
+        assert [r["op"] for r in edge["ops"]] == list(space.decision(edge["edge"]).choices)
+        assert edge["chosen"] == edge["ops"][select(edge["ops"])]["op"]
+        assert result.arch.choice_map[edge["edge"]] == edge["chosen"]  # no budget: the projection itself
+    assert doc["cpu_s"] > projection["cpu_s"] > 0
+    assert set(doc["alpha_argmax_arch"]["choices"]) == set(space.decision_names)
+
+
+def test_a_darts_pt_search_killed_between_edges_resumes_to_the_same_cell(space, predictor, digits, tmp_path,
+                                                                        monkeypatch):
+    from hwnas.search import darts_pt
+
+    strategy = DARTSStrategy(DARTSConfig(variant="darts-pt", epochs=1, pt_batches=2, pt_tune_steps=2, **TINY))
+    full = run_search(problem(space, predictor, digits, tmp_path / "full"), strategy)
+    tune, calls = darts_pt.Projection.tune, []
+
+    def dies_at_the_third_edge(self, index):
+        calls.append(index)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        tune(self, index)
+
+    monkeypatch.setattr(darts_pt.Projection, "tune", dies_at_the_third_edge)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(problem(space, predictor, digits, tmp_path / "part"), strategy)
+    monkeypatch.setattr(darts_pt.Projection, "tune", tune)
+    resumed = run_search(problem(space, predictor, digits, tmp_path / "part", resume=True), strategy)
+    assert resumed.arch == full.arch
+    assert resumed.details["projection"]["edges"] == full.details["projection"]["edges"]
+
+
+def test_darts_pt_is_refused_on_the_darts_space_which_also_selects_inputs(darts_space, darts_predictor, digits,
+                                                                          tmp_path):
+    from hwnas.errors import HwnasError
+
+    with pytest.raises(HwnasError, match=r"darts-pt selects one op per edge \(nb201\)"):
+        run_search(problem(darts_space, darts_predictor, digits, tmp_path / "r"),
+                   DARTSStrategy(DARTSConfig(variant="darts-pt", **TINY)))
+    assert not (tmp_path / "r").exists()
+
 # --- the training -----------------------------------------------------------------------------
 def test_second_order_at_zero_step_is_the_first_order_gradient_and_restores_the_weights(space, predictor, digits,
                                                                                        tmp_path):

@@ -23,6 +23,11 @@ Collapse Without Indicators", ICLR 2021): every mixed edge gets an auxiliary ski
 search. The skip path's gradient advantage (the cause of the collapse to parameter-free cells, in
 their analysis) is taken by the auxiliary path, which vanishes by the end, so the candidate
 skip_connect no longer has to win to let gradients through. It costs one addition per edge.
+
+`--darts-variant darts-pt` is DARTS-PT (Wang et al., "Rethinking Architecture Selection in
+Differentiable NAS", ICLR 2021): the supernet trained as DARTS trains it, the cell then selected
+edge by edge by the accuracy the supernet loses when an op is masked out, with a short fine-tune
+after each edge (darts_pt.py); nb201 only.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from .fbnet_finish import report_fit
 from .darts_train import PARAMETER_FREE, DartsTraining
 from .decision_costs import decision_costs, edge_costs
 
-VARIANTS = ("darts", "darts-minus")
+VARIANTS = ("darts", "darts-minus", "darts-pt")
 #: NAS-Bench-201's class counts -> the dataset whose figures the derived cell reports
 BENCHMARK_DATASETS = {10: "cifar10", 100: "cifar100", 120: "imagenet16-120"}
 
@@ -57,7 +62,9 @@ class DARTSConfig(Options):
     max_batches: int | None = reads("max_batches", None)
     variant: str = option("darts", "--darts-variant", choices=VARIANTS, help=(
         "darts (default); darts-minus: DARTS- (Chu et al., ICLR 2021), an auxiliary skip connection on "
-        "every edge whose weight decays linearly from --aux-skip to 0, against the collapse to skip cells"))
+        "every edge whose weight decays linearly from --aux-skip to 0, against the collapse to skip cells; "
+        "darts-pt: DARTS-PT (Wang et al., ICLR 2021), the cell selected by how much accuracy the supernet "
+        "loses without each op, edge by edge (nb201)"))
     order: int = option(1, "--darts-order", type=int, metavar="{1,2}", help=(
         "1 (default): architecture gradient at the current weights; 2: DARTS's second-order "
         "(unrolled) gradient: a search step costs ~2.7x (4.8 instead of 1.8 CPU-s at the defaults)"))
@@ -75,6 +82,10 @@ class DARTSConfig(Options):
     arch_weight_decay: float = 1e-3
     aux_skip: float = option(1.0, "--aux-skip", type=float, help=(
         "darts-minus: initial weight of the auxiliary skip connection (DARTS-: 1.0), decaying linearly to 0"))
+    pt_batches: int = option(8, "--pt-batches", type=int, help=(
+        "darts-pt: batches of the architecture half on which each masked op's accuracy is measured (default 8)"))
+    pt_tune_steps: int = option(10, "--pt-tune-steps", type=int, help=(
+        "darts-pt: weight steps of fine-tuning after each projected edge (default 10)"))
     penalty_weight: float = option(5.0, "--penalty-weight", type=float, help="weight w of the budget hinge")
     under_weight: float = option(0.5, "--under-weight", type=float, help=(
         "fraction of the hinge weight that pulls the expected latency up toward the budget "
@@ -97,6 +108,9 @@ class DARTSConfig(Options):
             raise HwnasError("--darts-channels and --darts-cells must be >= 1")
         if not self.weight_lr > 0 or not self.arch_lr > 0:
             raise HwnasError("--weight-lr and --arch-lr must be > 0")
+        if self.pt_batches < 1 or self.pt_tune_steps < 0:
+            raise HwnasError(f"--pt-batches must be >= 1 and --pt-tune-steps >= 0, got {self.pt_batches} "
+                             f"and {self.pt_tune_steps}")
         if self.aux_skip < 0:
             raise HwnasError(f"--aux-skip must be >= 0, got {self.aux_skip}")
         if not 0.0 <= self.under_weight <= 1.0:
@@ -122,6 +136,9 @@ class DARTSStrategy(SupernetStrategy):
         """Train the supernet (or resume it), then derive, repair and look up the cell."""
         cfg, space = self.config, problem.space
         edges(space)  # refuses a space that is not a cell space
+        if cfg.variant == "darts-pt" and isinstance(space, DartsSpace):
+            raise HwnasError(f"--darts-variant darts-pt selects one op per edge (nb201); {space.name} cells also "
+                             "choose their inputs: use --darts-variant darts or darts-minus there")
         if problem.data is None:
             raise HwnasError("--strategy darts trains a supernet: give --data DIR (e.g. ../shared/data/cifar10)")
         costs = self.latency_costs(problem)
@@ -131,7 +148,13 @@ class DARTSStrategy(SupernetStrategy):
                       "train_resolution": problem.data.resolution, "seed": problem.seed, **asdict(cfg)}
         training = DartsTraining(problem, cfg, run_config, costs)
         training.train(stop_after)
-        result = derive(training, problem, self.name)
+        projection = None
+        if cfg.variant == "darts-pt" and training.finished:
+            from .darts_pt import Projection
+
+            projection = Projection(training, cfg.pt_batches, cfg.pt_tune_steps)
+            projection.run(problem.progress)
+        result = derive(training, problem, self.name, projection)
         if training.log:
             from .plots import plot_edge_probabilities, plot_latency
 
@@ -156,11 +179,12 @@ class DARTSStrategy(SupernetStrategy):
             return None
 
 
-def derive(training: DartsTraining, problem: SearchProblem, strategy: str) -> SearchResult:
-    """The argmax cell, repaired if over the budget, with its benchmark figures and the run's facts."""
+def derive(training: DartsTraining, problem: SearchProblem, strategy: str, projection=None) -> SearchResult:
+    """The argmax cell (DARTS-PT's projected cell when `projection` is given), repaired if over the
+    budget, with its benchmark figures and the run's facts."""
     net, cfg, log = training.net, training.cfg, training.log
     space, predictor, budget = problem.space, problem.predictor, problem.budget_ms
-    argmax_choices = net.argmax_choices()
+    argmax_choices = net.argmax_choices() if projection is None else projection.choices
     argmax = Arch.create(space, argmax_choices)
     log_probs = net.decision_log_probs(argmax_choices)  # per decision of the space, in its order
     arch, steps = argmax, []
@@ -185,9 +209,13 @@ def derive(training: DartsTraining, problem: SearchProblem, strategy: str) -> Se
         "expected_latency_ms": log[-1]["expected_latency_ms"] if log else None,
         "probabilities": probs, "parameter_free_edges": free, "derived_edges": net.derived_ops,
         "collapsed": free == net.derived_ops,
-        "cpu_s": round(training.cpu, 3),
+        "cpu_s": round(training.cpu + (projection.cpu if projection is not None else 0.0), 3),
         **benchmark_details(arch, space, problem.data.num_classes),
     }
+    if projection is not None:
+        details["projection"] = {"batches": cfg.pt_batches, "tune_steps": cfg.pt_tune_steps,
+                                 "cpu_s": round(projection.cpu, 3), "edges": projection.log}
+        details["alpha_argmax_arch"] = Arch.create(space, net.argmax_choices()).to_dict()
     if arch != argmax and "benchmark" in details:
         details["argmax_benchmark"] = benchmark_details(argmax, space, problem.data.num_classes)["benchmark"]
     candidates = (Candidate(arch, predictor.latency_ms(arch), None, joint, tuple(steps), note="argmax"),)

@@ -79,6 +79,13 @@ class _AlphaSupernet(nn.Module):
 
     alphas: nn.ParameterList
 
+    def __init__(self):
+        super().__init__()
+        #: DARTS-PT's state (darts_pt.py): edge index -> the op index it is projected onto (its mixing
+        #: weights one-hot), and the (edge, op) masked out for one perturbation check, or None
+        self.projected: dict[int, int] = {}
+        self.removed: tuple[int, int] | None = None
+
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(a) for a in self.alphas}
         return [p for p in self.parameters() if id(p) not in arch]
@@ -92,6 +99,22 @@ class _AlphaSupernet(nn.Module):
 
     def log_probabilities(self) -> list[list[float]]:
         return [F.log_softmax(a.detach(), dim=0).tolist() for a in self.alphas]
+
+    def mixing_weights(self) -> list[torch.Tensor]:
+        """What each edge's ops are weighted by in the forward pass: softmax(alpha), except that a
+        projected edge is one-hot on its op and the `removed` op of an edge weighs 0 (the other ops
+        keep their weights, as DARTS-PT masks an op)."""
+        weights = self.probabilities()
+        if not self.projected and self.removed is None:
+            return weights
+        out = []
+        for i, w in enumerate(weights):
+            if i in self.projected:
+                w = F.one_hot(torch.tensor(self.projected[i]), len(w)).to(w.dtype)
+            if self.removed is not None and self.removed[0] == i:
+                w = w * (torch.arange(len(w)) != self.removed[1]).to(w.dtype)
+            out.append(w)
+        return out
 
 
 class CellSupernet(_AlphaSupernet):
@@ -137,7 +160,7 @@ class CellSupernet(_AlphaSupernet):
 
     def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
-        weights = self.probabilities()
+        weights = self.mixing_weights()
         x = self.stem(x)
         for block in self.cells:
             x = block(x, weights, aux_skip) if isinstance(block, MixedCell) else block(x)
@@ -227,7 +250,7 @@ class DartsCellSupernet(_AlphaSupernet):
 
     def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
-        probs = self.probabilities()
+        probs = self.mixing_weights()
         weights = {t: [p for e, p in zip(self.edges, probs) if e.cell == t] for t in darts_net.CELL_TYPES}
         net = self.network
         s0 = s1 = net.stem(x)
