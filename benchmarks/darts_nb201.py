@@ -2,8 +2,10 @@
 
 Per seed: `--strategy darts`, `--darts-variant darts-minus` (DARTS-) and `--darts-variant darts-pt`
 (DARTS-PT: DARTS's supernet, the cell selected by perturbation) train their supernets on the two
-halves of the CIFAR-10 subset; the mean process CPU time of darts and darts-minus is the budget of
-the two samplers of that seed (darts-pt spends its selection phase on top: its CPU time is printed), which run one trial at a time (each increment a resume of the same run, in this process)
+halves of the CIFAR-10 subset; the mean process CPU time of darts and darts-minus (`--budget-from`)
+is the budget of the two samplers of that seed (darts-pt spends its selection phase on top: its CPU
+time is printed; `--budget-from darts-pt --methods darts-pt random+scratch --out OTHER` gives random
+search darts-pt's time), which run one trial at a time (each increment a resume of the same run, in this process)
 until they have spent it:
   spos+evolution  `--strategy evolution --evaluator shared` (a SPOS supernet of the nb201 space,
                   trained once per run for `--spos-epochs`, then candidates scored with its weights)
@@ -80,6 +82,9 @@ def parse_args(argv=None):
     p.add_argument("--order", type=int, default=1, choices=(1, 2))
     p.add_argument("--cpu-budget", type=float, default=None,
                    help="CPU seconds per sampler run (default: the mean of the seed's DARTS runs)")
+    p.add_argument("--budget-from", nargs="+", default=["darts", "darts-minus"], choices=DARTS_METHODS, help=(
+        "the DARTS methods whose mean CPU time per seed is the samplers' budget (default: darts darts-minus; "
+        "darts-pt to give them its selection phase too)"))
     p.add_argument("--spos-epochs", type=int, default=3, help="SPOS supernet epochs (default 3)")
     p.add_argument("--spos-batches", type=int, default=None, help="SPOS batches per epoch (default: all)")
     p.add_argument("--calib-batches", type=int, default=10, help="SPOS batch-norm recalibration batches (default 10)")
@@ -176,7 +181,7 @@ def main(argv=None) -> int:
                 row = {"method": method, "seed": seed, "cpu_s": round(found["cpu_s"], 1), "trials": found["trials"],
                        "parameter_free_edges": found["parameter_free_edges"], **lookup(table, found["arch"])}
                 atomic_write_json(row_path, row)
-            if method in ("darts", "darts-minus"):  # darts-pt's selection comes on top: its CPU is printed
+            if method in args.budget_from:
                 darts_cpu.append(row["cpu_s"])
             rows.append(row)
             print(f"seed {seed} {method:15s} {row['test_200ep']:6.2f}%  {row['cpu_s']:8.1f} CPU-s  "

@@ -145,7 +145,9 @@ class DARTSStrategy(SupernetStrategy):
         run_config = {"strategy": self.name, "space": space.name, "resolution": space.resolution,
                       "lut": problem.predictor.fingerprint(), "budget_ms": problem.budget_ms,
                       "data": problem.data.name, "num_classes": problem.data.num_classes,
-                      "train_resolution": problem.data.resolution, "seed": problem.seed, **asdict(cfg)}
+                      "train_resolution": problem.data.resolution, "seed": problem.seed,
+                      **{k: v for k, v in asdict(cfg).items()  # darts-pt's settings are none of another run's
+                         if cfg.variant == "darts-pt" or not k.startswith("pt_")}}
         training = DartsTraining(problem, cfg, run_config, costs)
         training.train(stop_after)
         projection = None

@@ -159,7 +159,7 @@ class CellSupernet(_AlphaSupernet):
         return self.log_probabilities()
 
     def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
-        """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
+        """Logits with every edge mixed by its `mixing_weights()`; `aux_skip`: DARTS-'s auxiliary skip weight."""
         weights = self.mixing_weights()
         x = self.stem(x)
         for block in self.cells:
@@ -249,7 +249,7 @@ class DartsCellSupernet(_AlphaSupernet):
         return result
 
     def forward(self, x: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
-        """Logits with every edge mixed by softmax(alpha); `aux_skip`: DARTS-'s auxiliary skip weight."""
+        """Logits with every edge mixed by its `mixing_weights()`; `aux_skip`: DARTS-'s auxiliary skip weight."""
         probs = self.mixing_weights()
         weights = {t: [p for e, p in zip(self.edges, probs) if e.cell == t] for t in darts_net.CELL_TYPES}
         net = self.network
