@@ -23,11 +23,11 @@ import time
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..runs import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..train.data import make_loader
+from ..train.loop import score_batches
 from .darts_train import cosine
 
 CHECKPOINT = "darts_pt.pt"
@@ -49,14 +49,8 @@ def frozen_buffers(net: torch.nn.Module):
 
 def evaluate(net, batches) -> tuple[float, float]:
     """(accuracy %, mean cross-entropy) of the supernet as it mixes now, on fixed batches."""
-    correct, loss, seen = 0, 0.0, 0
     with torch.no_grad(), frozen_buffers(net):
-        for x, y in batches:
-            logits = net(x)
-            correct += int((logits.argmax(1) == y).sum())
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            seen += len(y)
-    return 100.0 * correct / seen, loss / seen
+        return score_batches(net, batches)
 
 
 def edge_check(net, edge: int, batches) -> list[dict]:
@@ -81,7 +75,7 @@ class Projection:
     """DARTS-PT's phase after the supernet training of `training` (a finished DartsTraining)."""
 
     def __init__(self, training, batches: int, tune_steps: int):
-        self.training, self.batches, self.tune_steps = training, batches, tune_steps
+        self.training, self.tune_steps = training, tune_steps
         net, problem = training.net, training.problem
         self.order = list(range(len(net.edges)))
         random.Random(problem.seed).shuffle(self.order)

@@ -3,6 +3,7 @@ evaluator and the benchmarks share this loop. A run directory makes it resumable
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -79,17 +80,23 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, max_batches: int 
     """(top-1 in %, mean cross-entropy) of `model` (or `forward(x)`) on a dataset, in eval mode."""
     was_training = model.training
     model.eval()
-    forward = forward or model
+    batches = make_loader(dataset, batch_size, shuffle=False)
+    try:
+        return score_batches(forward or model, itertools.islice(batches, max_batches or None))
+    finally:
+        model.train(was_training)
+
+
+def score_batches(forward, batches) -> tuple[float, float]:
+    """(top-1 in %, mean cross-entropy) of `forward(x)` over (x, y) batches, in whatever mode the
+    model is in."""
     correct = total = 0
     loss_sum = 0.0
-    for i, (x, y) in enumerate(make_loader(dataset, batch_size, shuffle=False)):
-        if max_batches and i >= max_batches:
-            break
+    for x, y in batches:
         logits = forward(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += len(y)
-    model.train(was_training)
     if total == 0:
         raise HwnasError("evaluation set is empty")
     return 100.0 * correct / total, loss_sum / total
