@@ -15,7 +15,7 @@ until they have spent it:
 Every search selects on its own data only; afterwards each result is looked up in NAS-Bench-201:
 its 200-epoch CIFAR-10 test accuracy, printed beside the published figures (NB201 paper, Dong & Yang
 2020, Table 5: DARTS-V1 54.30, random search 93.70, REA 93.92; DARTS-, Chu et al. 2021: 93.80; DARTS+PT,
-Wang et al. 2021: 88.11).
+Wang et al. 2021: 88.11, not re-checked against the paper here).
 
 CPU time is `time.process_time()` of this process (one torch thread), so other jobs on the machine
 do not distort it. No search here uses the latency budget (accuracy only); the LUT is needed by the
